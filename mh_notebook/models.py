@@ -1,0 +1,198 @@
+"""The task model: parse the documented ``GET /api/v1/tasks/{id}`` envelope.
+
+Pure data: no I/O. Validation is pydantic's; its errors are turned into
+:class:`~mh_notebook.errors.MalformedResponseError` naming the field and the task id.
+Unknown fields are kept (``Task.raw`` and ``model_extra``); unknown statuses are kept
+as-is and are not terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import MalformedResponseError
+
+__all__ = ["ResultItem", "Task", "TaskError", "TaskStatus"]
+
+
+class TaskStatus(StrEnum):
+    """A task's status; equal to the API's string (``TaskStatus.RUNNING == "running"``).
+
+    A status the API adds later becomes a pseudo-member that keeps its raw string
+    (``TaskStatus("paused") == "paused"``) and is treated as not finished.
+    """
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskStatus | None:
+        if not isinstance(value, str) or not value:
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        return member
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``succeeded``, ``failed`` and ``cancelled``: nothing more will happen."""
+        return self in _TERMINAL
+
+    @property
+    def is_known(self) -> bool:
+        """False for a status this version of the package does not know."""
+        return self.value in _KNOWN
+
+
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_KNOWN = frozenset(s.value for s in TaskStatus.__members__.values())
+
+
+class ResultItem(BaseModel):
+    """One output file of a succeeded task. Missing fields are ``None``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    url: str | None = None
+    """Signed URL of the file, valid 15 minutes after the task was fetched."""
+    duration: float | None = None
+    """Seconds of video or audio; ``None`` for images."""
+    format: str | None = None
+    """File format as the API names it: ``mp4``, ``png``, ``jpg``, ``mp3``..."""
+    size_bytes: int | None = None
+    """Exact file size in bytes."""
+
+
+class TaskError(BaseModel):
+    """Why a task failed: the API's error ``code`` and human ``message``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    code: str | None = None
+    message: str | None = None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class Task(BaseModel):
+    """One generation task as the API last reported it.
+
+    Build it with :meth:`Task.from_api`. ``raw`` is the ``data`` object as received.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1)
+    """The task id, e.g. ``task_abc123``."""
+    status: TaskStatus
+    """Current status; compares equal to the API's string."""
+    type: str | None = None
+    """``video``, ``image`` or ``audio``."""
+    provider: str | None = None
+    """Who runs the model, e.g. ``vidu``."""
+    model: str | None = None
+    """Model id, e.g. ``viduq3-turbo``."""
+    result: list[ResultItem] = Field(default_factory=list)
+    """Output files; only when ``succeeded``."""
+    error: TaskError | None = None
+    """Why it failed; only when ``failed``."""
+    created_at: datetime | None = None
+    """When the task was created (timezone-aware UTC)."""
+    completed_at: datetime | None = None
+    """When it ended, once it has (timezone-aware UTC)."""
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_is_string(cls, value: object) -> object:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"status must be a non-empty string, got {value!r}")
+        return value
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _null_result(cls, value: object) -> object:
+        return [] if value is None else value
+
+    @field_validator("created_at", "completed_at", mode="after")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The ``data`` object exactly as received, unknown fields included."""
+        return self._raw
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task has succeeded, failed or been cancelled."""
+        return self.status.is_terminal
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from ``created_at`` to ``completed_at`` (server clock), if both known."""
+        if self.created_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.created_at).total_seconds()
+
+    @classmethod
+    def from_api(cls, obj: object) -> Self:
+        """Parse the envelope ``{"success": true, "data": {...}}`` or a bare ``data`` object.
+
+        Raises :class:`MalformedResponseError` naming the field (and task id if known).
+        """
+        data = _unwrap(obj)
+        task_id = data.get("id") if isinstance(data.get("id"), str) else None
+        try:
+            task = cls.model_validate(data)
+        except ValidationError as exc:
+            raise _malformed(exc, task_id) from None
+        task._raw = data
+        return task
+
+
+def _unwrap(obj: object) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise MalformedResponseError(f"expected a JSON object, got {type(obj).__name__}", field="<body>")
+    if "success" not in obj and "data" not in obj:
+        return obj  # a bare data object
+    if obj.get("success") is False:
+        err = obj.get("error")
+        err = err if isinstance(err, dict) else {}
+        raise MalformedResponseError(
+            f"error envelope where a task was expected: {err.get('code')}: {err.get('message')}",
+            field="success",
+        )
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        got = "missing" if data is None else type(data).__name__
+        raise MalformedResponseError(f"field 'data' must be an object, got {got}", field="data")
+    return data
+
+
+def _malformed(exc: ValidationError, task_id: str | None) -> MalformedResponseError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "<data>"
+    where = f"task {task_id!r}" if task_id else "task with no id"
+    msg = f"{where}: field {field!r}: {first['msg']}"
+    if len(exc.errors()) > 1:
+        msg += f" (and {len(exc.errors()) - 1} more problems)"
+    return MalformedResponseError(msg, task_id=task_id, field=field)

@@ -1,0 +1,195 @@
+"""The simulator: contract, catalogue, real media, expiry, creation endpoint, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from mh_notebook import Client, Task
+from mh_notebook.sim import CATALOGUE, Simulator
+
+MAGIC = {"mp4": (4, b"ftyp"), "png": (0, b"\x89PNG\r\n\x1a\n"), "jpg": (0, b"\xff\xd8\xff"), "mp3": (0, b"ID3")}
+EXPECTED_IDS = {
+    "video": {
+        "viduq3-pro", "viduq3-turbo", "seedance-1.5-pro", "seedance-1.0-pro", "seedance-1.0-lite",
+        "kling-v3.0", "kling-v2.6", "veo-3.1", "veo-3.1-fast", "grok-imagine-video", "wan-2.6",
+    },
+    "image": {"seedream-5.0-lite", "seedream-4.5", "seedream-4.0", "seedream-3.0", "nano-banana-2"},
+    "audio": {"eleven-v3"},
+}
+RANGES = {"video": (20, 180), "image": (3, 20), "audio": (2, 10)}
+
+
+def _headers(sim: Simulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sim.api_key}"}
+
+
+def test_catalogue_has_the_agreed_models() -> None:
+    for kind, ids in EXPECTED_IDS.items():
+        assert {m for m, s in CATALOGUE.items() if s.type == kind} == ids
+
+
+@pytest.mark.parametrize("model", sorted(CATALOGUE))
+def test_latencies_fall_in_the_type_range(model: str) -> None:
+    sim = Simulator(seed=3, speed=1, fail_rate=0.0)
+    lo, hi = RANGES[CATALOGUE[model].type]
+    for _ in range(40):
+        t = sim.timeline(sim.submit(model=model))
+        assert lo <= t["end"] - t["created"] <= hi
+        assert t["created"] < t["queued"] < t["running"] < t["end"]
+
+
+def test_statuses_follow_the_timeline() -> None:
+    with Simulator(seed=0, speed=1) as sim, Client(sim.api_key, sim.url) as client:
+        task_id = sim.submit(model="veo-3.1", outcome="succeeded")
+        t = sim.timeline(task_id)
+        seen = {sim.data(sim._tasks[task_id], at)["status"] for at in (t["created"], t["queued"] + 0.01, t["running"] + 0.01, t["end"] + 0.01)}
+        assert seen == {"pending", "queued", "running", "succeeded"}
+        assert client.get_task(task_id).status == "pending"
+
+
+def test_seed_makes_runs_repeatable() -> None:
+    a, b = Simulator(seed=42), Simulator(seed=42)
+    ids_a = [a.submit(model=m) for m in sorted(CATALOGUE)]
+    ids_b = [b.submit(model=m) for m in sorted(CATALOGUE)]
+    assert ids_a == ids_b
+    durations = [a.timeline(i)["end"] - a.timeline(i)["created"] for i in ids_a]
+    assert durations == pytest.approx([b.timeline(i)["end"] - b.timeline(i)["created"] for i in ids_b], abs=0.01)
+
+
+def test_failure_rate_is_realistic() -> None:
+    sim = Simulator(seed=5, speed=1)
+    outcomes = [sim.timeline(sim.submit(model="grok-imagine-video"))["outcome"] for _ in range(2000)]
+    assert 0.05 < outcomes.count("failed") / len(outcomes) < 0.11
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "png", "jpg", "mp3"])
+def test_media_are_real_files_with_exact_sizes(sim: Simulator, fmt: str) -> None:
+    model = next(m for m, s in CATALOGUE.items() if s.format == fmt)
+    task_id = sim.submit(model=model, outcome="succeeded", latency=0.5)
+    time.sleep(0.02)
+    with Client(sim.api_key, sim.url) as client:
+        task = client.get_task(task_id)
+    item = task.result[0]
+    assert item.format == fmt
+    assert item.url is not None
+    response = httpx.get(item.url)
+    assert response.status_code == 200
+    offset, magic = MAGIC[fmt]
+    assert response.content[offset : offset + len(magic)] == magic
+    assert item.size_bytes == len(response.content)
+    assert (item.duration is None) == (CATALOGUE[model].type == "image")
+    assert response.headers["content-type"].split("/")[0] in ("video", "image", "audio")
+
+
+def test_media_range_requests(sim: Simulator) -> None:
+    task_id = sim.submit(model="viduq3-turbo", outcome="succeeded", latency=0.5)
+    time.sleep(0.02)
+    url = Client(sim.api_key, sim.url).get_task(task_id).result[0].url
+    assert url is not None
+    part = httpx.get(url, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206
+    assert len(part.content) == 100
+    assert part.headers["content-range"].endswith(f"/{len(httpx.get(url).content)}")
+
+
+def test_url_expiry_as_documented() -> None:
+    with Simulator(seed=0, speed=900) as sim, Client(sim.api_key, sim.url) as client:  # URLs live 1 s
+        task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
+        time.sleep(0.01)
+        first = client.get_task(task_id)
+        url = first.result[0].url
+        assert url is not None and httpx.get(url).status_code == 200
+        time.sleep(1.05)
+        assert httpx.get(url).status_code == 403  # the signed URL has expired
+        expired = client.get_task(task_id)
+        assert expired.status == "expired"
+        assert expired.result == []
+        assert expired.completed_at == first.completed_at
+        fresh = client.get_task(task_id)
+        assert fresh.status == "succeeded"
+        assert fresh.result[0].url != url
+        assert httpx.get(fresh.result[0].url or "").status_code == 200
+
+
+def test_tampered_signature_is_refused(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=0.1)
+    time.sleep(0.01)
+    url = Client(sim.api_key, sim.url).get_task(task_id).result[0].url or ""
+    assert httpx.get(url[:-4] + "0000").status_code == 403
+
+
+def test_create_over_http_and_errors(sim: Simulator) -> None:
+    created = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "eleven-v3", "prompt": "hi"}, headers=_headers(sim))
+    assert created.status_code == 201
+    task = Task.from_api(created.json())
+    assert (task.type, task.provider, task.status) == ("audio", "elevenlabs", "pending")
+    unknown = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "gpt-video-9"}, headers=_headers(sim))
+    assert unknown.status_code == 400
+    assert "unknown model 'gpt-video-9'" in unknown.json()["error"]["message"]
+    mismatch = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1", "type": "audio"}, headers=_headers(sim))
+    assert mismatch.status_code == 400
+    assert httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1"}).status_code == 401
+
+
+def test_cancel(sim: Simulator) -> None:
+    task_id = sim.submit(model="veo-3.1", latency=10_000)
+    answer = httpx.post(f"{sim.url}/sim/v1/tasks/{task_id}/cancel", headers=_headers(sim))
+    assert answer.json()["data"]["status"] == "cancelled"
+    assert Client(sim.api_key, sim.url).get_task(task_id).status == "cancelled"
+    again = httpx.post(f"{sim.url}/sim/v1/tasks/{task_id}/cancel", headers=_headers(sim))
+    assert again.status_code == 409
+
+
+def test_error_envelopes(sim: Simulator) -> None:
+    task_id = sim.submit()
+    r401 = httpx.get(f"{sim.url}/api/v1/tasks/{task_id}", headers={"Authorization": "Bearer nope"})
+    r404 = httpx.get(f"{sim.url}/api/v1/tasks/task_nope", headers=_headers(sim))
+    assert (r401.status_code, r401.json()["success"], r401.json()["error"]["code"]) == (401, False, "UNAUTHORIZED")
+    assert (r404.status_code, r404.json()["error"]["code"]) == (404, "TASK_NOT_FOUND")
+
+
+def test_listens_on_loopback_only(sim: Simulator) -> None:
+    assert sim.url.startswith("http://127.0.0.1:")
+    assert sim._runner is not None
+    assert all(addr[0] == "127.0.0.1" for addr in sim._runner.addresses)
+
+
+def test_fault_rates_are_applied(sim: Simulator) -> None:
+    sim.with_faults(rate_429=0.5, rate_html=0.5)
+    task_id = sim.submit()
+    codes = [httpx.get(f"{sim.url}/api/v1/tasks/{task_id}", headers=_headers(sim)) for _ in range(60)]
+    n429 = sum(r.status_code == 429 for r in codes)
+    nhtml = sum(r.headers["content-type"].startswith("text/html") for r in codes)
+    assert n429 + nhtml == 60 and n429 > 10 and nhtml > 10
+    assert all(r.headers["Retry-After"] == "1" for r in codes if r.status_code == 429)
+
+
+def test_unknown_injected_fault_is_refused(sim: Simulator) -> None:
+    with pytest.raises(ValueError, match="unknown faults"):
+        sim.inject("explode")
+
+
+def test_cli_serves_and_prints_url_and_key() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mh_notebook.cli", "sim", "--port", "0", "--speed", "100"],
+        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        url = lines[1].split("=", 1)[1].strip()
+        key = lines[2].split("=", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        created = httpx.post(f"{url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers={"Authorization": f"Bearer {key}"})
+        task_id = created.json()["data"]["id"]
+        assert Client(key, url).get_task(task_id).id == task_id
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
