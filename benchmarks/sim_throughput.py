@@ -50,15 +50,30 @@ async def _submit(url: str, key: str, n: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--speed", type=float, default=20.0)
     args = parser.parse_args()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mh_notebook.cli", "sim", "--port", "0", "--speed", str(args.speed), "--seed", "0"],
-        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "mh_notebook.cli",
+            "sim",
+            "--port",
+            "0",
+            "--speed",
+            str(args.speed),
+            "--seed",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

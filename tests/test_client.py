@@ -144,7 +144,9 @@ def test_transient_bursts_are_ridden_out(sim: Simulator, get: Getter, faults: tu
         (("429",) * 5, RateLimitedError),
     ],
 )
-def test_gives_up_after_max_attempts(sim: Simulator, get: Getter, faults: tuple[str, ...], error: type) -> None:
+def test_gives_up_after_max_attempts(
+    sim: Simulator, get: Getter, faults: tuple[str, ...], error: type
+) -> None:
     sim.with_faults(retry_after=0.01)
     task_id = sim.submit(latency=0.1)
     sim.inject(*faults)
@@ -191,7 +193,10 @@ def test_total_retry_time_is_bounded(sim: Simulator) -> None:
     task_id = sim.submit(latency=0.1)
     sim.inject(*["503"] * 50)
     start = time.monotonic()
-    with pytest.raises(ServerError), Client(sim.api_key, sim.url, retry=RetryPolicy(max_time=0.5, initial_backoff=0.1)) as c:
+    with (
+        pytest.raises(ServerError),
+        Client(sim.api_key, sim.url, retry=RetryPolicy(max_time=0.5, initial_backoff=0.1)) as c,
+    ):
         c.get_task(task_id)
     assert time.monotonic() - start < 3.0
     assert 2 <= sim.requests[task_id] < 10
@@ -234,7 +239,9 @@ def test_key_never_leaks(sim: Simulator, caplog: pytest.LogCaptureFixture) -> No
     for fault in ("503", "html"):
         sim.inject(*[fault] * 3)
         with pytest.raises(APIError if fault == "503" else MalformedResponseError) as info:
-            Client(sim.api_key, sim.url, retry=RetryPolicy(max_attempts=2, initial_backoff=0.01)).get_task(task_id)
+            Client(sim.api_key, sim.url, retry=RetryPolicy(max_attempts=2, initial_backoff=0.01)).get_task(
+                task_id
+            )
         texts += [str(info.value), repr(info.value)]
     texts += [r.getMessage() for r in caplog.records]
     assert any("retrying" in t for t in texts)  # the log records were really captured
@@ -246,7 +253,9 @@ def test_error_echoing_the_key_is_scrubbed() -> None:
 
     def echo(request: httpx.Request) -> httpx.Response:
         auth = request.headers["Authorization"]
-        return httpx.Response(403, json={"success": False, "error": {"code": "FORBIDDEN", "message": f"bad {auth}"}})
+        return httpx.Response(
+            403, json={"success": False, "error": {"code": "FORBIDDEN", "message": f"bad {auth}"}}
+        )
 
     client = Client(key, "https://api.test", transport=httpx.MockTransport(echo))
     with pytest.raises(AuthenticationError) as info:

@@ -110,7 +110,12 @@ def test_unknown_fields_are_kept() -> None:
 
 def test_naive_and_offset_timestamps_become_utc() -> None:
     task = Task.from_api(
-        {"id": "t", "status": "failed", "created_at": "2025-01-15T10:00:00", "completed_at": "2025-01-15T12:00:10+02:00"}
+        {
+            "id": "t",
+            "status": "failed",
+            "created_at": "2025-01-15T10:00:00",
+            "completed_at": "2025-01-15T12:00:10+02:00",
+        }
     )
     assert task.created_at == datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
     assert task.completed_at == datetime(2025, 1, 15, 10, 0, 10, tzinfo=UTC)
@@ -128,8 +133,16 @@ def test_naive_and_offset_timestamps_become_utc() -> None:
         ({"success": True, "data": {"status": "running"}}, "field 'id'", None),
         ({"success": True, "data": {"id": "t9", "status": 3}}, "task 't9': field 'status'", "t9"),
         ({"success": True, "data": {"id": "t9"}}, "task 't9': field 'status'", "t9"),
-        ({"success": True, "data": {"id": "t9", "status": "running", "created_at": "yesterday"}}, "created_at", "t9"),
-        ({"success": True, "data": {"id": "t9", "status": "succeeded", "result": {"url": "x"}}}, "result", "t9"),
+        (
+            {"success": True, "data": {"id": "t9", "status": "running", "created_at": "yesterday"}},
+            "created_at",
+            "t9",
+        ),
+        (
+            {"success": True, "data": {"id": "t9", "status": "succeeded", "result": {"url": "x"}}},
+            "result",
+            "t9",
+        ),
         ({"success": True, "data": {"id": "t9", "status": "failed", "error": "boom"}}, "field 'error'", "t9"),
         ({"success": False, "error": {"code": "UNAUTHORIZED", "message": "bad key"}}, "UNAUTHORIZED", None),
     ],

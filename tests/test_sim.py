@@ -14,11 +14,25 @@ import pytest
 from mh_notebook import Client, Task
 from mh_notebook.sim import CATALOGUE, Simulator
 
-MAGIC = {"mp4": (4, b"ftyp"), "png": (0, b"\x89PNG\r\n\x1a\n"), "jpg": (0, b"\xff\xd8\xff"), "mp3": (0, b"ID3")}
+MAGIC = {
+    "mp4": (4, b"ftyp"),
+    "png": (0, b"\x89PNG\r\n\x1a\n"),
+    "jpg": (0, b"\xff\xd8\xff"),
+    "mp3": (0, b"ID3"),
+}
 EXPECTED_IDS = {
     "video": {
-        "viduq3-pro", "viduq3-turbo", "seedance-1.5-pro", "seedance-1.0-pro", "seedance-1.0-lite",
-        "kling-v3.0", "kling-v2.6", "veo-3.1", "veo-3.1-fast", "grok-imagine-video", "wan-2.6",
+        "viduq3-pro",
+        "viduq3-turbo",
+        "seedance-1.5-pro",
+        "seedance-1.0-pro",
+        "seedance-1.0-lite",
+        "kling-v3.0",
+        "kling-v2.6",
+        "veo-3.1",
+        "veo-3.1-fast",
+        "grok-imagine-video",
+        "wan-2.6",
     },
     "image": {"seedream-5.0-lite", "seedream-4.5", "seedream-4.0", "seedream-3.0", "nano-banana-2"},
     "audio": {"eleven-v3"},
@@ -49,7 +63,10 @@ def test_statuses_follow_the_timeline() -> None:
     with Simulator(seed=0, speed=1) as sim, Client(sim.api_key, sim.url) as client:
         task_id = sim.submit(model="veo-3.1", outcome="succeeded")
         t = sim.timeline(task_id)
-        seen = {sim.data(sim._tasks[task_id], at)["status"] for at in (t["created"], t["queued"] + 0.01, t["running"] + 0.01, t["end"] + 0.01)}
+        seen = {
+            sim.data(sim._tasks[task_id], at)["status"]
+            for at in (t["created"], t["queued"] + 0.01, t["running"] + 0.01, t["end"] + 0.01)
+        }
         assert seen == {"pending", "queued", "running", "succeeded"}
         assert client.get_task(task_id).status == "pending"
 
@@ -60,7 +77,9 @@ def test_seed_makes_runs_repeatable() -> None:
     ids_b = [b.submit(model=m) for m in sorted(CATALOGUE)]
     assert ids_a == ids_b
     durations = [a.timeline(i)["end"] - a.timeline(i)["created"] for i in ids_a]
-    assert durations == pytest.approx([b.timeline(i)["end"] - b.timeline(i)["created"] for i in ids_b], abs=0.01)
+    assert durations == pytest.approx(
+        [b.timeline(i)["end"] - b.timeline(i)["created"] for i in ids_b], abs=0.01
+    )
 
 
 def test_failure_rate_is_realistic() -> None:
@@ -126,14 +145,18 @@ def test_tampered_signature_is_refused(sim: Simulator) -> None:
 
 
 def test_create_over_http_and_errors(sim: Simulator) -> None:
-    created = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "eleven-v3", "prompt": "hi"}, headers=_headers(sim))
+    created = httpx.post(
+        f"{sim.url}/sim/v1/tasks", json={"model": "eleven-v3", "prompt": "hi"}, headers=_headers(sim)
+    )
     assert created.status_code == 201
     task = Task.from_api(created.json())
     assert (task.type, task.provider, task.status) == ("audio", "elevenlabs", "pending")
     unknown = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "gpt-video-9"}, headers=_headers(sim))
     assert unknown.status_code == 400
     assert "unknown model 'gpt-video-9'" in unknown.json()["error"]["message"]
-    mismatch = httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1", "type": "audio"}, headers=_headers(sim))
+    mismatch = httpx.post(
+        f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1", "type": "audio"}, headers=_headers(sim)
+    )
     assert mismatch.status_code == 400
     assert httpx.post(f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1"}).status_code == 401
 
@@ -151,7 +174,11 @@ def test_error_envelopes(sim: Simulator) -> None:
     task_id = sim.submit()
     r401 = httpx.get(f"{sim.url}/api/v1/tasks/{task_id}", headers={"Authorization": "Bearer nope"})
     r404 = httpx.get(f"{sim.url}/api/v1/tasks/task_nope", headers=_headers(sim))
-    assert (r401.status_code, r401.json()["success"], r401.json()["error"]["code"]) == (401, False, "UNAUTHORIZED")
+    assert (r401.status_code, r401.json()["success"], r401.json()["error"]["code"]) == (
+        401,
+        False,
+        "UNAUTHORIZED",
+    )
     assert (r404.status_code, r404.json()["error"]["code"]) == (404, "TASK_NOT_FOUND")
 
 
@@ -179,7 +206,9 @@ def test_unknown_injected_fault_is_refused(sim: Simulator) -> None:
 def test_cli_serves_and_prints_url_and_key() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mh_notebook.cli", "sim", "--port", "0", "--speed", "100"],
-        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
@@ -187,7 +216,9 @@ def test_cli_serves_and_prints_url_and_key() -> None:
         url = lines[1].split("=", 1)[1].strip()
         key = lines[2].split("=", 1)[1].strip()
         assert url.startswith("http://127.0.0.1:")
-        created = httpx.post(f"{url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers={"Authorization": f"Bearer {key}"})
+        created = httpx.post(
+            f"{url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers={"Authorization": f"Bearer {key}"}
+        )
         task_id = created.json()["data"]["id"]
         assert Client(key, url).get_task(task_id).id == task_id
     finally:

@@ -1,0 +1,133 @@
+"""When to ask about a task next: the poll schedule, as pure functions of time.
+
+No I/O and no clock of its own: every function takes the elapsed time, so the whole
+schedule is testable with plain numbers. Durations here are *policy seconds*; the poller
+divides them by its ``time_scale`` (1 for the real API).
+
+The schedule for a task created ``e`` seconds ago:
+
+- Nothing learned about its model yet: ask every ``fraction * e`` seconds (between the
+  status's bounds). Since a task's latency is at least ``e``, an end is then seen within
+  about ``fraction`` of the task's own latency. Waiting tasks (``pending``/``queued``)
+  are asked half as often as running ones.
+- Tasks of the same provider and model have finished: their latencies give a window
+  ``[lo, hi]`` where this one will most likely end. Before the window, ask on a sparse
+  geometric schedule (to catch early failures); inside it, ask every ``fraction * e``
+  seconds, and never later than just after ``hi``; past it, fall back to the plain rule.
+  For a model with steady latencies the window is narrow and one request covers it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from .models import TaskStatus
+
+__all__ = ["LatencyModel", "PollPolicy"]
+
+_WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Tuning of the poll schedule (policy seconds). The defaults suit the real API."""
+
+    running_fraction: float = 0.045
+    """While running (or unknown), ask every ``running_fraction * elapsed`` seconds."""
+    waiting_fraction: float = 0.09
+    """While ``pending``/``queued``, ask every ``waiting_fraction * elapsed`` seconds."""
+    min_interval: float = 0.9
+    """Shortest gap between two polls of one task."""
+    waiting_min_interval: float = 1.8
+    """Shortest gap while the task is waiting."""
+    max_interval: float = 30.0
+    """Longest gap between two polls of one task."""
+    jitter: float = 0.1
+    """Each gap is shortened by a random 0..jitter fraction (spreads bursts)."""
+    min_samples: int = 3
+    """Finished tasks of a model needed before its latencies shape the schedule."""
+    early_growth: float = 2.0
+    """Before the window, the gap is ``early_growth * elapsed`` (catches early failures)."""
+    window_margin: float = 0.15
+    """Seconds after the window's end at which the last in-window poll is placed."""
+    error_backoff: float = 1.0
+    """First backoff after a failed request; doubles per consecutive failure."""
+    max_error_backoff: float = 60.0
+    """Longest backoff after failed requests."""
+    not_found_retries: int = 3
+    """404 answers tolerated (a task may not be visible right after creation)."""
+    not_found_interval: float = 1.0
+    """Gap between those 404 retries."""
+
+    def interval(self, status: TaskStatus | None, elapsed: float) -> float:
+        """The plain gap for a task in ``status`` created ``elapsed`` seconds ago."""
+        if status in _WAITING:
+            gap = max(self.waiting_min_interval, self.waiting_fraction * elapsed)
+        else:
+            gap = max(self.min_interval, self.running_fraction * elapsed)
+        return min(gap, self.max_interval)
+
+    def next_delay(
+        self,
+        status: TaskStatus | None,
+        elapsed: float,
+        window: tuple[float, float] | None,
+        rng: random.Random,
+    ) -> float:
+        """Seconds until the next poll; ``window`` is the learned ``(lo, hi)`` latency."""
+        shrink = 1.0 - self.jitter * rng.random()
+        if window is None:
+            return self.interval(status, elapsed) * shrink
+        lo, hi = window
+        last = hi + self.window_margin
+        if elapsed < lo:
+            first = min(lo + self.interval(None, lo) * shrink, last)
+            early = max(self.min_interval, self.early_growth * elapsed)  # sparse, geometric
+            return min(first - elapsed, early * shrink)
+        if elapsed < last:
+            return max(0.05, min(self.interval(None, elapsed) * shrink, last - elapsed))
+        return self.interval(status, elapsed) * shrink
+
+    def error_delay(self, consecutive_errors: int, rng: random.Random) -> float:
+        """Backoff after ``consecutive_errors`` failed requests in a row (with jitter)."""
+        base = self.error_backoff * 2 ** max(0, consecutive_errors - 1)
+        return float(min(self.max_error_backoff, base) * (0.5 + 0.5 * rng.random()))
+
+
+@dataclass
+class LatencyModel:
+    """Latencies (``completed_at - created_at``) of succeeded tasks, per provider/model.
+
+    ``window(key)`` gives the ``(lo, hi)`` range a new task of that key most likely ends
+    in: a log-normal fit, widened while few samples are known.
+    """
+
+    min_samples: int = 3
+    keep: int = 200
+    _samples: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+
+    def add(self, key: tuple[str, str], latency: float) -> None:
+        """Record one succeeded task's latency in seconds."""
+        if latency > 0 and math.isfinite(latency):
+            self._samples.setdefault(key, deque(maxlen=self.keep)).append(latency)
+
+    def count(self, key: tuple[str, str]) -> int:
+        """How many latencies are known for ``key``."""
+        return len(self._samples.get(key, ()))
+
+    def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
+        """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples."""
+        samples = self._samples.get(key)
+        if samples is None or len(samples) < self.min_samples:
+            return None
+        logs = [math.log(s) for s in samples]
+        n = len(logs)
+        mu = sum(logs) / n
+        sd = math.sqrt(sum((x - mu) ** 2 for x in logs) / (n - 1))
+        sd = max(sd, 0.004) * (1.0 + 2.0 / n)  # few samples: be less sure
+        lo = min(min(samples), math.exp(mu - 2.0 * sd))
+        hi = max(max(samples), math.exp(mu + 2.3 * sd))
+        return lo, hi

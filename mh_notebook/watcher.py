@@ -1,0 +1,484 @@
+"""``TaskWatcher``: watch tasks in the background, live in a panel, with inline media.
+
+It wires the layers together: a :class:`~mh_notebook.poller.Poller` thread fetches
+tasks; every change is journalled in the store, handed to callbacks, and marked for the
+view; the view (the widget panel in a Jupyter kernel, text lines elsewhere) is redrawn
+from the poller thread at most every ``refresh_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from .client import AsyncClient, RetryPolicy, resolve_settings
+from .errors import AuthenticationError, ModelHunterError
+from .models import Task
+from .policy import PollPolicy
+from .poller import Observation, Poller, TaskState
+from .render import Row, Snapshot, media_html, safe_text, summary_html, table_html, text_line
+from .store import Event, MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .panel import Panel
+
+__all__ = ["TaskWatcher"]
+
+log = logging.getLogger("mh_notebook.watcher")
+DisplayMode = Literal["auto", "widget", "text", "none"]
+Callback = Callable[[Task], object]
+_ACTIVE_ROWS, _RECENT_ROWS, _GALLERY = 30, 15, 24
+
+
+class TaskWatcher:
+    """Watch ModelHunter tasks from a background thread; show them live; wait for them.
+
+    ``api_key``/``base_url`` are as for :class:`~mh_notebook.Client`. ``display`` picks
+    the view: ``"auto"`` is the widget panel in a Jupyter kernel and text lines on
+    stdout elsewhere. ``rate_limit`` (requests/s, bursts of ``burst``) and
+    ``max_in_flight`` bound the load on the API; ``time_scale`` speeds the schedule up
+    to match a simulator's ``speed``. Use it as a context manager or call :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        store: Store | None = None,
+        display: DisplayMode = "auto",
+        policy: PollPolicy | None = None,
+        rate_limit: float = 10.0,
+        burst: float | None = None,
+        max_in_flight: int = 8,
+        refresh_interval: float = 0.5,
+        time_scale: float = 1.0,
+        timeout: float = 10.0,
+        url_lifetime: float = 900.0,
+        embed_media: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        key, url = resolve_settings(api_key, base_url)
+        self.base_url = url
+        self.store: Store = store if store is not None else MemoryStore()
+        self.time_scale, self.url_lifetime, self.embed_media = time_scale, url_lifetime, embed_media
+        self._mode = _resolve_display(display)
+        self._lock = threading.RLock()
+        self._waiters: list[concurrent.futures.Future[dict[str, Task]]] = []
+        self._feeds: list[queue.SimpleQueue[Task | None]] = []
+        self._on_change: list[Callback] = []
+        self._on_done: list[Callback] = []
+        self.callback_errors: list[BaseException] = []
+        """Exceptions raised by callbacks (they are logged, never fatal)."""
+        self._dirty = True
+        self._media_queue: list[str] = []
+        self._panel: Panel | None = None
+        self._stopped = False
+        self._poller = Poller(
+            lambda: AsyncClient(key, url, timeout=timeout, retry=RetryPolicy(max_attempts=1)),
+            on_observation=self._observe,
+            on_tick=self._redraw,
+            policy=policy,
+            rate_limit=rate_limit,
+            burst=burst,
+            max_in_flight=max_in_flight,
+            tick_interval=refresh_interval,
+            time_scale=time_scale,
+            seed=seed,
+        )
+
+    def __repr__(self) -> str:
+        counts = self._counts()
+        detail = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+        return f"TaskWatcher(base_url={self.base_url!r}, tasks={sum(counts.values())}: {detail or 'none'})"
+
+    # ------------------------------------------------------------- watching
+    def watch(self, *tasks: str | Task | Iterable[str | Task]) -> list[str]:
+        """Watch task ids or ``Task`` objects (or iterables of them); returns at once."""
+        items: list[str | Task] = []
+        for item in tasks:
+            items.extend([item] if isinstance(item, str | Task) else item)
+        if self._stopped:
+            raise RuntimeError("this watcher has been stopped; create a new one")
+        ids = self._poller.watch(items)
+        self._dirty = True
+        return ids
+
+    def unwatch(self, task_id: str) -> None:
+        """Stop watching ``task_id``; :meth:`wait` no longer waits for it."""
+        self._poller.unwatch(task_id)
+        self._dirty = True
+        self._poller._call(self._settle_waiters)
+
+    def pause(self) -> None:
+        """Stop polling until :meth:`resume_polling` (the panel's Pause button)."""
+        self._poller.pause()
+        self._dirty = True
+
+    def resume_polling(self) -> None:
+        """Poll again after :meth:`pause`."""
+        self._poller.resume()
+        self._dirty = True
+
+    def stop(self) -> None:
+        """Stop polling, close connections and end the thread; waits fail after this."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._dirty = True
+        self._poller.stop()
+        with self._lock:
+            for fut in self._waiters:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("the watcher was stopped before the tasks ended"))
+            for feed in self._feeds:
+                feed.put(None)
+        self._redraw()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- state
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Task id → the latest ``Task`` fetched (tasks not fetched yet are absent)."""
+        return {tid: s.task for tid, s in list(self._poller.states.items()) if s.task is not None}
+
+    @property
+    def not_found(self) -> list[str]:
+        """Ids the API kept answering 404 for; they count as ended."""
+        return [tid for tid, s in list(self._poller.states.items()) if s.is_not_found]
+
+    @property
+    def pending(self) -> list[str]:
+        """Ids that have not ended yet."""
+        return [tid for tid, s in list(self._poller.states.items()) if not s.ended]
+
+    @property
+    def paused(self) -> bool:
+        """True while polling is paused."""
+        return self._poller.paused
+
+    @property
+    def polls(self) -> dict[str, int]:
+        """Task id → requests spent on it so far."""
+        return {tid: s.polls for tid, s in list(self._poller.states.items())}
+
+    @property
+    def auth_error(self) -> AuthenticationError | None:
+        """The 401/403 that stopped polling, if any."""
+        return self._poller.auth_error
+
+    def on_change(self, fn: Callback) -> Callback:
+        """Call ``fn(task)`` on every status change, in the poller thread.
+
+        Keep it quick. An exception in it is logged and kept in ``callback_errors``;
+        it never stops the watcher. Usable as a decorator.
+        """
+        self._on_change.append(fn)
+        return fn
+
+    def on_done(self, fn: Callback) -> Callback:
+        """Call ``fn(task)`` once per task when it ends, in the poller thread (see on_change)."""
+        self._on_done.append(fn)
+        return fn
+
+    # ------------------------------------------------------------- waiting
+    def wait(self, timeout: float | None = None) -> dict[str, Task]:
+        """Block until every watched task has ended; return id → final ``Task``.
+
+        Tasks the API does not know count as ended (see ``not_found``). Raises
+        ``TimeoutError`` naming the unfinished ids, or the ``AuthenticationError``
+        that stopped polling.
+        """
+        future = self._wait_future()
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise self._timeout_error(timeout) from None
+
+    async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
+        """``await`` form of :meth:`wait`, for top-level await in a cell."""
+        future = asyncio.wrap_future(self._wait_future())
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise self._timeout_error(timeout) from None
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
+        """Yield each watched task as it ends (already ended ones first)."""
+        feed, remaining = self._open_feed()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while remaining:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    task = feed.get(timeout=left)
+                except queue.Empty:
+                    raise self._timeout_error(timeout) from None
+                if task is None:
+                    raise self.auth_error or RuntimeError("the watcher was stopped")
+                if task.id in remaining:
+                    remaining.discard(task.id)
+                    yield task
+        finally:
+            self._close_feed(feed)
+
+    async def as_completed_async(self, timeout: float | None = None) -> AsyncIterator[Task]:
+        """``async for`` form of :meth:`as_completed`."""
+        iterator = self.as_completed(timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            task = await loop.run_in_executor(None, next, iterator, None)
+            if task is None:
+                return
+            yield task
+
+    def _wait_future(self) -> concurrent.futures.Future[dict[str, Task]]:
+        future: concurrent.futures.Future[dict[str, Task]] = concurrent.futures.Future()
+        with self._lock:
+            self._waiters.append(future)
+        if self._stopped:
+            future.set_exception(RuntimeError("the watcher was stopped"))
+        else:
+            self._poller._call(self._settle_waiters)
+        return future
+
+    def _settle_waiters(self) -> None:
+        """Resolve the waiters whose tasks have all ended (poller thread)."""
+        states = self._poller.states
+        error = self._poller.auth_error
+        done = all(s.ended for s in states.values())
+        with self._lock:
+            for fut in [f for f in self._waiters if not f.done()]:
+                if error is not None:
+                    fut.set_exception(error)
+                elif done:
+                    fut.set_result({tid: s.task for tid, s in states.items() if s.task is not None})
+            self._waiters = [f for f in self._waiters if not f.done()]
+
+    def _timeout_error(self, timeout: float | None) -> TimeoutError:
+        ids = self.pending
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        return TimeoutError(f"{len(ids)} tasks had not ended after {timeout} s: {shown}")
+
+    def _open_feed(self) -> tuple[queue.SimpleQueue[Task | None], set[str]]:
+        feed: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        with self._lock:
+            self._feeds.append(feed)
+            states = dict(self._poller.states)
+        for s in states.values():
+            if s.ended and s.task is not None:
+                feed.put(s.task)
+        remaining = {tid for tid, s in states.items() if not s.is_not_found}
+        return feed, remaining
+
+    def _close_feed(self, feed: queue.SimpleQueue[Task | None]) -> None:
+        with self._lock:
+            self._feeds = [f for f in self._feeds if f is not feed]
+
+    # ----------------------------------------------- poller thread: observing
+    def _observe(self, obs: Observation) -> None:
+        self._dirty = True
+        if obs.kind == "error":
+            return  # a failed request is not a change: shown in the panel, not journalled
+        self.store.add(_event(obs))
+        if obs.kind == "auth":
+            self._settle_waiters()
+            with self._lock:
+                for feed in self._feeds:
+                    feed.put(None)
+            return
+        task = obs.task
+        if obs.kind == "change" and task is not None:
+            self._run_callbacks(self._on_change, task)
+            if self._mode == "text":
+                print(text_line(self._row(self._poller.states[obs.task_id])), file=sys.stdout, flush=True)
+            if task.is_terminal and obs.previous != "expired":
+                self._finished(task)
+        elif obs.kind == "not_found":
+            if self._mode == "text":
+                print(f"[mh] {obs.task_id}: not found (HTTP 404)", flush=True)
+            self._settle_waiters()
+
+    def _finished(self, task: Task) -> None:
+        self._run_callbacks(self._on_done, task)
+        with self._lock:
+            for feed in self._feeds:
+                feed.put(task)
+        if task.status == "succeeded" and self._mode in ("widget", "auto"):
+            caption = f"{task.model or ''} · {task.id}"
+            for item in task.result:
+                self._media_queue.append(media_html(item.url, item.format, caption))
+            del self._media_queue[:-_GALLERY]
+        self._settle_waiters()
+
+    def _run_callbacks(self, callbacks: list[Callback], task: Task) -> None:
+        for fn in callbacks:
+            try:
+                fn(task)
+            except Exception as exc:
+                log.exception("callback %r failed on task %s", fn, task.id)
+                self.callback_errors.append(exc)
+
+    # ------------------------------------------------------------ the view
+    def _row(self, state: TaskState) -> Row:
+        task = state.task
+        if task is None:
+            status = "not found" if state.is_not_found else "pending" if state.last_error is None else "error"
+            return Row(state.task_id, status, polls=state.polls, problem=state.last_error, ended=state.ended)
+        first = task.result[0] if task.result else None
+        end = task.completed_at.timestamp() if task.completed_at else None
+        start = task.created_at.timestamp() if task.created_at else state.first_seen_at
+        seconds = None if start is None else ((end if end is not None else time.time()) - start)
+        return Row(
+            task.id, str(task.status), task.type, task.provider, task.model,
+            seconds=seconds, ended=state.ended,
+            format=first.format if first else None,
+            duration=first.duration if first else None,
+            size_bytes=first.size_bytes if first else None,
+            error_code=task.error.code if task.error else None,
+            error_message=task.error.message if task.error else None,
+            polls=state.polls, problem=state.last_error,
+            sort_key=end or start or 0.0,
+        )  # fmt: skip
+
+    def _counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for s in list(self._poller.states.values()):
+            counts["not found" if s.is_not_found else str(s.task.status) if s.task else "pending"] += 1
+        return counts
+
+    def snapshot(self) -> Snapshot:
+        """What the panel shows now: counts, the active and most recent rows."""
+        states = list(self._poller.states.values())
+        active = [s for s in states if not s.ended]
+        ended = [s for s in states if s.ended]
+        rows = [self._row(s) for s in active[:_ACTIVE_ROWS]]
+        recent = sorted((self._row(s) for s in ended[-(_RECENT_ROWS * 4) :]), key=lambda r: -r.sort_key)
+        rows += recent[: max(_RECENT_ROWS, _ACTIVE_ROWS - len(rows))]
+        error = self.auth_error
+        notice = f"Polling stopped: {error.message}" if error else None
+        return Snapshot(
+            rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
+            notice=notice, rate_limit=self._poller.rate_limit,
+        )  # fmt: skip
+
+    @property
+    def panel(self) -> Panel:
+        """The live ipywidgets panel (created on first use)."""
+        if self._panel is None:
+            from .panel import Panel
+
+            self._panel = Panel(on_pause=self.pause, on_resume=self.resume_polling, on_stop=self.stop)
+            self._panel.draw(self.snapshot())
+            self._mode = "widget"
+        return self._panel
+
+    def _redraw(self) -> None:
+        """Poller thread, every ``refresh_interval``: draw only if something changed."""
+        panel = self._panel
+        if panel is None or not self._dirty:
+            return
+        self._dirty = False
+        panel.draw(self.snapshot())
+        media, self._media_queue = self._media_queue, []
+        for figure in media:
+            panel.add_media(figure)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live widget, plus static ``text/html`` and ``text/plain`` for saved notebooks."""
+        snapshot = self.snapshot()
+        bundle: dict[str, Any] = {}
+        if self._mode in ("widget", "auto"):
+            bundle.update(self.panel.widget._repr_mimebundle_(include=include, exclude=exclude))
+        bundle["text/html"] = summary_html(snapshot) + table_html(
+            snapshot.rows, snapshot.total, snapshot.counts
+        )
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    # ---------------------------------------------------------------- media
+    def fresh_task(self, task_id: str, timeout: float = 30.0) -> Task:
+        """The task with result URLs that are not about to expire (re-fetched if needed)."""
+        state = self._poller.states.get(task_id)
+        lifetime = self.url_lifetime / self.time_scale
+        if state is not None and state.task is not None and state.fetched_at is not None:
+            young = time.time() - state.fetched_at < lifetime * 0.8
+            if young and state.task.status != "expired":
+                return state.task
+        return self._poller.refresh(task_id).result(timeout)
+
+    def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
+        """Display a task's media inline (Video/Image/Audio by format).
+
+        ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
+        20 MB) so the media survive the URL's expiry; otherwise the URL is used.
+        """
+        from IPython.display import HTML, display
+
+        from .media import DEFAULT_EMBED_LIMIT, display_object
+
+        task = self.fresh_task(task_id)
+        if task.status != "succeeded" or not task.result:
+            display(HTML(f"<i>{safe_text(task_id)} is {safe_text(task.status)}: nothing to show</i>"))
+            return
+        for item in task.result:
+            display(display_object(item, embed=self.embed_media if embed is None else embed,
+                                   embed_limit=embed_limit or DEFAULT_EMBED_LIMIT))  # fmt: skip
+
+    def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
+        """Save a task's result files into ``directory``; returns their paths.
+
+        Streams to a temporary file and renames it (atomic), checks the size against
+        ``size_bytes``, and gets a fresh URL when the old one has expired.
+        """
+        from .media import download_file, safe_filename
+
+        task = self.fresh_task(task_id)
+        if task.status != "succeeded":
+            raise ModelHunterError(f"task {task_id!r} is {task.status}, not succeeded", task_id=task_id)
+        paths = []
+        for index, item in enumerate(task.result):
+
+            def refresh(index: int = index) -> str | None:
+                return self._poller.refresh(task_id).result(30).result[index].url
+
+            target = Path(directory) / safe_filename(task.id, index, item.format)
+            paths.append(
+                download_file(
+                    item.url, target, expected_size=item.size_bytes, refresh_url=refresh, progress=progress
+                )
+            )
+        return paths
+
+
+def _event(obs: Observation) -> Event:
+    if obs.kind == "change" and obs.task is not None:
+        return Event(obs.task_id, str(obs.task.status), obs.observed_at, obs.polls, dict(obs.task.raw))
+    status = {"not_found": "not_found", "auth": "auth_error"}.get(obs.kind, obs.kind)
+    data = {"error_message": obs.error.message} if obs.error is not None else {}
+    return Event(obs.task_id, status, obs.observed_at, obs.polls, data)
+
+
+def _resolve_display(display: DisplayMode) -> DisplayMode:
+    if display != "auto":
+        return display
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return "text"
+    shell = get_ipython()
+    return "auto" if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" else "text"
