@@ -12,8 +12,10 @@ The schedule for a task created ``e`` seconds ago:
   are asked half as often as running ones.
 - Tasks of the same provider and model have finished: their latencies give a window
   ``[lo, hi]`` where this one will most likely end. Before the window, ask on a sparse
-  geometric schedule (to catch early failures); inside it, ask every ``fraction * e``
+  geometric schedule (see below); inside it, ask every ``fraction * e``
   seconds, and never later than just after ``hi``; past it, fall back to the plain rule.
+  Polls before the window (a sparse geometric schedule) are spent only when tasks of
+  that model have been seen ending early (failures, mostly).
   For a model with steady latencies the window is narrow and one request covers it.
 """
 
@@ -35,13 +37,13 @@ _WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
 class PollPolicy:
     """Tuning of the poll schedule (policy seconds). The defaults suit the real API."""
 
-    running_fraction: float = 0.045
+    running_fraction: float = 0.04
     """While running (or unknown), ask every ``running_fraction * elapsed`` seconds."""
     waiting_fraction: float = 0.09
     """While ``pending``/``queued``, ask every ``waiting_fraction * elapsed`` seconds."""
-    min_interval: float = 0.9
+    min_interval: float = 0.8
     """Shortest gap between two polls of one task."""
-    waiting_min_interval: float = 1.8
+    waiting_min_interval: float = 1.0
     """Shortest gap while the task is waiting."""
     max_interval: float = 30.0
     """Longest gap between two polls of one task."""
@@ -51,6 +53,8 @@ class PollPolicy:
     """Finished tasks of a model needed before its latencies shape the schedule."""
     early_growth: float = 2.0
     """Before the window, the gap is ``early_growth * elapsed`` (catches early failures)."""
+    early_threshold: float = 0.02
+    """Ask before the window only if more than this share of tasks ended before it."""
     window_margin: float = 0.15
     """Seconds after the window's end at which the last in-window poll is placed."""
     error_backoff: float = 1.0
@@ -76,15 +80,22 @@ class PollPolicy:
         elapsed: float,
         window: tuple[float, float] | None,
         rng: random.Random,
+        early_share: float = 1.0,
     ) -> float:
-        """Seconds until the next poll; ``window`` is the learned ``(lo, hi)`` latency."""
+        """Seconds until the next poll; ``window`` is the learned ``(lo, hi)`` latency.
+
+        ``early_share`` is how often tasks of this kind ended before the window; below
+        ``early_threshold`` nothing is asked before the window opens.
+        """
         shrink = 1.0 - self.jitter * rng.random()
         if window is None:
             return self.interval(status, elapsed) * shrink
         lo, hi = window
         last = hi + self.window_margin
         if elapsed < lo:
-            first = min(lo + self.interval(None, lo) * shrink, last)
+            first = min(lo + 0.5 * self.interval(None, lo) * shrink, last)
+            if early_share < self.early_threshold:
+                return first - elapsed
             early = max(self.min_interval, self.early_growth * elapsed)  # sparse, geometric
             return min(first - elapsed, early * shrink)
         if elapsed < last:
@@ -97,37 +108,54 @@ class PollPolicy:
         return float(min(self.max_error_backoff, base) * (0.5 + 0.5 * rng.random()))
 
 
+_T98 = ((1, 15.9), (2, 4.85), (3, 3.48), (4, 3.0), (5, 2.76), (6, 2.61), (8, 2.45), (10, 2.36), (15, 2.25), (20, 2.2), (30, 2.15))
+
+
+def _t98(df: int) -> float:
+    """The 98th percentile of Student's t with ``df`` degrees of freedom (table, rounded)."""
+    for limit, value in _T98:
+        if df <= limit:
+            return value
+    return 2.06
+
+
 @dataclass
 class LatencyModel:
-    """Latencies (``completed_at - created_at``) of succeeded tasks, per provider/model.
+    """Latencies (``completed_at - created_at``) of ended tasks, per provider/model.
 
     ``window(key)`` gives the ``(lo, hi)`` range a new task of that key most likely ends
-    in: a log-normal fit, widened while few samples are known.
+    in: a log-normal fit of the succeeded ones, widened while few samples are known.
+    ``early_share(key)`` is the share of ended tasks (failures included) that ended
+    before that window: when it is not negligible, polls before the window are worth it.
     """
 
     min_samples: int = 3
     keep: int = 200
-    _samples: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    _ends: dict[tuple[str, str], deque[tuple[float, bool]]] = field(default_factory=dict)
 
-    def add(self, key: tuple[str, str], latency: float) -> None:
-        """Record one succeeded task's latency in seconds."""
-        if latency > 0 and math.isfinite(latency):
-            self._samples.setdefault(key, deque(maxlen=self.keep)).append(latency)
+    def add(self, key: tuple[str, str], latency: float, succeeded: bool = True) -> None:
+        """Record one ended task's latency in seconds."""
+        if latency >= 0 and math.isfinite(latency):
+            self._ends.setdefault(key, deque(maxlen=self.keep)).append((latency, succeeded))
 
     def count(self, key: tuple[str, str]) -> int:
-        """How many latencies are known for ``key``."""
-        return len(self._samples.get(key, ()))
+        """How many succeeded latencies are known for ``key``."""
+        return sum(ok for _, ok in self._ends.get(key, ()))
 
     def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
         """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples."""
-        samples = self._samples.get(key)
-        if samples is None or len(samples) < self.min_samples:
+        samples = [max(lat, 1e-3) for lat, ok in self._ends.get(key, ()) if ok]
+        if len(samples) < self.min_samples:
             return None
         logs = [math.log(s) for s in samples]
         n = len(logs)
         mu = sum(logs) / n
-        sd = math.sqrt(sum((x - mu) ** 2 for x in logs) / (n - 1))
-        sd = max(sd, 0.004) * (1.0 + 2.0 / n)  # few samples: be less sure
-        lo = min(min(samples), math.exp(mu - 2.0 * sd))
-        hi = max(max(samples), math.exp(mu + 2.3 * sd))
-        return lo, hi
+        sd = max(0.004, math.sqrt(sum((x - mu) ** 2 for x in logs) / (n - 1)))
+        # a ~96% prediction interval for the next latency (Student t: few samples, wider)
+        spread = _t98(n - 1) * sd * math.sqrt(1.0 + 1.0 / n)
+        return min(min(samples), math.exp(mu - spread)), max(max(samples), math.exp(mu + spread))
+
+    def early_share(self, key: tuple[str, str], lo: float) -> float:
+        """Share of ended tasks of ``key`` that ended before ``lo`` seconds."""
+        ends = self._ends.get(key, ())
+        return sum(lat < lo for lat, _ in ends) / len(ends) if ends else 1.0

@@ -178,7 +178,7 @@ class Poller:
 
     async def _run(self) -> None:
         self._client = self._client_factory()
-        self._limiter = AsyncLimiter(self._burst * self.time_scale, self._burst / self.rate_limit)
+        self._limiter = AsyncLimiter(self._burst, self._burst / (self.rate_limit * self.time_scale))
         self._slots = asyncio.Semaphore(self._max_in_flight)
         self._inflight: set[asyncio.Task[None]] = set()
         ticker = asyncio.create_task(self._ticker())
@@ -264,8 +264,9 @@ class Poller:
         state.last_error = None
         if task.is_terminal:
             state.ended = True
-            if task.status == TaskStatus.SUCCEEDED and task.latency is not None and previous != "expired":
-                self.latency.add(_key(task), task.latency * self.time_scale)
+            if task.latency is not None and previous != "expired":
+                ok = task.status == TaskStatus.SUCCEEDED
+                self.latency.add(_key(task), task.latency * self.time_scale, ok)
         if previous != task.status:
             self._emit(Observation("change", state.task_id, now, task, previous, state.polls))
 
@@ -274,8 +275,10 @@ class Poller:
             return 0.0  # fetch again at once: the next answer carries a fresh URL
         since = task.created_at.timestamp() if task.created_at else (state.first_seen_at or time.time())
         elapsed = max(0.0, time.time() - since) * self.time_scale
-        window = self.latency.window(_key(task))
-        return self.policy.next_delay(task.status, elapsed, window, self._rng) / self.time_scale
+        key = _key(task)
+        window = self.latency.window(key)
+        early = self.latency.early_share(key, window[0]) if window else 1.0
+        return self.policy.next_delay(task.status, elapsed, window, self._rng, early) / self.time_scale
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:
         state.last_error = exc.message

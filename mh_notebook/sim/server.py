@@ -194,14 +194,17 @@ class Simulator:
         fail_rate = spec.fail_rate if self.fail_rate is None else self.fail_rate
         outcome = outcome or ("failed" if rng.random() < fail_rate else "succeeded")
         total = latency if latency is not None else self._draw_latency(spec)
-        if outcome == "failed" and latency is None:
-            total *= rng.uniform(0.15, 0.6)  # failures tend to come early
         pending = min(total * 0.1, rng.uniform(0.2, 1.5))
         queued = pending + (total - pending) * rng.uniform(0.05, 0.2)
+        code, message = ERRORS[rng.randrange(len(ERRORS))]
+        if outcome == "failed" and latency is None:
+            if code == "PROVIDER_ERROR" and message.startswith("Content moderation"):
+                total = pending = queued = rng.uniform(0.5, 3.0)  # rejected before it is queued
+            else:
+                total = queued + (total - queued) * rng.uniform(0.1, 1.0)  # fails while running
         now = time.time()
         error = None
         if outcome == "failed":
-            code, message = ERRORS[rng.randrange(len(ERRORS))]
             error = (error_code or code, error_message if error_message is not None else message)
         task = SimTask(
             id=f"task_{rng.getrandbits(48):012x}",
@@ -221,8 +224,11 @@ class Simulator:
         return task
 
     def _draw_latency(self, spec: ModelSpec) -> float:
-        value = spec.median * math.exp(self._rng.gauss(0.0, spec.sigma))
-        return min(spec.high, max(spec.low, value))
+        for _ in range(100):  # a truncated log-normal: redraw what falls outside the range
+            value = spec.median * math.exp(self._rng.gauss(0.0, spec.sigma))
+            if spec.low <= value <= spec.high:
+                return value
+        return spec.median
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not ended; return whether it was cancelled."""
