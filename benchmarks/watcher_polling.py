@@ -61,7 +61,9 @@ def _fixed(watched: float, end: float, interval: float) -> tuple[int, float]:
     return k + 1, watched + k * interval - end
 
 
-def _run_phase(sim: Simulator, watcher: TaskWatcher, arrivals: list[tuple[float, dict[str, object]]]) -> dict[str, float]:
+def _run_phase(
+    sim: Simulator, watcher: TaskWatcher, arrivals: list[tuple[float, dict[str, object]]]
+) -> dict[str, float]:
     watched_at: dict[str, float] = {}
     start = time.time()
 
@@ -81,7 +83,9 @@ def _run_phase(sim: Simulator, watcher: TaskWatcher, arrivals: list[tuple[float,
     return watched_at
 
 
-def _outcomes(sim: Simulator, watcher: TaskWatcher, watched_at: dict[str, float], cls_of: dict[str, str]) -> list[Outcome]:
+def _outcomes(
+    sim: Simulator, watcher: TaskWatcher, watched_at: dict[str, float], cls_of: dict[str, str]
+) -> list[Outcome]:
     seen: dict[str, float] = {}
     for event in watcher.store.events():
         if event.task_id in watched_at and event.status in ("succeeded", "failed", "cancelled"):
@@ -92,7 +96,16 @@ def _outcomes(sim: Simulator, watcher: TaskWatcher, watched_at: dict[str, float]
         t = sim.timeline(task_id)
         fixed = {p: _fixed(watched * s, t["end"] * s, p) for p in FIXED}
         out.append(
-            Outcome(task_id, t["model"], t["outcome"], cls_of[task_id], (t["end"] - t["created"]) * s, (seen[task_id] - t["end"]) * s, sim.requests[task_id], fixed)
+            Outcome(
+                task_id,
+                t["model"],
+                t["outcome"],
+                cls_of[task_id],
+                (t["end"] - t["created"]) * s,
+                (seen[task_id] - t["end"]) * s,
+                sim.requests[task_id],
+                fixed,
+            )
         )
     return out
 
@@ -115,10 +128,14 @@ def _report(title: str, outcomes: list[Outcome]) -> dict[str, float]:
     for cls, group in groups.items():
         base = sum(o.fixed[0.5][0] for o in group)
         rows = [("watcher", [o.requests for o in group], [o.delay for o in group])]
-        rows += [(f"fixed {p:g}s", [o.fixed[p][0] for o in group], [o.fixed[p][1] for o in group]) for p in FIXED]
+        rows += [
+            (f"fixed {p:g}s", [o.fixed[p][0] for o in group], [o.fixed[p][1] for o in group]) for p in FIXED
+        ]
         for name, reqs, delays in rows:
             rel = [d / o.latency for d, o in zip(delays, group, strict=True)]
-            on_time = sum(d <= max(1.0, 0.05 * o.latency) for d, o in zip(delays, group, strict=True)) / len(group)
+            on_time = sum(d <= max(1.0, 0.05 * o.latency) for d, o in zip(delays, group, strict=True)) / len(
+                group
+            )
             print(
                 f"{cls:<8}{len(group):>6}{name:>10}{statistics.mean(reqs):>10.1f}{base / sum(reqs):>8.1f}x"
                 f"{_pct(delays, 0.5):>10.2f}s{_pct(delays, 0.95):>7.2f}s{_pct(rel, 0.5):>8.1%}{_pct(rel, 0.95):>9.1%}{on_time:>9.1%}"
@@ -144,7 +161,9 @@ def _peak_rate(sim: Simulator) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=300, help="tasks of the mixed workload")
     parser.add_argument("--rate", type=float, default=0.3, help="arrivals per simulated second")
     parser.add_argument("--steady", type=int, default=45, help="tasks of the steady phase (5 warm up)")
@@ -163,23 +182,45 @@ def main() -> int:
         t += rng.expovariate(args.rate)
         latency = STEADY_LATENCY * math.exp(rng.gauss(0, STEADY_CV))
         steady.append((t, {"model": STEADY_MODEL, "latency": latency, "outcome": "succeeded"}))
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; simulator speed {args.speed:g} = watcher time_scale")
-    print(f"workload: {args.tasks} mixed tasks, Poisson arrivals at {args.rate:g}/s; then {args.steady} tasks of {STEADY_MODEL} with latency {STEADY_LATENCY:g} s ± {STEADY_CV:.0%}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; simulator speed {args.speed:g} = watcher time_scale"
+    )
+    print(
+        f"workload: {args.tasks} mixed tasks, Poisson arrivals at {args.rate:g}/s; then {args.steady} tasks of {STEADY_MODEL} with latency {STEADY_LATENCY:g} s ± {STEADY_CV:.0%}"
+    )
     print(f"watcher rate limit: {args.rate_limit:g} requests/s (simulated), default poll policy")
     with Simulator(seed=args.seed, speed=args.speed) as sim:
-        with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=args.speed, rate_limit=args.rate_limit, seed=args.seed) as watcher:
+        with TaskWatcher(
+            sim.api_key,
+            sim.url,
+            display="none",
+            time_scale=args.speed,
+            rate_limit=args.rate_limit,
+            seed=args.seed,
+        ) as watcher:
             started = time.time()
             mixed_at = _run_phase(sim, watcher, arrivals)
             mixed = _outcomes(sim, watcher, mixed_at, {i: sim.timeline(i)["type"] for i in mixed_at})
         # a fresh watcher: what it knows of the model comes from the warm-up tasks alone
-        with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=args.speed, rate_limit=args.rate_limit, seed=args.seed) as watcher:
+        with TaskWatcher(
+            sim.api_key,
+            sim.url,
+            display="none",
+            time_scale=args.speed,
+            rate_limit=args.rate_limit,
+            seed=args.seed,
+        ) as watcher:
             _run_phase(sim, watcher, steady[:WARM_UP])  # these teach the watcher the model
-            steady_at = _run_phase(sim, watcher, [(at - steady[WARM_UP][0], kw) for at, kw in steady[WARM_UP:]])
+            steady_at = _run_phase(
+                sim, watcher, [(at - steady[WARM_UP][0], kw) for at, kw in steady[WARM_UP:]]
+            )
             steady_out = _outcomes(sim, watcher, steady_at, dict.fromkeys(steady_at, "steady"))
         elapsed = (time.time() - started) * args.speed
         peak = _peak_rate(sim)
     total = sum(sim.requests.values())
-    print(f"ran {elapsed:,.0f} simulated seconds; {total} requests in all, peak {peak:.0f} in one simulated second (limit {args.rate_limit:g}, burst {args.rate_limit:g})")
+    print(
+        f"ran {elapsed:,.0f} simulated seconds; {total} requests in all, peak {peak:.0f} in one simulated second (limit {args.rate_limit:g}, burst {args.rate_limit:g})"
+    )
     m = _report("Mixed workload (simulated seconds; 'on time' = seen within max(1 s, 5% of latency))", mixed)
     s = _report(f"Steady model, after {WARM_UP} warm-up tasks had finished", steady_out)
     checks = [
@@ -192,7 +233,9 @@ def main() -> int:
         print("\nLate tasks (mixed workload):")
         for o in mixed:
             if o.delay > max(1.0, 0.05 * o.latency):
-                print(f"  {o.task_id} {o.model:<20} {o.outcome:<10} latency {o.latency:6.1f}s delay {o.delay:5.2f}s requests {o.requests}")
+                print(
+                    f"  {o.task_id} {o.model:<20} {o.outcome:<10} latency {o.latency:6.1f}s delay {o.delay:5.2f}s requests {o.requests}"
+                )
     print("\nTargets:")
     for name, ok, value in checks:
         print(f"  {'MET   ' if ok else 'MISSED'} {name}: {value}")

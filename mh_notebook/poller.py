@@ -124,7 +124,12 @@ class Poller:
     def watch(self, items: Iterable[str | Task]) -> list[str]:
         """Start watching ids or tasks (idempotent); returns their ids. Never blocks."""
         batch = [(item.id, item) if isinstance(item, Task) else (check_task_id(item), None) for item in items]
-        self._call(self._add, batch)
+        new = []
+        for task_id, task in batch:  # registered here, so state queries see them at once
+            if task_id not in self.states:
+                state = self.states[task_id] = TaskState(task_id, first_seen_at=time.time())
+                new.append((state, task))
+        self._call(self._start, new)
         return [task_id for task_id, _ in batch]
 
     def unwatch(self, task_id: str) -> None:
@@ -207,6 +212,10 @@ class Poller:
                 continue
             await self._limiter.acquire()
             await self._slots.acquire()
+            if self._held():  # a 429, a 401 or a pause arrived while we queued
+                self._slots.release()
+                self._schedule(state, max(0.0, self._pause_until - self._loop.time()))
+                continue
             state.in_flight = True
             job = asyncio.create_task(self._poll(state))
             self._inflight.add(job)
@@ -219,17 +228,17 @@ class Poller:
         now = self._loop.time()
         return max(self._heap[0][0], self._pause_until) - now
 
+    def _held(self) -> bool:
+        return self._paused or self.auth_error is not None or self._loop.time() < self._pause_until
+
     def _schedule(self, state: TaskState, delay: float) -> None:
         state.version += 1
         at = self._loop.time() + max(0.0, delay)
         heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
         self._wakeup.set()
 
-    def _add(self, batch: list[tuple[str, Task | None]]) -> None:
-        for task_id, task in batch:
-            if task_id in self.states:
-                continue
-            state = self.states[task_id] = TaskState(task_id, first_seen_at=time.time())
+    def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
+        for state, task in batch:
             if task is not None and task.is_terminal:
                 self._record_answer(state, task)
             else:

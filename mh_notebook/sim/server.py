@@ -263,6 +263,11 @@ class Simulator:
         """Ids of every task created so far, oldest first."""
         return list(self._tasks)
 
+    def set_status(self, task_id: str, status: str | None) -> None:
+        """Force the status the API reports for a task (e.g. a new one, ``"paused"``);
+        ``None`` goes back to the timeline. For tests of forward compatibility."""
+        self._tasks[task_id].extra["status"] = status
+
     def expire_now(self, task_id: str) -> None:
         """Make a succeeded task's result URL expire at once (for tests)."""
         task = self._tasks[task_id]
@@ -293,6 +298,10 @@ class Simulator:
         elif now >= task.queued:
             data["status"] = "queued"
         data["created_at"] = _iso(task.created)
+        if task.extra.get("status"):
+            data["status"] = task.extra["status"]
+            data.pop("completed_at", None)
+            data.pop("result", None)
         return data
 
     def _render_end(self, task: SimTask, now: float, data: dict[str, Any]) -> None:

@@ -1,0 +1,118 @@
+"""The poll schedule as pure numbers: no clock, no sleeps, no network."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from mh_notebook.models import TaskStatus
+from mh_notebook.policy import LatencyModel, PollPolicy
+
+NO_JITTER = PollPolicy(jitter=0.0)
+RNG = random.Random(0)
+
+
+@pytest.mark.parametrize(
+    ("status", "elapsed", "expected"),
+    [
+        (TaskStatus.RUNNING, 0.0, 0.8),  # the floor
+        (TaskStatus.RUNNING, 100.0, 4.0),  # 4% of elapsed
+        (TaskStatus.RUNNING, 10_000.0, 30.0),  # the ceiling
+        (TaskStatus.PENDING, 0.0, 1.0),
+        (TaskStatus.QUEUED, 100.0, 9.0),  # waiting tasks are asked less often
+        (TaskStatus("paused"), 100.0, 4.0),  # unknown: treated like running
+    ],
+)
+def test_plain_interval(status: TaskStatus, elapsed: float, expected: float) -> None:
+    assert NO_JITTER.next_delay(status, elapsed, None, RNG) == pytest.approx(expected)
+
+
+def test_jitter_only_shortens() -> None:
+    policy = PollPolicy(jitter=0.1)
+    rng = random.Random(1)
+    delays = [policy.next_delay(TaskStatus.RUNNING, 100.0, None, rng) for _ in range(200)]
+    assert all(3.6 <= d <= 4.0 for d in delays)
+    assert max(delays) - min(delays) > 0.2
+
+
+def test_plain_schedule_sees_the_end_within_five_percent() -> None:
+    for latency in (2.0, 7.0, 45.0, 170.0):
+        t, polls = 0.0, 0
+        while t < latency:
+            t += NO_JITTER.next_delay(TaskStatus.RUNNING, t, None, RNG)
+            polls += 1
+        assert t - latency <= max(1.0, 0.05 * latency)
+
+
+def test_narrow_window_is_covered_by_one_poll() -> None:
+    window = (29.8, 30.3)
+    delay = NO_JITTER.next_delay(TaskStatus.PENDING, 0.0, window, RNG, early_share=0.0)
+    assert 30.3 <= delay <= 30.3 + NO_JITTER.window_margin
+    wide = NO_JITTER.next_delay(TaskStatus.PENDING, 0.0, (20.0, 40.0), RNG, early_share=0.0)
+    assert wide == pytest.approx(20.0 + 0.5 * 0.8)  # half a gap into a wide window
+
+
+def test_window_polls_early_when_tasks_end_early() -> None:
+    window = (60.0, 120.0)
+    delay = NO_JITTER.next_delay(TaskStatus.RUNNING, 5.0, window, RNG, early_share=0.1)
+    assert delay == pytest.approx(10.0)  # geometric: 2 x elapsed
+    skip = NO_JITTER.next_delay(TaskStatus.RUNNING, 5.0, window, RNG, early_share=0.0)
+    assert skip == pytest.approx(60.0 + 0.5 * 2.4 - 5.0)
+
+
+def test_inside_window_never_passes_its_end() -> None:
+    delay = NO_JITTER.next_delay(TaskStatus.RUNNING, 100.0, (60.0, 101.0), RNG)
+    assert delay == pytest.approx(101.0 + NO_JITTER.window_margin - 100.0)
+
+
+def test_past_window_falls_back_to_plain_rule() -> None:
+    assert NO_JITTER.next_delay(TaskStatus.RUNNING, 200.0, (60.0, 120.0), RNG) == pytest.approx(8.0)
+
+
+def test_error_backoff_doubles_and_caps() -> None:
+    rng = random.Random(3)
+    for n, high in [(1, 1.0), (2, 2.0), (3, 4.0), (20, 60.0)]:
+        d = PollPolicy().error_delay(n, rng)
+        assert high / 2 <= d <= high
+
+
+def test_latency_model_needs_samples() -> None:
+    model = LatencyModel(min_samples=3)
+    key = ("vidu", "viduq3-turbo")
+    model.add(key, 30.0)
+    model.add(key, 31.0)
+    assert model.window(key) is None
+    model.add(key, 29.0)
+    window = model.window(key)
+    assert window is not None
+    assert window[0] <= 29.0 and window[1] >= 31.0
+
+
+def test_latency_window_narrows_with_evidence() -> None:
+    rng = random.Random(5)
+    key = ("google", "veo-3.1")
+    few, many = LatencyModel(), LatencyModel()
+    samples = [60 * math.exp(rng.gauss(0, 0.2)) for _ in range(100)]
+    for s in samples[:4]:
+        few.add(key, s)
+    for s in samples:
+        many.add(key, s)
+    lo_few, hi_few = few.window(key) or (0, 0)
+    lo_many, hi_many = many.window(key) or (0, 0)
+    assert hi_few / lo_few > hi_many / lo_many
+    inside = sum(lo_many <= 60 * math.exp(rng.gauss(0, 0.2)) <= hi_many for _ in range(2000)) / 2000
+    assert inside > 0.95  # a real prediction interval
+
+
+def test_failures_do_not_shape_the_window_but_count_as_early() -> None:
+    model = LatencyModel()
+    key = ("kling", "kling-v3.0")
+    for s in (100.0, 105.0, 110.0):
+        model.add(key, s)
+    model.add(key, 2.0, succeeded=False)
+    window = model.window(key)
+    assert window is not None and window[0] > 50
+    assert model.early_share(key, window[0]) == pytest.approx(0.25)
+    assert model.count(key) == 3

@@ -1,0 +1,265 @@
+"""TaskWatcher against the simulator over real HTTP: engine, waits, callbacks, media."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mh_notebook import AuthenticationError, Task
+from mh_notebook.media import safe_filename
+from mh_notebook.sim import Simulator
+from mh_notebook.watcher import TaskWatcher
+
+SPEED = 100.0
+
+
+@pytest.fixture
+def watcher(sim: Simulator) -> Iterator[TaskWatcher]:
+    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED, rate_limit=20, seed=0) as w:
+        yield w
+
+
+def _poller_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "mh-poller"]
+
+
+def test_every_task_reaches_its_real_status(sim: Simulator, watcher: TaskWatcher) -> None:
+    outcomes = ["succeeded", "failed", "cancelled", "succeeded", "failed"]
+    models = ["viduq3-turbo", "seedream-4.5", "eleven-v3", "nano-banana-2", "kling-v3.0"]
+    ids = [sim.submit(model=m, outcome=o, latency=20) for m, o in zip(models, outcomes, strict=True)]
+    watcher.watch(*ids)
+    final = watcher.wait(timeout=30)
+    assert {i: str(final[i].status) for i in ids} == {i: sim.timeline(i)["outcome"] for i in ids}
+    assert watcher.polls == {i: sim.requests[i] for i in ids}  # every request is counted
+
+
+def test_faults_lose_nothing(sim: Simulator, watcher: TaskWatcher) -> None:
+    sim.with_faults(
+        rate_429=0.05, retry_after=0.05, rate_5xx=0.1, rate_html=0.05, rate_truncated=0.05, rate_drop=0.05
+    )
+    ids = [sim.submit(model=m, latency=15) for m in ["viduq3-turbo", "seedream-4.0", "eleven-v3"] * 5]
+    watcher.watch(ids)
+    final = watcher.wait(timeout=60)
+    assert set(final) == set(ids)
+    assert all(str(final[i].status) == sim.timeline(i)["outcome"] for i in ids)
+    assert watcher.polls == {i: sim.requests[i] for i in ids}
+    faulted = sum(1 for _, tid, code in sim.request_log if tid in ids and code != 200)
+    assert faulted > 0  # the faults really happened
+    ended = {e.task_id for e in watcher.store.events() if e.status in ("succeeded", "failed")}
+    assert ended == set(ids)
+
+
+def test_rate_limit_holds_at_the_simulator(sim: Simulator) -> None:
+    ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(60)]
+    with TaskWatcher(sim.api_key, sim.url, display="none", rate_limit=20, burst=5) as w:
+        w.watch(ids)
+        time.sleep(2.0)
+    times = sorted(t for t, tid, _ in sim.request_log)
+    assert len(times) >= 30  # it was really polling
+    span = times[-1] - times[0]
+    assert (len(times) - 5) / span <= 20 * 1.15  # sustained rate after the burst
+    for i, t in enumerate(times):  # no 1-second window holds more than rate + burst
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 20 + 5
+
+
+def test_429_pauses_everyone_for_retry_after(sim: Simulator) -> None:
+    sim.with_faults(retry_after=0.5)
+    ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(5)]
+    with TaskWatcher(
+        sim.api_key, sim.url, display="none", time_scale=SPEED, rate_limit=50, max_in_flight=1
+    ) as w:
+        sim.inject("429")
+        w.watch(ids)
+        time.sleep(1.0)
+    log = list(sim.request_log)
+    first_429 = next(t for t, _, code in log if code == 429)
+    after = [t for t, _, code in log if t > first_429]
+    assert after, "polling resumed"
+    assert min(after) - first_429 >= 0.5
+
+
+def test_auth_error_stops_polling(sim: Simulator) -> None:
+    ids = [sim.submit(latency=100) for _ in range(10)]
+    with TaskWatcher("river_live_wrongwrongwrongwrongwrong", sim.url, display="none", max_in_flight=2) as w:
+        w.watch(ids)
+        with pytest.raises(AuthenticationError) as info:
+            w.wait(timeout=10)
+        assert "river_live_wrong" not in str(info.value)
+        sent = sum(sim.requests.values())
+        time.sleep(1.0)
+        assert sum(sim.requests.values()) == sent <= 3  # no hammering
+        assert "refused the key" in w.snapshot().notice  # type: ignore[operator]
+
+
+def test_unknown_task_is_not_found_and_counts_as_ended(sim: Simulator, watcher: TaskWatcher) -> None:
+    real = sim.submit(model="seedream-4.0", latency=5)
+    watcher.watch(real, "task_ghost")
+    final = watcher.wait(timeout=30)
+    assert set(final) == {real}
+    assert watcher.not_found == ["task_ghost"]
+    assert sim.requests["task_ghost"] == 4  # the first answer and 3 retries
+    assert any(e.status == "not_found" for e in watcher.store.events())
+
+
+def test_task_created_after_first_404_is_found(sim: Simulator, watcher: TaskWatcher) -> None:
+    hidden = sim.submit(model="seedream-4.0", latency=5)
+    task = sim._tasks.pop(hidden)
+    watcher.watch(hidden)
+    time.sleep(0.005)
+    sim._tasks[hidden] = task  # visible after a 404 or two
+    assert watcher.wait(timeout=30)[hidden].status == "succeeded"
+    assert watcher.not_found == []
+
+
+def test_unknown_status_is_kept_and_not_final(sim: Simulator, watcher: TaskWatcher) -> None:
+    task_id = sim.submit(model="veo-3.1", latency=1000)
+    sim.set_status(task_id, "paused")
+    watcher.watch(task_id)
+    with pytest.raises(TimeoutError, match=task_id):
+        watcher.wait(timeout=0.5)
+    assert watcher.tasks[task_id].status == "paused"
+    assert watcher.snapshot().counts["paused"] == 1
+    sim.set_status(task_id, "failed")
+    assert watcher.wait(timeout=30)[task_id].status == "failed"
+
+
+def test_wait_timeout_names_unfinished(sim: Simulator, watcher: TaskWatcher) -> None:
+    slow = sim.submit(model="veo-3.1", latency=100_000)
+    watcher.watch(slow)
+    with pytest.raises(TimeoutError, match=f"1 tasks had not ended after 0.3 s: {slow}"):
+        watcher.wait(timeout=0.3)
+
+
+def test_wait_async_and_as_completed(sim: Simulator, watcher: TaskWatcher) -> None:
+    ids = [sim.submit(model="eleven-v3", latency=lat) for lat in (30, 3, 15)]
+    watcher.watch(ids)
+    order = [t.id for t in watcher.as_completed(timeout=30)]
+    assert sorted(order) == sorted(ids)
+    assert order[0] == ids[1]  # the fastest first
+    assert set(asyncio.run(watcher.wait_async(timeout=5))) == set(ids)
+
+    async def collect() -> list[str]:
+        return [t.id async for t in watcher.as_completed_async(timeout=5)]
+
+    assert sorted(asyncio.run(collect())) == sorted(ids)
+
+
+def test_watch_is_idempotent_and_takes_tasks(sim: Simulator, watcher: TaskWatcher) -> None:
+    task_id = sim.submit(model="seedream-4.0", latency=3)
+    done = Task.from_api({"id": "task_done", "status": "succeeded", "model": "m"})
+    assert watcher.watch(task_id, [task_id, done]) == [task_id, task_id, "task_done"]
+    final = watcher.wait(timeout=30)
+    assert set(final) == {task_id, "task_done"}
+    assert sim.requests["task_done"] == 0  # an ended Task is not polled
+    with pytest.raises(ValueError, match="invalid task id"):
+        watcher.watch("bad/id")
+
+
+def test_callbacks_run_and_errors_are_not_fatal(sim: Simulator, watcher: TaskWatcher) -> None:
+    changes: list[str] = []
+    done: list[str] = []
+    watcher.on_change(lambda t: changes.append(str(t.status)))
+    watcher.on_done(lambda t: done.append(t.id))
+
+    @watcher.on_done
+    def broken(task: Task) -> None:
+        raise RuntimeError("user bug")
+
+    ids = [sim.submit(model="seedream-4.0", latency=5) for _ in range(3)]
+    watcher.watch(ids)
+    watcher.wait(timeout=30)
+    assert sorted(done) == sorted(ids)
+    assert changes.count("succeeded") == 3
+    assert len(watcher.callback_errors) == 3
+    assert watcher.tasks.keys() == set(ids)
+
+
+def test_pause_and_resume(sim: Simulator, watcher: TaskWatcher) -> None:
+    task_id = sim.submit(model="veo-3.1", latency=100_000)
+    watcher.pause()
+    watcher.watch(task_id)
+    time.sleep(0.3)
+    assert sim.requests[task_id] == 0
+    watcher.resume_polling()
+    time.sleep(0.3)
+    assert sim.requests[task_id] >= 1
+
+
+def test_stop_leaves_no_threads_and_fails_waits(sim: Simulator) -> None:
+    before = len(_poller_threads())
+    w = TaskWatcher(sim.api_key, sim.url, display="none")
+    w.watch(sim.submit(model="veo-3.1", latency=100_000))
+    assert len(_poller_threads()) == before + 1
+    w.stop()
+    assert len(_poller_threads()) == before
+    with pytest.raises(RuntimeError, match="stopped"):
+        w.wait(timeout=1)
+    with pytest.raises(RuntimeError, match="stopped"):
+        w.watch("task_x")
+
+
+def test_text_mode_prints_changes(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    task_id = sim.submit(model="kling-v3.0", outcome="failed", latency=5, error_message="bad\x1b[31m prompt")
+    with TaskWatcher(sim.api_key, sim.url, display="text", time_scale=SPEED) as w:
+        w.watch(task_id)
+        w.wait(timeout=30)
+    out = capsys.readouterr().out
+    assert f"[mh] {task_id} video kling/kling-v3.0: failed" in out
+    assert "\x1b" not in out  # control characters from the API are dropped
+
+
+def test_expired_url_is_refreshed_before_download(sim: Simulator, tmp_path: Path) -> None:
+    task_id = sim.submit(model="viduq3-turbo", outcome="succeeded", latency=1)
+    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED) as w:
+        w.watch(task_id)
+        old = w.wait(timeout=30)[task_id].result[0].url
+        sim.expire_now(task_id)
+        assert httpx.get(old or "").status_code == 403
+        (path,) = w.download(task_id, tmp_path, progress=False)
+        assert path.read_bytes()[4:8] == b"ftyp"
+        assert path.stat().st_size == w.tasks[task_id].result[0].size_bytes
+        assert w.tasks[task_id].result[0].url != old
+        statuses = [e.status for e in w.store.events() if e.task_id == task_id]
+        assert statuses[-2:] == ["expired", "succeeded"]
+    assert list(tmp_path.iterdir()) == [path]  # no temporary files left
+
+
+def test_stale_url_is_refreshed_before_show(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
+    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED, url_lifetime=0.5) as w:
+        w.watch(task_id)
+        first = w.wait(timeout=30)[task_id]
+        time.sleep(0.01)  # older than 80% of 0.5/100 s
+        fresh = w.fresh_task(task_id)
+        assert sim.requests[task_id] == w.polls[task_id]
+        assert fresh.result[0].url is not None
+        assert first.status == fresh.status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("task_id", "fmt", "expected"),
+    [
+        ("task_abc", "mp4", "task_abc_0.mp4"),
+        ("../../etc/passwd", "png", "etc_passwd_0.png"),
+        ("task", "../x", "task_0.x"),
+        ("..", "", "task_0.bin"),
+        ("a\x00b", "mp3", "a_b_0.mp3"),
+    ],
+)
+def test_safe_filenames(task_id: str, fmt: str, expected: str) -> None:
+    assert safe_filename(task_id, 0, fmt) == expected
+
+
+def test_download_cannot_escape_directory(sim: Simulator, tmp_path: Path) -> None:
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
+    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED) as w:
+        w.watch(task_id)
+        w.wait(timeout=30)
+        (path,) = w.download(task_id, tmp_path / "out", progress=False)
+    assert path.resolve().parent == (tmp_path / "out").resolve()
