@@ -20,15 +20,17 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .client import AsyncClient, RetryPolicy, resolve_settings
+from .client import AsyncClient, RetryPolicy, check_task_id, resolve_settings
 from .errors import AuthenticationError, ModelHunterError
 from .models import Task
-from .policy import PollPolicy
+from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller, TaskState
 from .render import Row, Snapshot, media_html, safe_text, summary_html, table_html, text_line
-from .store import Event, MemoryStore, Store
+from .store import Event, Store, Watched, event_from_task, open_store
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .panel import Panel
 
 __all__ = ["TaskWatcher"]
@@ -46,7 +48,9 @@ class TaskWatcher:
     the view: ``"auto"`` is the widget panel in a Jupyter kernel and text lines on
     stdout elsewhere. ``rate_limit`` (requests/s, bursts of ``burst``) and
     ``max_in_flight`` bound the load on the API; ``time_scale`` speeds the schedule up
-    to match a simulator's ``speed``. Use it as a context manager or call :meth:`stop`.
+    to match a simulator's ``speed``. ``store`` is the journal: ``"default"`` (SQLite in
+    the per-user data directory), a file path, a store object, or ``None`` (memory only).
+    Use it as a context manager or call :meth:`stop`.
     """
 
     def __init__(
@@ -54,7 +58,7 @@ class TaskWatcher:
         api_key: str | None = None,
         base_url: str | None = None,
         *,
-        store: Store | None = None,
+        store: Store | str | Path | None = "default",
         display: DisplayMode = "auto",
         policy: PollPolicy | None = None,
         rate_limit: float = 10.0,
@@ -69,7 +73,7 @@ class TaskWatcher:
     ) -> None:
         key, url = resolve_settings(api_key, base_url)
         self.base_url = url
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store: Store = open_store(store)
         self.time_scale, self.url_lifetime, self.embed_media = time_scale, url_lifetime, embed_media
         self._mode = _resolve_display(display)
         self._lock = threading.RLock()
@@ -83,6 +87,11 @@ class TaskWatcher:
         self._media_queue: list[str] = []
         self._panel: Panel | None = None
         self._stopped = False
+        latency = LatencyModel(min_samples=(policy or PollPolicy()).min_samples)
+        for end in self.store.recent_ends(2000):  # what earlier sessions learned
+            if end.created_at is not None and end.completed_at is not None:
+                seconds = (end.completed_at - end.created_at) * time_scale
+                latency.add((end.provider or "?", end.model or "?"), seconds, end.status == "succeeded")
         self._poller = Poller(
             lambda: AsyncClient(key, url, timeout=timeout, retry=RetryPolicy(max_attempts=1)),
             on_observation=self._observe,
@@ -94,6 +103,7 @@ class TaskWatcher:
             tick_interval=refresh_interval,
             time_scale=time_scale,
             seed=seed,
+            latency=latency,
         )
 
     def __repr__(self) -> str:
@@ -109,8 +119,23 @@ class TaskWatcher:
             items.extend([item] if isinstance(item, str | Task) else item)
         if self._stopped:
             raise RuntimeError("this watcher has been stopped; create a new one")
-        ids = self._poller.watch(items)
+        ids = [item.id if isinstance(item, Task) else item for item in items]
+        for task_id in ids:
+            check_task_id(task_id)
+        now = time.time()
+        self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
+        self._poller.watch(items)
         self._dirty = True
+        return ids
+
+    def resume(self) -> list[str]:
+        """Watch again every task of the journal (same ``base_url``) that had not ended.
+
+        Use after a kernel restart: ``TaskWatcher(store=...).resume()``. Returns the ids.
+        """
+        ids = self.store.unfinished(self.base_url)
+        if ids:
+            self.watch(ids)
         return ids
 
     def unwatch(self, task_id: str) -> None:
@@ -292,15 +317,14 @@ class TaskWatcher:
     # ----------------------------------------------- poller thread: observing
     def _observe(self, obs: Observation) -> None:
         self._dirty = True
-        if obs.kind == "error":
-            return  # a failed request is not a change: shown in the panel, not journalled
-        self.store.add(_event(obs))
         if obs.kind == "auth":
             self._settle_waiters()
             with self._lock:
                 for feed in self._feeds:
                     feed.put(None)
-            return
+        if obs.kind in ("error", "auth"):
+            return  # a failed request is not a change of the task: shown, not journalled
+        self.store.add(_event(obs))
         task = obs.task
         if obs.kind == "change" and task is not None:
             self._run_callbacks(self._on_change, task)
@@ -410,6 +434,48 @@ class TaskWatcher:
         bundle["text/plain"] = repr(self)
         return bundle
 
+    # -------------------------------------------------------------- history
+    def history(self) -> pd.DataFrame:
+        """One row per task (this watcher's and the journal's earlier ones); see
+        :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes."""
+        from .history import history_frame
+
+        return history_frame(self._event_rows(), self.store.watched(), self.polls)
+
+    def events(self) -> pd.DataFrame:
+        """One row per observed transition, ordered by observation time."""
+        from .history import events_frame
+
+        return events_frame(self._event_rows())
+
+    def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
+        """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
+        from .history import latency_summary
+
+        return latency_summary(self.history(), by)
+
+    def plot_latency(self, by: str = "model", ax: Any = None) -> Any:
+        """Latency distribution per model (matplotlib axes)."""
+        from .history import plot_latency
+
+        return plot_latency(self.history(), by, ax)
+
+    def plot_timeline(self, ax: Any = None, limit: int = 60) -> Any:
+        """Queue and run phases of recent tasks as bars (matplotlib axes)."""
+        from .history import plot_timeline
+
+        return plot_timeline(self.history(), ax, limit)
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write :meth:`history` to Parquet (needs pyarrow); returns the path."""
+        self.history().to_parquet(path, index=False)
+        return Path(path)
+
+    def _event_rows(self) -> list[Any]:
+        from .store import SQLiteStore
+
+        return self.store.event_rows() if isinstance(self.store, SQLiteStore) else self.store.events()
+
     # ---------------------------------------------------------------- media
     def fresh_task(self, task_id: str, timeout: float = 30.0) -> Task:
         """The task with result URLs that are not about to expire (re-fetched if needed)."""
@@ -466,11 +532,9 @@ class TaskWatcher:
 
 
 def _event(obs: Observation) -> Event:
-    if obs.kind == "change" and obs.task is not None:
-        return Event(obs.task_id, str(obs.task.status), obs.observed_at, obs.polls, dict(obs.task.raw))
-    status = {"not_found": "not_found", "auth": "auth_error"}.get(obs.kind, obs.kind)
-    data = {"error_message": obs.error.message} if obs.error is not None else {}
-    return Event(obs.task_id, status, obs.observed_at, obs.polls, data)
+    if obs.task is not None and obs.kind == "change":
+        return event_from_task(obs.task, obs.observed_at, obs.polls)
+    return Event(obs.task_id, "not_found", obs.observed_at, obs.polls)
 
 
 def _resolve_display(display: DisplayMode) -> DisplayMode:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from mh_notebook.sim import Simulator
+
+# Default journals go to a throw-away data directory, never the developer's own.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="mh-test-data-")
 
 SUCCEEDED = """{"success": true, "data": {"id": "task_abc123", "type": "video", "status": "succeeded",
   "provider": "vidu", "model": "viduq3-turbo",

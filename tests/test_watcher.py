@@ -21,7 +21,9 @@ SPEED = 100.0
 
 @pytest.fixture
 def watcher(sim: Simulator) -> Iterator[TaskWatcher]:
-    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED, rate_limit=20, seed=0) as w:
+    with TaskWatcher(
+        sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, rate_limit=20, seed=0
+    ) as w:
         yield w
 
 
@@ -51,7 +53,9 @@ def test_faults_lose_nothing(sim: Simulator, watcher: TaskWatcher) -> None:
     assert watcher.polls == {i: sim.requests[i] for i in ids}
     faulted = sum(1 for _, tid, code in sim.request_log if tid in ids and code != 200)
     assert faulted > 0  # the faults really happened
-    ended = {e.task_id for e in watcher.store.events() if e.status in ("succeeded", "failed")}
+    ended = {
+        e.task_id for e in watcher.store.events() if e.status in ("succeeded", "failed") and e.task_id in ids
+    }
     assert ended == set(ids)
 
 
@@ -104,7 +108,7 @@ def test_unknown_task_is_not_found_and_counts_as_ended(sim: Simulator, watcher: 
     assert set(final) == {real}
     assert watcher.not_found == ["task_ghost"]
     assert sim.requests["task_ghost"] == 4  # the first answer and 3 retries
-    assert any(e.status == "not_found" for e in watcher.store.events())
+    assert [e.status for e in watcher.store.events() if e.task_id == "task_ghost"][-1] == "not_found"
 
 
 def test_task_created_after_first_404_is_found(sim: Simulator, watcher: TaskWatcher) -> None:

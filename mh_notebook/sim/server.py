@@ -207,7 +207,7 @@ class Simulator:
         if outcome == "failed":
             error = (error_code or code, error_message if error_message is not None else message)
         task = SimTask(
-            id=f"task_{rng.getrandbits(48):012x}",
+            id=f"task_{secrets.token_hex(6)}",  # unique across runs: journals outlive simulators
             spec=spec,
             prompt=prompt,
             created=now,
