@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import Event, SQLiteStore, Store, Watched, open_store
+from .store import Event, MemoryStore, SQLiteStore, Store, Watched, open_store
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -57,16 +57,71 @@ _EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
 _TERMINAL = ["succeeded", "failed", "cancelled"]
 
 
+def _micros(seconds: Any) -> Any:
+    """Epoch seconds as whole microseconds (floats holding integers): exact differences."""
+    return np.round(np.asarray(seconds, dtype="float64") * 1e6)
+
+
 def _utc(seconds: pd.Series) -> pd.Series:
-    return pd.to_datetime(seconds.astype("float64"), unit="s", utc=True)
+    micros = pd.Series(_micros(seconds), index=seconds.index)
+    return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
-def _raw_events(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
-    records: Any = rows
-    frame = pd.DataFrame.from_records(records, columns=list(Event._fields), exclude=["raw"], nrows=len(rows))
-    for col in ("observed_at", "created_at", "completed_at", "duration_s"):
-        frame[col] = frame[col].astype("float64")
-    return frame
+_NUMERIC = frozenset(
+    {"observed_at", "polls", "created_at", "completed_at", "n_results", "duration_s", "size_bytes"}
+)
+_FIELDS = [f for f in Event._fields if f != "raw"]
+REDUCED_COLUMNS = [
+    "task_id", "status", "type", "provider", "model", "created_at", "completed_at", "n_results",
+    "format", "duration_s", "size_bytes", "error_code", "error_message",
+    "first_seen_at", "started_at", "seen_end", "polls",
+]  # fmt: skip
+"""Per-task columns of a reduced journal: the task's last informative event (the last one
+that is not ``expired``, else the last) plus first observation, first ``running``, first
+end and the request count. ``SQLiteStore.reduced_rows`` computes the same in SQL."""
+
+
+def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
+    """Events (rows) as columns, the shape :func:`reduce_events` reads."""
+    if not events:
+        return dict.fromkeys(_FIELDS, ())
+    return dict(zip(Event._fields, zip(*events, strict=True), strict=False))
+
+
+def _event_columns(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """Floats for numbers, plain objects for text (typed later, once per task)."""
+    data: dict[str, Any] = {}
+    for name in _FIELDS:
+        values = columns[name]
+        if name in _NUMERIC:
+            data[name] = np.array(values, dtype="float64")
+        else:
+            data[name] = pd.Series(np.array(values, dtype=object), dtype=object)
+    return pd.DataFrame(data, columns=_FIELDS)
+
+
+def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """One row per task with :data:`REDUCED_COLUMNS`, from event columns (vectorised)."""
+    ev = _event_columns(columns)
+    codes, uniques = pd.factorize(ev["task_id"], sort=False)
+    status = ev["status"].to_numpy()
+    seq = np.arange(len(ev))
+    groups = pd.Series(seq).groupby(codes, sort=True)
+    last_any = groups.max()
+    informative = pd.Series(seq[status != "expired"]).groupby(codes[status != "expired"]).max()
+    last = informative.reindex(last_any.index).fillna(last_any).astype("int64").to_numpy()
+    observed = pd.Series(ev["observed_at"].to_numpy())
+
+    def first_where(mask: Any) -> Any:
+        return observed[mask].groupby(codes[mask]).min().reindex(last_any.index).to_numpy()
+
+    reduced = ev.iloc[last].reset_index(drop=True).drop(columns=["observed_at", "polls"])
+    reduced["first_seen_at"] = observed.groupby(codes).min().to_numpy()
+    reduced["started_at"] = first_where(status == "running")
+    reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
+    reduced["polls"] = pd.Series(ev["polls"].to_numpy()).groupby(codes).max().to_numpy()
+    reduced["task_id"] = np.asarray(uniques, dtype=object)
+    return reduced[REDUCED_COLUMNS]
 
 
 def events_frame(events: Sequence[Sequence[Any]]) -> pd.DataFrame:
@@ -75,7 +130,7 @@ def events_frame(events: Sequence[Sequence[Any]]) -> pd.DataFrame:
     Columns: ``task_id``, ``status``, ``observed_at``, ``created_at``, ``completed_at``
     (UTC datetimes) and ``polls`` (requests spent on the task by then).
     """
-    raw = _raw_events(events)
+    raw = _event_columns(columns_of(events))
     frame = pd.DataFrame(
         {
             "task_id": raw["task_id"].astype("string"),
@@ -90,53 +145,32 @@ def events_frame(events: Sequence[Sequence[Any]]) -> pd.DataFrame:
 
 
 def history_frame(
-    events: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]] | pd.DataFrame,
     watched: Sequence[Watched] = (),
     live_polls: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
-    """One row per task, from events (and the watched list, for tasks not yet observed).
+    """One row per task, from events (or an already reduced frame) and the watched list.
 
     ``latency_s`` is exactly ``completed_at - created_at`` (server clock);
     ``queue_s``/``run_s`` split it at the first observation of ``running``;
     ``detection_delay_s`` is the first observation of the end minus ``completed_at``;
     ``polls`` counts requests (``live_polls`` from a running watcher wins when larger).
-    A task whose last answer was ``expired`` is reported ``succeeded`` (its URL expired).
+    A task whose last answer was ``expired`` is reported from its last answer before
+    that, i.e. ``succeeded`` with its result (only the URL had expired).
     """
-    ev = _raw_events(events)
-    by_task = ev.groupby("task_id", sort=False)
-    last = by_task.last()
-    frame = pd.DataFrame(index=pd.Index(last.index, name="task_id"))
-    for col in (
-        "type",
-        "provider",
-        "model",
-        "format",
-        "error_code",
-        "error_message",
-        "n_results",
-        "duration_s",
-        "size_bytes",
-    ):
-        frame[col] = last[col]
-    frame["status"] = last["status"].replace({"expired": "succeeded"})
-    frame["created_at"] = last["created_at"]
-    frame["completed_at"] = last["completed_at"]
-    frame["first_seen_at"] = by_task["observed_at"].min()
-    frame["started_at"] = (
-        ev.loc[ev["status"] == "running"].groupby("task_id", sort=False)["observed_at"].min()
-    )
-    seen_end = ev.loc[ev["status"].isin(_TERMINAL)].groupby("task_id", sort=False)["observed_at"].min()
-    frame["polls"] = by_task["polls"].max()
+    reduced = events if isinstance(events, pd.DataFrame) else reduce_events(columns_of(events))
+    frame = reduced.set_index("task_id")
     frame = _add_unobserved(frame, watched)
     if live_polls:
         live = pd.Series(live_polls, dtype="float64").reindex(frame.index)
         frame["polls"] = np.fmax(frame["polls"].astype("float64"), live)
-    frame["latency_s"] = frame["completed_at"] - frame["created_at"]
-    frame["queue_s"] = frame["started_at"] - frame["created_at"]
-    frame["run_s"] = frame["completed_at"] - frame["started_at"]
-    frame["detection_delay_s"] = seen_end.reindex(frame.index) - frame["completed_at"]
+    created, started, completed = (_micros(frame[c]) for c in ("created_at", "started_at", "completed_at"))
+    frame["latency_s"] = (completed - created) / 1e6
+    frame["queue_s"] = (started - created) / 1e6
+    frame["run_s"] = (completed - started) / 1e6
+    frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
     frame["not_found"] = (frame["status"] == "not_found").fillna(False).astype("bool")
-    return _typed(frame.reset_index())
+    return _typed(frame.rename_axis("task_id").reset_index())
 
 
 def _add_unobserved(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
@@ -144,7 +178,7 @@ def _add_unobserved(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataF
         return frame
     table = pd.DataFrame.from_records(watched, columns=list(Watched._fields)).drop_duplicates("task_id")
     seen = table.set_index("task_id")["first_seen_at"].astype("float64")
-    frame = frame.reindex(frame.index.union(seen.index, sort=False))
+    frame = frame.reindex(frame.index.append(seen.index.difference(frame.index, sort=False)))
     frame["first_seen_at"] = np.fmin(frame["first_seen_at"].astype("float64"), seen.reindex(frame.index))
     return frame
 
@@ -253,12 +287,20 @@ def plot_timeline(history: pd.DataFrame, ax: Any = None, limit: int = 60) -> Any
     return ax
 
 
+def reduced_journal(store: Store) -> pd.DataFrame:
+    """The journal reduced to one row per task: in SQL for SQLite, in pandas otherwise."""
+    if isinstance(store, SQLiteStore):
+        return pd.DataFrame.from_records(store.reduced_rows(), columns=REDUCED_COLUMNS)
+    if isinstance(store, MemoryStore):
+        return reduce_events(store.columns())
+    return reduce_events(columns_of(store.events()))
+
+
 def read_history(store: Store | str | Path) -> pd.DataFrame:
     """The history frame from a journal (a path or a store): no watcher, no key needed."""
     opened = open_store(store)
     try:
-        rows = opened.event_rows() if isinstance(opened, SQLiteStore) else opened.events()
-        return history_frame(rows, opened.watched())
+        return history_frame(reduced_journal(opened), opened.watched())
     finally:
         if opened is not store:
             opened.close()

@@ -118,15 +118,18 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """A journal in memory, lost with the process (``store=None``)."""
+    """A journal in memory, lost with the process (``store=None``).
+
+    Events are kept column-wise, so that a history of many tasks builds fast.
+    """
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        self._cols: dict[str, list[Any]] = {name: [] for name in Event._fields}
         self._watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"MemoryStore(tasks={len(self._watched)}, events={len(self._events)})"
+        return f"MemoryStore(tasks={len(self._watched)}, events={len(self._cols['task_id'])})"
 
     def add_watched(self, items: Iterable[Watched]) -> None:
         """Record tasks a watcher started watching."""
@@ -137,12 +140,17 @@ class MemoryStore:
     def add(self, event: Event) -> None:
         """Record one event."""
         with self._lock:
-            self._events.append(event)
+            for column, value in zip(self._cols.values(), event, strict=True):
+                column.append(value)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The events column by column (copies)."""
+        with self._lock:
+            return {name: list(values) for name, values in self._cols.items()}
 
     def events(self) -> list[Event]:
         """Every event, in the order observed."""
-        with self._lock:
-            return list(self._events)
+        return list(map(Event._make, zip(*self.columns().values(), strict=True)))
 
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
@@ -233,11 +241,10 @@ class SQLiteStore:
             rows = self._query(f"SELECT {_COLS} FROM events ORDER BY seq")
         return [Event(*row) for row in rows]
 
-    def event_rows(self, with_raw: bool = False) -> list[tuple[Any, ...]]:
-        """Every event as a plain tuple (``raw`` as ``None`` unless asked): fast path for DataFrames."""
-        cols = _COLS if with_raw else _COLS.replace("raw", "NULL")
+    def reduced_rows(self) -> list[tuple[Any, ...]]:
+        """One row per task (``history.REDUCED_COLUMNS``), reduced by SQLite itself."""
         with self._lock:
-            return self._query(f"SELECT {cols} FROM events ORDER BY seq")
+            return self._query(_REDUCE_SQL)
 
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
@@ -276,6 +283,20 @@ class SQLiteStore:
 
 
 _COLS = ", ".join(Event._fields)
+_REDUCE_SQL = """
+SELECT e.task_id, e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
+       e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message,
+       a.first_seen_at, a.started_at, a.seen_end, a.polls
+FROM (SELECT task_id, MIN(seq) AS first_seq,
+             COALESCE(MAX(CASE WHEN status != 'expired' THEN seq END), MAX(seq)) AS last_seq,
+             MIN(observed_at) AS first_seen_at,
+             MIN(CASE WHEN status = 'running' THEN observed_at END) AS started_at,
+             MIN(CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN observed_at END) AS seen_end,
+             MAX(polls) AS polls
+      FROM events GROUP BY task_id) AS a
+JOIN events AS e ON e.seq = a.last_seq
+ORDER BY a.first_seq
+"""
 _MARKS = ", ".join("?" * len(Event._fields))
 
 

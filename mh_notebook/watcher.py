@@ -438,15 +438,15 @@ class TaskWatcher:
     def history(self) -> pd.DataFrame:
         """One row per task (this watcher's and the journal's earlier ones); see
         :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes."""
-        from .history import history_frame
+        from .history import history_frame, reduced_journal
 
-        return history_frame(self._event_rows(), self.store.watched(), self.polls)
+        return history_frame(reduced_journal(self.store), self.store.watched(), self.polls)
 
     def events(self) -> pd.DataFrame:
         """One row per observed transition, ordered by observation time."""
         from .history import events_frame
 
-        return events_frame(self._event_rows())
+        return events_frame(self.store.events())
 
     def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
         """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
@@ -470,11 +470,6 @@ class TaskWatcher:
         """Write :meth:`history` to Parquet (needs pyarrow); returns the path."""
         self.history().to_parquet(path, index=False)
         return Path(path)
-
-    def _event_rows(self) -> list[Any]:
-        from .store import SQLiteStore
-
-        return self.store.event_rows() if isinstance(self.store, SQLiteStore) else self.store.events()
 
     # ---------------------------------------------------------------- media
     def fresh_task(self, task_id: str, timeout: float = 30.0) -> Task:

@@ -1,0 +1,285 @@
+"""Histories, summaries and the journal: dtypes, exact latencies, restarts, concurrency."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from mh_notebook.history import HISTORY_COLUMNS, history_frame, latency_summary, read_history
+from mh_notebook.sim import Simulator
+from mh_notebook.store import Event, JournalError, MemoryStore, SQLiteStore, Watched
+from mh_notebook.watcher import TaskWatcher
+
+matplotlib.use("Agg")
+SPEED = 100.0
+
+
+def test_empty_history_has_the_columns_and_dtypes() -> None:
+    frame = history_frame([])
+    assert list(frame.columns) == list(HISTORY_COLUMNS)
+    assert {c: str(t) for c, t in frame.dtypes.items()} == HISTORY_COLUMNS
+    assert len(frame) == 0
+
+
+def _run(sim: Simulator, store: object, ids: list[str]) -> TaskWatcher:
+    w = TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED, rate_limit=50)  # type: ignore[arg-type]
+    w.watch(ids)
+    w.wait(timeout=60)
+    return w
+
+
+def test_history_against_the_simulator(sim: Simulator, tmp_path: Path) -> None:
+    ids = [
+        sim.submit(model="viduq3-turbo", outcome="succeeded", latency=30),
+        sim.submit(model="kling-v3.0", outcome="failed", latency=20, error_code="PROVIDER_ERROR"),
+        sim.submit(model="eleven-v3", outcome="succeeded", latency=4),
+    ]
+    with _run(sim, tmp_path / "j.sqlite", [*ids, "task_missing"]) as w:
+        frame = w.history().set_index("task_id")
+        events = w.events()
+    assert {c: str(t) for c, t in w.history().dtypes.items()} == HISTORY_COLUMNS
+    for task_id in ids:
+        truth = sim.timeline(task_id)
+        row = frame.loc[task_id]
+        assert row["latency_s"] == pytest.approx(truth["end"] - truth["created"], abs=2e-3)  # ms timestamps
+        assert row["latency_s"] == (row["completed_at"] - row["created_at"]).total_seconds()
+        assert row["polls"] == sim.requests[task_id]
+        assert row["status"] == truth["outcome"]
+        assert row["detection_delay_s"] >= -1e-3
+        assert row["first_seen_at"] <= row["created_at"] + pd.Timedelta(seconds=1)
+        if pd.notna(row["run_s"]):  # running may never be observed for a short task
+            assert math.isclose(row["queue_s"] + row["run_s"], row["latency_s"], abs_tol=1e-6)
+    assert pd.notna(frame.loc[ids[0], "run_s"])  # the 0.3 s video was seen running
+    ok = frame.loc[ids[0]]
+    assert (ok["format"], ok["n_results"], ok["duration_s"]) == ("mp4", 1, 3.0)
+    assert ok["size_bytes"] > 0
+    assert frame.loc[ids[1], "error_code"] == "PROVIDER_ERROR"
+    assert frame.loc["task_missing", "not_found"]
+    assert not frame.loc[ids[0], "not_found"]
+    assert events["observed_at"].is_monotonic_increasing
+    assert set(events.columns) == {"task_id", "status", "observed_at", "created_at", "completed_at", "polls"}
+    assert str(events["observed_at"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_latency_summary_on_a_seeded_workload() -> None:
+    def ev(task_id: str, model: str, status: str, latency: float, code: str | None = None) -> Event:
+        return Event(
+            task_id,
+            status,
+            100 + latency,
+            3,
+            "video",
+            "vidu",
+            model,
+            100.0,
+            100 + latency,
+            int(status == "succeeded"),
+            error_code=code,
+        )
+
+    events = [ev(f"a{i}", "fast", "succeeded", lat) for i, lat in enumerate([10, 20, 30, 40])]
+    events += [ev("a9", "fast", "failed", 5, "PROVIDER_ERROR"), ev("b1", "slow", "succeeded", 100.0)]
+    events += [
+        ev("b2", "slow", "failed", 5, "PROVIDER_TIMEOUT"),
+        ev("b3", "slow", "failed", 6, "PROVIDER_TIMEOUT"),
+    ]
+    summary = latency_summary(history_frame(events), by="model")
+    fast, slow = summary.loc["fast"], summary.loc["slow"]
+    assert (fast["tasks"], fast["succeeded"], fast["failed"]) == (5, 4, 1)
+    assert fast["success_rate"] == pytest.approx(0.8)
+    assert fast["latency_p50_s"] == pytest.approx(25.0)
+    assert fast["latency_p90_s"] == pytest.approx(37.0)
+    assert fast["top_errors"] == "PROVIDER_ERROR (1)"
+    assert slow["success_rate"] == pytest.approx(1 / 3)
+    assert slow["top_errors"] == "PROVIDER_TIMEOUT (2)"
+    assert latency_summary(history_frame([]), by="model").empty
+
+
+def test_plots_return_axes(sim: Simulator) -> None:
+    ids = [
+        sim.submit(model=m, latency=lat)
+        for m, lat in [("seedream-4.0", 4), ("seedream-4.0", 6), ("eleven-v3", 3)]
+    ]
+    with _run(sim, None, ids) as w:
+        ax = w.plot_latency()
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["eleven-v3", "seedream-4.0"]
+        ax2 = w.plot_timeline()
+        assert len(ax2.patches) == 2 * len(ids)
+
+
+def test_parquet_round_trip(sim: Simulator, tmp_path: Path) -> None:
+    ids = [sim.submit(model="seedream-4.0", latency=3)]
+    with _run(sim, None, ids) as w:
+        path = w.to_parquet(tmp_path / "h.parquet")
+        back = pd.read_parquet(path)
+    assert back["task_id"].tolist() == ids
+    assert str(back["created_at"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_read_history_needs_no_watcher_or_key(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    ids = [sim.submit(model="nano-banana-2", latency=3) for _ in range(3)]
+    with _run(sim, journal, ids) as w:
+        live = w.history()
+    offline = read_history(journal)
+    pd.testing.assert_frame_equal(offline, live)
+    raw = journal.read_bytes() + (
+        journal.with_suffix(".sqlite-wal").read_bytes()
+        if journal.with_suffix(".sqlite-wal").exists()
+        else b""
+    )
+    assert sim.api_key.encode() not in raw
+
+
+def test_history_includes_the_journals_earlier_tasks(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    first = [sim.submit(model="eleven-v3", latency=3)]
+    _run(sim, journal, first).stop()
+    second = [sim.submit(model="eleven-v3", latency=3)]
+    with _run(sim, journal, second) as w:
+        assert set(w.history()["task_id"]) == set(first + second)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a database at all" * 100, "cannot open the journal"),
+        (b"SQLite format 3\x00" + b"\xff" * 4000, "journal"),
+    ],
+)
+def test_corrupt_journal_is_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match=message) as info:
+        SQLiteStore(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == content  # never silently reset
+
+
+def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "future.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE events (x)")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="schema version 99"):
+        SQLiteStore(path)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from mh_notebook.watcher import TaskWatcher
+    url, key, journal, *ids = sys.argv[1:]
+    w = TaskWatcher(key, url, store=journal, display="none", time_scale={speed})
+    w.watch(ids)
+    print("watching", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_killed_watcher_is_resumed_by_a_new_one(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    with Simulator(seed=4, speed=SPEED) as sim:
+        ids = [sim.submit(model="eleven-v3", latency=lat) for lat in (2, 3, 400, 500, 600)]
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD.format(speed=SPEED), sim.url, sim.api_key, str(journal), *ids],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert child.stdout is not None and child.stdout.readline().strip() == "watching"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(read_history(journal).query("status == 'succeeded'")) < 2:
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        before = read_history(journal).set_index("task_id")
+        assert (before.loc[ids[:2], "status"] == "succeeded").all()
+        assert set(before.index) == set(ids)  # watched tasks are journalled before any poll
+        with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+            resumed = w.resume()
+            assert sorted(resumed) == sorted(ids[2:])
+            final = w.wait(timeout=60)
+            assert {str(t.status) for t in final.values()} == {"succeeded"}
+            history = w.history().set_index("task_id")
+        assert (history.loc[ids, "status"] == "succeeded").all()
+        assert history.loc[ids, "latency_s"].notna().all()
+
+
+def test_two_processes_share_one_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "shared.sqlite"
+    with Simulator(seed=5, speed=SPEED) as sim:
+        groups = [
+            [sim.submit(model="seedream-4.0", outcome="succeeded", latency=3 + i % 5) for i in range(15)]
+            for _ in range(2)
+        ]
+        code = _CHILD.format(speed=SPEED).replace("time.sleep(600)", "w.wait(60); w.stop()")
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, sim.url, sim.api_key, str(journal), *ids], stdout=subprocess.PIPE
+            )
+            for ids in groups
+        ]
+        for child in children:
+            assert child.wait(90) == 0
+    frame = read_history(journal)
+    assert sorted(frame["task_id"]) == sorted(groups[0] + groups[1])
+    assert (frame["status"] == "succeeded").all()
+    assert frame["polls"].sum() == sum(sim.requests[i] for g in groups for i in g)
+
+
+def test_watched_but_never_observed_tasks_are_in_the_history() -> None:
+    frame = history_frame([], [Watched("task_a", "http://x", 1000.0)])
+    assert frame["task_id"].tolist() == ["task_a"]
+    assert frame["first_seen_at"].iloc[0] == pd.Timestamp(1000.0, unit="s", tz="UTC")
+    assert pd.isna(frame["status"].iloc[0])
+
+
+def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
+    def ev(task_id: str, status: str, at: float, polls: int, **kw: object) -> Event:
+        return Event(task_id, status, at, polls, "video", "vidu", "viduq3-turbo", 100.0, **kw)  # type: ignore[arg-type]
+
+    events = [
+        ev("a", "pending", 100.2, 1), ev("b", "queued", 100.3, 1), ev("a", "running", 110.0, 3),
+        ev("a", "succeeded", 131.0, 5, completed_at=130.5, n_results=1, format="mp4", duration_s=3.0,
+           size_bytes=99),
+        ev("b", "failed", 120.1, 4, completed_at=120.0, error_code="PROVIDER_ERROR", error_message="no"),
+        ev("a", "expired", 1100.0, 6, completed_at=130.5),
+        Event("c", "not_found", 101.0, 4),
+        ev("d", "expired", 2000.0, 1, completed_at=150.0),
+    ]  # fmt: skip
+    watched = [Watched(t, "u", 100.1) for t in "abcde"]
+    sqlite, memory = SQLiteStore(tmp_path / "j.sqlite"), MemoryStore()
+    for store in (sqlite, memory):
+        store.add_watched(watched)
+        for e in events:
+            store.add(e)
+    from_sql, from_memory = read_history(sqlite), read_history(memory)
+    pd.testing.assert_frame_equal(from_sql, from_memory)
+    frame = from_sql.set_index("task_id")
+    assert frame.loc["a", "status"] == "succeeded"  # expired afterwards: the result is kept
+    assert (frame.loc["a", "format"], frame.loc["a", "polls"], frame.loc["a", "latency_s"]) == (
+        "mp4",
+        6,
+        30.5,
+    )
+    assert frame.loc["a", "detection_delay_s"] == pytest.approx(0.5)
+    assert frame.loc["a", "queue_s"] == pytest.approx(10.0)
+    assert frame.loc["b", "error_code"] == "PROVIDER_ERROR"
+    assert frame.loc["c", "not_found"]
+    assert frame.loc["d", "status"] == "expired"  # never seen before expiry: kept as is
+    assert pd.isna(frame.loc["e", "status"])
+    assert frame.loc["e", "first_seen_at"] == pd.Timestamp(100.1, unit="s", tz="UTC")
