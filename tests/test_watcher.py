@@ -95,6 +95,7 @@ def test_auth_error_stops_polling(sim: Simulator) -> None:
         with pytest.raises(AuthenticationError) as info:
             w.wait(timeout=10)
         assert "river_live_wrong" not in str(info.value)
+        time.sleep(0.3)  # requests already in flight when the first 401 came back
         sent = sum(sim.requests.values())
         time.sleep(1.0)
         assert sum(sim.requests.values()) == sent <= 3  # no hammering
