@@ -16,7 +16,11 @@ from .errors import (
     RateLimitedError,
     ServerError,
 )
+from .history import read_history
 from .models import ResultItem, Task, TaskError, TaskStatus
+from .policy import PollPolicy
+from .store import JournalError, MemoryStore, SQLiteStore, default_journal_path
+from .watcher import TaskWatcher
 
 __all__ = [
     "APIError",
@@ -24,17 +28,24 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ConfigurationError",
+    "JournalError",
     "MalformedResponseError",
+    "MemoryStore",
     "ModelHunterError",
     "NetworkError",
     "NotFoundError",
+    "PollPolicy",
     "RateLimitedError",
     "ResultItem",
     "RetryPolicy",
+    "SQLiteStore",
     "ServerError",
     "Task",
     "TaskError",
     "TaskStatus",
+    "TaskWatcher",
+    "default_journal_path",
+    "read_history",
 ]
 
 __version__ = "0.1.0"

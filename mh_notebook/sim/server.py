@@ -124,11 +124,14 @@ class Simulator:
         api_key: str | None = None,
         faults: Faults | None = None,
         fail_rate: float | None = None,
+        url_lifetime: float | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
         self.speed = float(speed)
+        self.url_lifetime = URL_LIFETIME / self.speed if url_lifetime is None else float(url_lifetime)
+        """Seconds a result URL stays valid (default 15 minutes divided by ``speed``)."""
         self.api_key = api_key or "river_test_sim" + secrets.token_hex(12)
         self.faults = faults or Faults()
         self.fail_rate = fail_rate
@@ -271,7 +274,7 @@ class Simulator:
     def expire_now(self, task_id: str) -> None:
         """Make a succeeded task's result URL expire at once (for tests)."""
         task = self._tasks[task_id]
-        task.url_issued = min(task.url_issued, time.time() - URL_LIFETIME / self.speed - 1)
+        task.url_issued = min(task.url_issued, time.time() - self.url_lifetime - 1)
 
     # ------------------------------------------------------------ rendering
     def data(self, task: SimTask, now: float) -> dict[str, Any]:
@@ -309,13 +312,13 @@ class Simulator:
             code, message = task.error or ("PROVIDER_ERROR", "failed")
             data.update(status="failed", error={"code": code, "message": message})
             return
-        if now >= task.url_issued + URL_LIFETIME / self.speed:
+        if now >= task.url_issued + self.url_lifetime:
             data["status"] = "expired"
             task.url_issued, task.url_version = now, task.url_version + 1
             task.expired_answers += 1
             return
         data["status"] = "succeeded"
-        expires = int((task.url_issued + URL_LIFETIME / self.speed) * 1000)
+        expires = int((task.url_issued + self.url_lifetime) * 1000)
         item: dict[str, Any] = {
             "url": self._media_url(task, expires),
             "format": task.media.format,
@@ -431,7 +434,7 @@ class Simulator:
         sig = request.query.get("signature", "")
         if task is None or not hmac.compare_digest(sig, self._sign(task.id, expires)):
             return web.Response(status=403, text="invalid signature")
-        current = int((task.url_issued + URL_LIFETIME / self.speed) * 1000)
+        current = int((task.url_issued + self.url_lifetime) * 1000)
         if time.time() * 1000 >= expires or expires > current:
             return web.Response(status=403, text="URL expired")
         return _serve_bytes(request, task.media)
