@@ -16,6 +16,15 @@ from .render import Snapshot, summary_html, table_html
 
 __all__ = ["Panel"]
 
+_STYLE = """<style>
+.mh-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; max-width: 1200px; }
+.mh-panel .mh-table td { line-height: 1.35; }
+.mh-panel .mh-gallery .jp-OutputArea { display: flex; flex-flow: row wrap; gap: 4px; }
+.mh-panel .mh-gallery .jp-OutputArea-child { display: block; flex: 0 0 auto; width: auto; }
+.mh-panel .mh-gallery .jp-OutputArea-prompt { display: none; }
+.mh-panel .mh-gallery figure { margin: 2px; }
+</style>"""
+
 
 class Panel:
     """The widget tree of one watcher; ``panel.widget`` is what a cell displays."""
@@ -32,12 +41,14 @@ class Panel:
         self.table = widgets.HTML()
         self.pause_button = widgets.ToggleButton(description="Pause", icon="pause", tooltip="Pause polling")
         self.stop_button = widgets.Button(description="Stop", icon="stop", tooltip="Stop the watcher")
-        self.gallery = widgets.Output(layout=widgets.Layout(display="flex", flex_flow="row wrap"))
+        self.style = widgets.HTML(_STYLE)
+        self.gallery = widgets.Output()
+        self.gallery.add_class("mh-gallery")
         self.gallery_limit = gallery_limit
         self.refreshes = 0
         """How many times :meth:`draw` changed a widget (for tests and benchmarks)."""
         controls = widgets.HBox([self.pause_button, self.stop_button])
-        self.widget = widgets.VBox([self.summary, self.table, controls, self.gallery])
+        self.widget = widgets.VBox([self.style, self.summary, self.table, controls, self.gallery])
         self.widget.add_class("mh-panel")
 
         def toggled(change: dict[str, object]) -> None:

@@ -142,7 +142,8 @@ def summary_html(snapshot: Snapshot) -> str:
 
 
 _TH = "text-align:left;padding:3px 8px;border-bottom:1px solid #d0d7de;font-weight:600"
-_TD = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top"
+_TD = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;white-space:nowrap"
+_TD_WRAP = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;min-width:240px"
 _COLUMNS = ("task", "type", "provider / model", "status", "time", "result", "error")
 
 
@@ -178,7 +179,10 @@ def _row_html(row: Row) -> str:
         _result_cell(row),
         _error_cell(row),
     )
-    return "<tr>" + "".join(f'<td style="{_TD}">{c}</td>' for c in cells) + "</tr>"
+    styles = [_TD] * (len(cells) - 1) + [_TD_WRAP]  # only the error column wraps
+    return (
+        "<tr>" + "".join(f'<td style="{st}">{c}</td>' for st, c in zip(styles, cells, strict=True)) + "</tr>"
+    )
 
 
 def table_html(rows: Sequence[Row], total: int, counts: Counter[str]) -> str:

@@ -84,6 +84,7 @@ class TaskWatcher:
         self.callback_errors: list[BaseException] = []
         """Exceptions raised by callbacks (they are logged, never fatal)."""
         self._dirty = True
+        self._last_draw = 0.0
         self._media_queue: list[str] = []
         self._panel: Panel | None = None
         self._stopped = False
@@ -414,9 +415,12 @@ class TaskWatcher:
     def _redraw(self) -> None:
         """Poller thread, every ``refresh_interval``: draw only if something changed."""
         panel = self._panel
-        if panel is None or not self._dirty:
+        if panel is None:
             return
-        self._dirty = False
+        ticking = time.monotonic() - self._last_draw >= 1.0 and bool(self.pending)  # elapsed times
+        if not (self._dirty or ticking):
+            return
+        self._dirty, self._last_draw = False, time.monotonic()
         panel.draw(self.snapshot())
         media, self._media_queue = self._media_queue, []
         for figure in media:
