@@ -1,0 +1,26 @@
+"""The README's usage example runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    assert "mh-notebook demo" in blocks[0]
+    assert blocks[1].strip() == "bash scripts/test.sh"
+    assert "scripts/test.sh" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_readme_usage_example_runs(capsys: object) -> None:
+    code = re.search(r"## Usage\n\n```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    final = namespace["final"]
+    assert isinstance(final, dict)
+    assert len(final) == 3
+    assert all(t.is_terminal for t in final.values())
