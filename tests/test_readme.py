@@ -19,7 +19,7 @@ def test_readme_usage_example_runs(capsys: object) -> None:
     code = re.search(r"## Usage\n\n```python\n(.*?)```", README.read_text(), re.S)
     assert code is not None
     namespace: dict[str, object] = {}
-    exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
     final = namespace["final"]
     assert isinstance(final, dict)
     assert len(final) == 3
