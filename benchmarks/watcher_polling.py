@@ -117,7 +117,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _report(title: str, outcomes: list[Outcome]) -> dict[str, float]:
     print(f"\n{title}")
-    head = f"{'class':<8}{'tasks':>6}{'poller':>10}{'req/task':>10}{'vs 0.5s':>9}{'delay p50':>11}{'p95':>8}{'rel p50':>9}{'rel p95':>9}{'on time':>9}"
+    head = f"{'class':<8}{'tasks':>6}{'poller':>11}{'req/task':>10}{'vs 0.5s':>9}{'delay p50':>11}{'p95':>8}{'rel p50':>9}{'rel p95':>9}{'on time':>9}"
     print(head)
     print("-" * len(head))
     groups: dict[str, list[Outcome]] = defaultdict(list)
@@ -137,7 +137,7 @@ def _report(title: str, outcomes: list[Outcome]) -> dict[str, float]:
                 group
             )
             print(
-                f"{cls:<8}{len(group):>6}{name:>10}{statistics.mean(reqs):>10.1f}{base / sum(reqs):>8.1f}x"
+                f"{cls:<8}{len(group):>6}{name:>11}{statistics.mean(reqs):>10.1f}{base / sum(reqs):>8.1f}x"
                 f"{_pct(delays, 0.5):>10.2f}s{_pct(delays, 0.95):>7.2f}s{_pct(rel, 0.5):>8.1%}{_pct(rel, 0.95):>9.1%}{on_time:>9.1%}"
             )
             if name == "watcher":
@@ -193,6 +193,7 @@ def main() -> int:
         with TaskWatcher(
             sim.api_key,
             sim.url,
+            store=None,  # a clean slate: nothing learned from earlier runs' journals
             display="none",
             time_scale=args.speed,
             rate_limit=args.rate_limit,
@@ -205,6 +206,7 @@ def main() -> int:
         with TaskWatcher(
             sim.api_key,
             sim.url,
+            store=None,  # a clean slate: nothing learned from earlier runs' journals
             display="none",
             time_scale=args.speed,
             rate_limit=args.rate_limit,
