@@ -41,7 +41,7 @@ from .errors import (
 )
 from .models import Task
 
-__all__ = ["AsyncClient", "Client", "RetryPolicy", "resolve_settings"]
+__all__ = ["AsyncClient", "Client", "RetryPolicy", "is_transient", "resolve_settings"]
 
 log = logging.getLogger("mh_notebook.client")
 
@@ -127,7 +127,8 @@ def parse_retry_after(value: str | None, cap: float, now: float | None = None) -
     return max(0.0, min(seconds, cap))
 
 
-def _is_retryable(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: network errors, 429, 502/503/504, non-JSON bodies."""
     if isinstance(exc, NetworkError):
         return True
     if isinstance(exc, APIError):
@@ -219,7 +220,7 @@ class _Core:
     def retry_kwargs(self, retry: bool) -> dict[str, Any]:
         attempts = self.retry.max_attempts if retry else 1
         return {
-            "retry": retry_if_exception(_is_retryable),
+            "retry": retry_if_exception(is_transient),
             "wait": self.wait,
             "stop": stop_after_attempt(attempts) | stop_before_delay(self.retry.max_time),
             "reraise": True,

@@ -25,8 +25,8 @@ from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
-from .client import AsyncClient, check_task_id
-from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError
+from .client import AsyncClient, check_task_id, is_transient
+from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
 from .models import Task, TaskStatus
 from .policy import LatencyModel, PollPolicy
 
@@ -317,15 +317,25 @@ class Poller:
         self._emit(Observation("error", state.task_id, time.time(), state.task, previous, state.polls, exc))
         self._schedule(state, delay)
 
-    async def _refresh(self, task_id: str) -> Task:
-        state = self.states.get(task_id) or TaskState(task_id)
-        task = await self._client.get_task(task_id)
-        state.polls += 1
-        if task_id in self.states:
-            self._record_answer(state, task)
-            if task.status == TaskStatus.EXPIRED:
-                return await self._refresh(task_id)
-        return task
+    async def _refresh(self, task_id: str, attempts: int = 8) -> Task:
+        """Fetch now, riding out transient errors; every request is counted on the task."""
+        state = self.states.get(task_id)
+        for attempt in range(1, attempts + 1):
+            if state is not None:
+                state.polls += 1
+            try:
+                task = await self._client.get_task(task_id, retry=False)
+            except ModelHunterError as exc:
+                if not (is_transient(exc) or isinstance(exc, ServerError)) or attempt == attempts:
+                    raise  # like polling, any 5xx is worth another try here
+                wait = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else None
+                await asyncio.sleep(wait or self.policy.error_delay(attempt, self._rng) / self.time_scale)
+                continue
+            if state is not None:
+                self._record_answer(state, task)
+            if task.status != TaskStatus.EXPIRED or attempt == attempts:
+                return task  # "expired" re-issues the URL: the next answer carries it
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _emit(self, observation: Observation) -> None:
         try:
