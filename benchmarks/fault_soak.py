@@ -30,7 +30,7 @@ from mh_notebook.sim import CATALOGUE, Faults, Simulator
 from mh_notebook.watcher import TaskWatcher
 
 HEAVY = Faults(
-    rate_429=0.05, retry_after=0.3, rate_5xx=0.08, rate_html=0.04, rate_truncated=0.04,
+    rate_429=0.05, retry_after=0.05, rate_5xx=0.08, rate_html=0.04, rate_truncated=0.04,
     rate_drop=0.04, rate_slow=0.03, slow_seconds=1.5,
 )  # fmt: skip
 
@@ -88,14 +88,14 @@ def run_soak(n_tasks: int = 400, speed: float = 20.0, rate_limit: float = 20.0, 
     journal = Path(tempfile.mkdtemp()) / "soak.sqlite"
     start = time.time()
     try:
-        with Simulator(seed=seed, speed=speed, faults=HEAVY, url_lifetime=2.0) as sim:
+        with Simulator(seed=seed, speed=speed, faults=HEAVY, url_lifetime=5.0) as sim:
             ids = [sim.submit(model=rng.choice(list(CATALOGUE))) for _ in range(n_tasks)]
             opts = {
                 "store": journal,
                 "display": "none",
                 "time_scale": speed,
                 "rate_limit": rate_limit,
-                "url_lifetime": 2.0 * speed,
+                "url_lifetime": 5.0 * speed,
             }
             first = TaskWatcher(sim.api_key, sim.url, **opts)  # type: ignore[arg-type]
             first.watch(ids)
@@ -105,7 +105,7 @@ def run_soak(n_tasks: int = 400, speed: float = 20.0, rate_limit: float = 20.0, 
             second = TaskWatcher(sim.api_key, sim.url, **opts)  # type: ignore[arg-type]
             resumed = second.resume()
             final = second.wait(timeout=600)
-            time.sleep(2.1)  # every result URL has expired by now
+            time.sleep(5.1)  # every result URL has expired by now
             refreshed = 0
             for task_id in [i for i in ids if sim.timeline(i)["outcome"] == "succeeded"][:10]:
                 old = (second.tasks.get(task_id) or first.tasks[task_id]).result[0].url

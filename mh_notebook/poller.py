@@ -231,9 +231,10 @@ class Poller:
     def _held(self) -> bool:
         return self._paused or self.auth_error is not None or self._loop.time() < self._pause_until
 
-    def _schedule(self, state: TaskState, delay: float) -> None:
+    def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None:
+        """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
         state.version += 1
-        at = self._loop.time() + max(0.0, delay)
+        at = 0.0 if first else self._loop.time() + max(0.0, delay)
         heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
         self._wakeup.set()
 
@@ -256,7 +257,9 @@ class Poller:
                 self._on_error(state, exc)
             else:
                 self._record_answer(state, task)
-                if not state.ended:
+                if task.status == TaskStatus.EXPIRED:
+                    self._schedule(state, 0.0, first=True)  # the next answer carries a fresh URL
+                elif not state.ended:
                     self._schedule(state, self._next_delay(state, task))
         except Exception:  # the loop must never die: report and back off
             log.exception("unexpected error while polling %s", state.task_id)
@@ -280,8 +283,6 @@ class Poller:
             self._emit(Observation("change", state.task_id, now, task, previous, state.polls))
 
     def _next_delay(self, state: TaskState, task: Task) -> float:
-        if task.status == TaskStatus.EXPIRED:
-            return 0.0  # fetch again at once: the next answer carries a fresh URL
         since = task.created_at.timestamp() if task.created_at else (state.first_seen_at or time.time())
         elapsed = max(0.0, time.time() - since) * self.time_scale
         key = _key(task)
