@@ -12,7 +12,7 @@ from fault_soak import run_soak
 
 def test_quick_fault_soak() -> None:
     result = run_soak(n_tasks=80, speed=50.0, rate_limit=40.0)
-    assert result.faulted > 0.15 * result.requests  # the faults really happened
+    assert result.faulted > 0.10 * result.requests  # the faults really happened (about 17% expected)
     assert {0, 200, 429} <= result.by_code.keys()
     assert result.resumed > 0
     assert result.wrong_status == []
