@@ -116,7 +116,11 @@ def test_quickstart_runs_live_in_jupyterlab(lab: str) -> None:
 
             panel = page.locator(".mh-panel").first
             panel.wait_for(timeout=60_000)
-            panel.locator("text=running").first.wait_for(timeout=60_000)  # the panel went live
+            panel.locator(".mh-summary", has_text="live").wait_for(timeout=90_000)  # the panel went live...
+            page.wait_for_function(  # ...and shows answers from the API
+                "() => /running|succeeded/.test(document.querySelector('.mh-panel .mh-summary').innerText)",
+                timeout=90_000,
+            )
             for button in page.get_by_role("button", name="No").all():  # JupyterLab's news prompt
                 button.click()
             panel.scroll_into_view_if_needed()
