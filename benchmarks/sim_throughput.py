@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 
 import aiohttp
+
+from mh_notebook.sim.process import SimulatorProcess
 
 
 async def _drive(url: str, key: str, ids: list[str], seconds: float, concurrency: int) -> tuple[int, int]:
@@ -58,34 +59,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--speed", type=float, default=20.0)
     args = parser.parse_args()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mh_notebook.cli",
-            "sim",
-            "--port",
-            "0",
-            "--speed",
-            str(args.speed),
-            "--seed",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
-        url, key = (line.split("=", 1)[1].strip() for line in lines[1:3])
-        ids = asyncio.run(_submit(url, key, args.tasks))
+    with SimulatorProcess(speed=args.speed) as sim:
+        ids = asyncio.run(_submit(sim.url, sim.api_key, args.tasks))
         start = time.perf_counter()
-        ok, bad = asyncio.run(_drive(url, key, ids, args.seconds, args.concurrency))
+        ok, bad = asyncio.run(_drive(sim.url, sim.api_key, ids, args.seconds, args.concurrency))
         elapsed = time.perf_counter() - start
-    finally:
-        proc.terminate()
-        proc.wait(10)
     rate = (ok + bad) / elapsed
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"tasks: {args.tasks}, concurrency: {args.concurrency}, seconds: {elapsed:.2f}")

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from mh_notebook.sim import CATALOGUE, Simulator
 from mh_notebook.watcher import TaskWatcher
@@ -189,29 +190,21 @@ def main() -> int:
         f"workload: {args.tasks} mixed tasks, Poisson arrivals at {args.rate:g}/s; then {args.steady} tasks of {STEADY_MODEL} with latency {STEADY_LATENCY:g} s ± {STEADY_CV:.0%}"
     )
     print(f"watcher rate limit: {args.rate_limit:g} requests/s (simulated), default poll policy")
+    # store=None: a clean slate, nothing learned from earlier runs' journals
+    options: dict[str, Any] = {
+        "store": None,
+        "display": "none",
+        "time_scale": args.speed,
+        "rate_limit": args.rate_limit,
+        "seed": args.seed,
+    }
     with Simulator(seed=args.seed, speed=args.speed) as sim:
-        with TaskWatcher(
-            sim.api_key,
-            sim.url,
-            store=None,  # a clean slate: nothing learned from earlier runs' journals
-            display="none",
-            time_scale=args.speed,
-            rate_limit=args.rate_limit,
-            seed=args.seed,
-        ) as watcher:
+        with TaskWatcher(sim.api_key, sim.url, **options) as watcher:
             started = time.time()
             mixed_at = _run_phase(sim, watcher, arrivals)
             mixed = _outcomes(sim, watcher, mixed_at, {i: sim.timeline(i)["type"] for i in mixed_at})
         # a fresh watcher: what it knows of the model comes from the warm-up tasks alone
-        with TaskWatcher(
-            sim.api_key,
-            sim.url,
-            store=None,  # a clean slate: nothing learned from earlier runs' journals
-            display="none",
-            time_scale=args.speed,
-            rate_limit=args.rate_limit,
-            seed=args.seed,
-        ) as watcher:
+        with TaskWatcher(sim.api_key, sim.url, **options) as watcher:
             _run_phase(sim, watcher, steady[:WARM_UP])  # these teach the watcher the model
             steady_at = _run_phase(
                 sim, watcher, [(at - steady[WARM_UP][0], kw) for at, kw in steady[WARM_UP:]]

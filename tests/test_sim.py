@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -13,6 +10,7 @@ import pytest
 
 from mh_notebook import Client, Task
 from mh_notebook.sim import CATALOGUE, Simulator
+from mh_notebook.sim.process import SimulatorProcess
 
 MAGIC = {
     "mp4": (4, b"ftyp"),
@@ -205,23 +203,12 @@ def test_unknown_injected_fault_is_refused(sim: Simulator) -> None:
 
 
 def test_cli_serves_and_prints_url_and_key() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mh_notebook.cli", "sim", "--port", "0", "--speed", "100"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
-        url = lines[1].split("=", 1)[1].strip()
-        key = lines[2].split("=", 1)[1].strip()
-        assert url.startswith("http://127.0.0.1:")
-        created = httpx.post(
-            f"{url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers={"Authorization": f"Bearer {key}"}
-        )
+    with SimulatorProcess(speed=100) as proc:  # runs `mh-notebook sim` and reads what it prints
+        assert proc.url.startswith("http://127.0.0.1:")
+        headers = {"Authorization": f"Bearer {proc.api_key}"}
+        created = httpx.post(f"{proc.url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers=headers)
         task_id = created.json()["data"]["id"]
-        assert Client(key, url).get_task(task_id).id == task_id
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert Client(proc.api_key, proc.url).get_task(task_id).id == task_id
+        assert proc.process is not None
+        proc.process.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly
+        assert proc.process.wait(10) == 0
