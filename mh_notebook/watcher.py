@@ -88,11 +88,6 @@ class TaskWatcher:
         self._media_queue: list[str] = []
         self._panel: Panel | None = None
         self._stopped = False
-        latency = LatencyModel(min_samples=(policy or PollPolicy()).min_samples)
-        for end in self.store.recent_ends(2000):  # what earlier sessions learned
-            if end.created_at is not None and end.completed_at is not None:
-                seconds = (end.completed_at - end.created_at) * time_scale
-                latency.add((end.provider or "?", end.model or "?"), seconds, end.status == "succeeded")
         self._poller = Poller(
             lambda: AsyncClient(key, url, timeout=timeout, retry=RetryPolicy(max_attempts=1)),
             on_observation=self._observe,
@@ -104,7 +99,7 @@ class TaskWatcher:
             tick_interval=refresh_interval,
             time_scale=time_scale,
             seed=seed,
-            latency=latency,
+            latency=_learned_latencies(self.store, time_scale, (policy or PollPolicy()).min_samples),
         )
 
     def __repr__(self) -> str:
@@ -534,6 +529,16 @@ def _event(obs: Observation) -> Event:
     if obs.task is not None and obs.kind == "change":
         return event_from_task(obs.task, obs.observed_at, obs.polls)
     return Event(obs.task_id, "not_found", obs.observed_at, obs.polls)
+
+
+def _learned_latencies(store: Store, time_scale: float, min_samples: int) -> LatencyModel:
+    """A latency model seeded with what earlier sessions journalled (the last 2,000 ends)."""
+    latency = LatencyModel(min_samples=min_samples)
+    for end in store.recent_ends(2000):
+        if end.created_at is not None and end.completed_at is not None:
+            seconds = (end.completed_at - end.created_at) * time_scale
+            latency.add((end.provider or "?", end.model or "?"), seconds, end.status == "succeeded")
+    return latency
 
 
 def _resolve_display(display: DisplayMode) -> DisplayMode:

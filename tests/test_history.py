@@ -283,3 +283,16 @@ def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
     assert frame.loc["d", "status"] == "expired"  # never seen before expiry: kept as is
     assert pd.isna(frame.loc["e", "status"])
     assert frame.loc["e", "first_seen_at"] == pd.Timestamp(100.1, unit="s", tz="UTC")
+
+
+def test_a_new_watcher_learns_latencies_from_the_journal(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (5, 6, 7, 6)]
+    _run(sim, journal, ids).stop()
+    fresh = TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED)
+    try:
+        window = fresh._poller.latency.window(("bytedance", "seedream-4.5"))
+        assert window is not None
+        assert window[0] <= 5.0 <= 7.0 <= window[1] < 20.0  # in policy seconds (time_scale applied)
+    finally:
+        fresh.stop()
