@@ -7,6 +7,7 @@ history of 100,000 tasks stays cheap (see ``benchmarks/history_build.py``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ _NUMERIC = frozenset(
     {"observed_at", "polls", "created_at", "completed_at", "n_results", "duration_s", "size_bytes"}
 )
 _FIELDS = [f for f in Event._fields if f != "raw"]
+_PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls")]
 REDUCED_COLUMNS = [
     "task_id", "status", "type", "provider", "model", "created_at", "completed_at", "n_results",
     "format", "duration_s", "size_bytes", "error_code", "error_message",
@@ -88,39 +90,55 @@ def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
     return dict(zip(Event._fields, zip(*events, strict=True), strict=False))
 
 
-def _event_columns(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+def _event_columns(columns: Mapping[str, Sequence[Any]], names: Sequence[str] = _FIELDS) -> pd.DataFrame:
     """Floats for numbers, plain objects for text (typed later, once per task)."""
     data: dict[str, Any] = {}
-    for name in _FIELDS:
+    for name in names:
         values = columns[name]
         if name in _NUMERIC:
             data[name] = np.array(values, dtype="float64")
         else:
             data[name] = pd.Series(np.array(values, dtype=object), dtype=object)
-    return pd.DataFrame(data, columns=_FIELDS)
+    return pd.DataFrame(data, columns=list(names))
+
+
+def _take(values: Sequence[Any], positions: Sequence[int]) -> list[Any]:
+    """``values`` at ``positions`` (C-speed gather for plain lists)."""
+    if len(positions) == 0:
+        return []
+    if len(positions) == 1:
+        return [values[positions[0]]]
+    return list(operator.itemgetter(*positions)(values))
 
 
 def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-    """One row per task with :data:`REDUCED_COLUMNS`, from event columns (vectorised)."""
-    ev = _event_columns(columns)
-    codes, uniques = pd.factorize(ev["task_id"], sort=False)
-    status = ev["status"].to_numpy()
-    seq = np.arange(len(ev))
-    groups = pd.Series(seq).groupby(codes, sort=True)
-    last_any = groups.max()
-    informative = pd.Series(seq[status != "expired"]).groupby(codes[status != "expired"]).max()
-    last = informative.reindex(last_any.index).fillna(last_any).astype("int64").to_numpy()
-    observed = pd.Series(ev["observed_at"].to_numpy())
+    """One row per task with :data:`REDUCED_COLUMNS`, from event columns (vectorised).
+
+    Only the columns that decide the reduction are converted for every event; the rest
+    are gathered at each task's last informative event only.
+    """
+    codes, uniques = pd.factorize(np.array(columns["task_id"], dtype=object), sort=False)
+    status = np.array(columns["status"], dtype=object)
+    observed = pd.Series(np.array(columns["observed_at"], dtype="float64"))
+    seq = np.arange(len(status))
+    last_any = pd.Series(seq).groupby(codes, sort=True).max()
+    keep = status != "expired"
+    informative = pd.Series(seq[keep]).groupby(codes[keep]).max()
+    last = informative.reindex(last_any.index).fillna(last_any).astype("int64").tolist()
 
     def first_where(mask: Any) -> Any:
         return observed[mask].groupby(codes[mask]).min().reindex(last_any.index).to_numpy()
 
-    reduced = ev.iloc[last].reset_index(drop=True).drop(columns=["observed_at", "polls"])
+    picked = {
+        name: _take(columns[name], last)
+        for name in _FIELDS
+        if name not in ("task_id", "observed_at", "polls")
+    }
+    reduced = _event_columns({**picked, "task_id": list(uniques), "observed_at": [], "polls": []}, _PER_TASK)
     reduced["first_seen_at"] = observed.groupby(codes).min().to_numpy()
     reduced["started_at"] = first_where(status == "running")
     reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
-    reduced["polls"] = pd.Series(ev["polls"].to_numpy()).groupby(codes).max().to_numpy()
-    reduced["task_id"] = np.asarray(uniques, dtype=object)
+    reduced["polls"] = pd.Series(np.array(columns["polls"], dtype="float64")).groupby(codes).max().to_numpy()
     return reduced[REDUCED_COLUMNS]
 
 
@@ -170,6 +188,7 @@ def history_frame(
     frame["run_s"] = (completed - started) / 1e6
     frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
     frame["not_found"] = (frame["status"] == "not_found").fillna(False).astype("bool")
+    frame = frame.sort_values("first_seen_at", kind="stable")  # first seen first, whatever the source
     return _typed(frame.rename_axis("task_id").reset_index())
 
 
@@ -300,7 +319,8 @@ def read_history(store: Store | str | Path) -> pd.DataFrame:
     """The history frame from a journal (a path or a store): no watcher, no key needed."""
     opened = open_store(store)
     try:
-        return history_frame(reduced_journal(opened), opened.watched())
+        watched = () if isinstance(opened, SQLiteStore) else opened.watched()  # SQLite: in the query
+        return history_frame(reduced_journal(opened), watched)
     finally:
         if opened is not store:
             opened.close()

@@ -185,6 +185,10 @@ CREATE TABLE IF NOT EXISTS events (
     format TEXT, duration_s REAL, size_bytes INTEGER, error_code TEXT, error_message TEXT, raw TEXT
 );
 CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
+CREATE TABLE IF NOT EXISTS task_summary (
+    task_id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    last_informative_seq INTEGER, first_seen_at REAL, started_at REAL, seen_end REAL, polls INTEGER
+);
 """
 
 
@@ -204,24 +208,25 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 30000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
+            with _Transaction(db):  # check and create in one transaction: safe when many open at once
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if version == 0 and not tables:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    version = SCHEMA_VERSION
         except (sqlite3.DatabaseError, OSError) as exc:
             raise JournalError(f"cannot open the journal {str(self.path)!r}: {exc}") from None
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+        if version != SCHEMA_VERSION:
             db.close()
             raise JournalError(
                 f"the journal {str(self.path)!r} has schema version {version} (with tables "
                 f"{sorted(tables)}), this mh_notebook reads version {SCHEMA_VERSION}; "
                 "upgrade mh_notebook or use another file"
             )
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
-            if version == 0:  # one script, one transaction: tables and version together
-                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(f"cannot set up the journal {str(self.path)!r}: {exc}") from None
         return db
 
     def add_watched(self, items: Iterable[Watched]) -> None:
@@ -232,8 +237,14 @@ class SQLiteStore:
 
     def add(self, event: Event) -> None:
         """Record one event, committed before this returns."""
-        with self._lock:
-            self._db.execute(f"INSERT INTO events ({_COLS}) VALUES ({_MARKS})", event)
+        self.add_many([event])
+
+    def add_many(self, events: Iterable[Event]) -> None:
+        """Record events in one transaction (the per-task summary is kept up to date)."""
+        with self._lock, _Transaction(self._db):
+            for event in events:
+                seq = self._db.execute(f"INSERT INTO events ({_COLS}) VALUES ({_MARKS})", event).lastrowid
+                self._db.execute(_SUMMARY_SQL, _summary_args(event, seq))
 
     def events(self) -> list[Event]:
         """Every event, in the order written."""
@@ -242,7 +253,7 @@ class SQLiteStore:
         return [Event(*row) for row in rows]
 
     def reduced_rows(self) -> list[tuple[Any, ...]]:
-        """One row per task (``history.REDUCED_COLUMNS``), reduced by SQLite itself."""
+        """One row per task, watched or observed (``history.REDUCED_COLUMNS``), by SQLite itself."""
         with self._lock:
             return self._query(_REDUCE_SQL)
 
@@ -256,7 +267,8 @@ class SQLiteStore:
         """Ids watched against ``base_url`` whose last event is not an end."""
         query = """
             SELECT w.task_id FROM watched w
-            LEFT JOIN events e ON e.seq = (SELECT MAX(seq) FROM events WHERE task_id = w.task_id)
+            LEFT JOIN task_summary s ON s.task_id = w.task_id
+            LEFT JOIN events e ON e.seq = s.last_seq
             WHERE w.base_url = ? AND (e.status IS NULL OR e.status NOT IN ({}))
             ORDER BY w.first_seen_at
         """.format(",".join("?" * len(ENDED)))
@@ -283,21 +295,52 @@ class SQLiteStore:
 
 
 _COLS = ", ".join(Event._fields)
-_REDUCE_SQL = """
-SELECT e.task_id, e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
-       e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message,
-       a.first_seen_at, a.started_at, a.seen_end, a.polls
-FROM (SELECT task_id, MIN(seq) AS first_seq,
-             COALESCE(MAX(CASE WHEN status != 'expired' THEN seq END), MAX(seq)) AS last_seq,
-             MIN(observed_at) AS first_seen_at,
-             MIN(CASE WHEN status = 'running' THEN observed_at END) AS started_at,
-             MIN(CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN observed_at END) AS seen_end,
-             MAX(polls) AS polls
-      FROM events GROUP BY task_id) AS a
-JOIN events AS e ON e.seq = a.last_seq
-ORDER BY a.first_seq
-"""
 _MARKS = ", ".join("?" * len(Event._fields))
+_EVENT_PART = """e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
+       e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message"""
+_REDUCE_SQL = f"""
+SELECT w.task_id, {_EVENT_PART},
+       CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
+            THEN w.first_seen_at ELSE s.first_seen_at END,
+       s.started_at, s.seen_end, s.polls
+FROM watched AS w
+LEFT JOIN task_summary AS s ON s.task_id = w.task_id
+LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
+UNION ALL
+SELECT s.task_id, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls
+FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
+WHERE s.task_id NOT IN (SELECT task_id FROM watched)
+"""
+"""Every task (watched or observed), reduced to ``history.REDUCED_COLUMNS``."""
+
+
+def _earliest(col: str) -> str:
+    """SQL for the earlier of the stored and the new value, either of which may be NULL."""
+    new = f"excluded.{col}"
+    return f"CASE WHEN {col} IS NULL THEN {new} WHEN {new} IS NULL THEN {col} ELSE MIN({col}, {new}) END"
+
+
+_SUMMARY_SQL = f"""
+INSERT INTO task_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(task_id) DO UPDATE SET
+    last_seq = MAX(last_seq, excluded.last_seq),
+    last_informative_seq = COALESCE(MAX(last_informative_seq, excluded.last_informative_seq),
+                                    last_informative_seq, excluded.last_informative_seq),
+    first_seen_at = {_earliest("first_seen_at")},
+    started_at = {_earliest("started_at")},
+    seen_end = {_earliest("seen_end")},
+    polls = MAX(polls, excluded.polls)
+"""
+_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _summary_args(event: Event, seq: int | None) -> tuple[Any, ...]:
+    """The ``task_summary`` row one event contributes (merged by ``_SUMMARY_SQL``)."""
+    at = event.observed_at
+    return (
+        event.task_id, seq, seq, seq if event.status != "expired" else None, at,
+        at if event.status == "running" else None, at if event.status in _TERMINAL else None, event.polls,
+    )  # fmt: skip
 
 
 class _Transaction:

@@ -438,8 +438,10 @@ class TaskWatcher:
         """One row per task (this watcher's and the journal's earlier ones); see
         :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes."""
         from .history import history_frame, reduced_journal
+        from .store import SQLiteStore
 
-        return history_frame(reduced_journal(self.store), self.store.watched(), self.polls)
+        watched = () if isinstance(self.store, SQLiteStore) else self.store.watched()  # SQLite: in the query
+        return history_frame(reduced_journal(self.store), watched, self.polls)
 
     def events(self) -> pd.DataFrame:
         """One row per observed transition, ordered by observation time."""
