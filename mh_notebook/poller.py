@@ -240,10 +240,12 @@ class Poller:
 
     def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
         for state, task in batch:
-            if task is not None and task.is_terminal:
-                self._record_answer(state, task)
-            else:
+            if task is None:
                 self._schedule(state, 0.0)
+                continue
+            self._record_answer(state, task)  # a Task we were handed counts as an observation
+            if not task.is_terminal:  # it tells the age and model: no need to ask at once
+                self._schedule(state, self._next_delay(state, task))
 
     def _remove(self, task_id: str) -> None:
         self.states.pop(task_id, None)

@@ -268,3 +268,16 @@ def test_download_cannot_escape_directory(sim: Simulator, tmp_path: Path) -> Non
         w.wait(timeout=30)
         (path,) = w.download(task_id, tmp_path / "out", progress=False)
     assert path.resolve().parent == (tmp_path / "out").resolve()
+
+
+def test_watching_a_task_object_skips_the_first_poll(sim: Simulator) -> None:
+    from mh_notebook import Client
+
+    task_id = sim.submit(model="veo-3.1", latency=100_000)
+    task = Client(sim.api_key, sim.url).get_task(task_id)  # e.g. what a creation call returned
+    assert sim.requests[task_id] == 1
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as w:  # real time: next poll >= 0.9 s
+        w.watch(task)
+        time.sleep(0.3)
+        assert sim.requests[task_id] == 1  # its age and model were known: nothing asked yet
+        assert w.tasks[task_id].status == task.status
