@@ -276,9 +276,9 @@ class Poller:
         state.task, state.fetched_at = task, now
         state.errors = state.not_found = 0
         state.last_error = None
-        if task.is_terminal:
+        if task.is_terminal and not state.ended:  # learn each latency once, not on refreshes
             state.ended = True
-            if task.latency is not None and previous != "expired":
+            if task.latency is not None:
                 ok = task.status == TaskStatus.SUCCEEDED
                 self.latency.add(_key(task), task.latency * self.time_scale, ok)
         if previous != task.status:
