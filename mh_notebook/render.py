@@ -128,9 +128,10 @@ def summary_html(snapshot: Snapshot) -> str:
     parts = [f"{_badge(s)} {snapshot.counts[s]}" for s in known + unknown]
     state = "stopped" if snapshot.stopped else "paused" if snapshot.paused else "live"
     dot = {"live": "#1a7f37", "paused": "#9a6700", "stopped": "#57606a"}[state]
+    limit = f" · ≤ {snapshot.rate_limit:g} req/s" if snapshot.rate_limit else ""
     head = (
         f'<b style="font-size:13px">ModelHunter tasks</b> · {snapshot.total} watched · '
-        f'<span style="color:{dot}">● {state}</span>'
+        f'<span style="color:{dot}">● {state}</span><span style="color:#57606a">{limit}</span>'
     )
     notice = ""
     if snapshot.notice:

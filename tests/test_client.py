@@ -88,7 +88,7 @@ def test_pending_task_reads_pending(sim: Simulator, get: Getter) -> None:
 
 def test_wrong_key_is_refused_without_retry_or_leak(sim: Simulator, get: Getter) -> None:
     task_id = sim.submit()
-    bad_key = "river_live_wrongwrongwrongwrong1234"
+    bad_key = "river_live_wrong-key-for-tests"
     with pytest.raises(AuthenticationError) as info:
         get(sim, task_id, api_key=bad_key)
     assert info.value.status_code == 401
@@ -249,7 +249,7 @@ def test_key_never_leaks(sim: Simulator, caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_error_echoing_the_key_is_scrubbed() -> None:
-    key = "river_live_secretsecretsecret"
+    key = "river_live_secret-key-for-tests"
 
     def echo(request: httpx.Request) -> httpx.Response:
         auth = request.headers["Authorization"]

@@ -90,11 +90,11 @@ def test_429_pauses_everyone_for_retry_after(sim: Simulator) -> None:
 
 def test_auth_error_stops_polling(sim: Simulator) -> None:
     ids = [sim.submit(latency=100) for _ in range(10)]
-    with TaskWatcher("river_live_wrongwrongwrongwrongwrong", sim.url, display="none", max_in_flight=2) as w:
+    with TaskWatcher("river_live_wrong-key-for-tests", sim.url, display="none", max_in_flight=2) as w:
         w.watch(ids)
         with pytest.raises(AuthenticationError) as info:
             w.wait(timeout=10)
-        assert "river_live_wrong" not in str(info.value)
+        assert "wrong-key-for-tests" not in str(info.value)
         time.sleep(0.3)  # requests already in flight when the first 401 came back
         sent = sum(sim.requests.values())
         time.sleep(1.0)
