@@ -129,12 +129,12 @@ class Poller:
             if task_id not in self.states:
                 state = self.states[task_id] = TaskState(task_id, first_seen_at=time.time())
                 new.append((state, task))
-        self._call(self._start, new)
+        self.call_soon(self._start, new)
         return [task_id for task_id, _ in batch]
 
     def unwatch(self, task_id: str) -> None:
         """Stop polling ``task_id`` (its state is forgotten)."""
-        self._call(self._remove, task_id)
+        self.call_soon(self._remove, task_id)
 
     def pause(self) -> None:
         """Stop sending requests until :meth:`resume`."""
@@ -143,7 +143,7 @@ class Poller:
     def resume(self) -> None:
         """Send requests again after :meth:`pause`."""
         self._paused = False
-        self._call(self._wakeup.set)
+        self.call_soon(self._wakeup.set)
 
     @property
     def paused(self) -> bool:
@@ -164,10 +164,11 @@ class Poller:
         if not self._thread.is_alive():
             return
         self._stopping = True
-        self._call(self._wakeup.set)
+        self.call_soon(self._wakeup.set)
         self._thread.join(timeout)
 
-    def _call(self, fn: Callable[..., object], *args: object) -> None:
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` in the poller thread, soon (thread-safe)."""
         if self._loop.is_closed():
             raise RuntimeError("the poller has been stopped")
         self._loop.call_soon_threadsafe(fn, *args)

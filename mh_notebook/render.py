@@ -57,7 +57,6 @@ class Row:
     size_bytes: int | None = None
     error_code: str | None = None
     error_message: str | None = None
-    polls: int = 0
     problem: str | None = None
     """The last request error, while it lasts (network, 5xx...)."""
     sort_key: float = 0.0

@@ -138,7 +138,7 @@ class TaskWatcher:
         """Stop watching ``task_id``; :meth:`wait` no longer waits for it."""
         self._poller.unwatch(task_id)
         self._dirty = True
-        self._poller._call(self._settle_waiters)
+        self._poller.call_soon(self._settle_waiters)
 
     def pause(self) -> None:
         """Stop polling until :meth:`resume_polling` (the panel's Pause button)."""
@@ -274,7 +274,7 @@ class TaskWatcher:
         if self._stopped:
             future.set_exception(RuntimeError("the watcher was stopped"))
         else:
-            self._poller._call(self._settle_waiters)
+            self._poller.call_soon(self._settle_waiters)
         return future
 
     def _settle_waiters(self) -> None:
@@ -358,7 +358,7 @@ class TaskWatcher:
         task = state.task
         if task is None:
             status = "not found" if state.is_not_found else "pending" if state.last_error is None else "error"
-            return Row(state.task_id, status, polls=state.polls, problem=state.last_error, ended=state.ended)
+            return Row(state.task_id, status, problem=state.last_error, ended=state.ended)
         first = task.result[0] if task.result else None
         end = task.completed_at.timestamp() if task.completed_at else None
         start = task.created_at.timestamp() if task.created_at else state.first_seen_at
@@ -371,7 +371,7 @@ class TaskWatcher:
             size_bytes=first.size_bytes if first else None,
             error_code=task.error.code if task.error else None,
             error_message=task.error.message if task.error else None,
-            polls=state.polls, problem=state.last_error,
+            problem=state.last_error,
             sort_key=end or start or 0.0,
         )  # fmt: skip
 

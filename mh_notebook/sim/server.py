@@ -91,7 +91,6 @@ class SimTask:
     cancelled_at: float | None = None
     url_issued: float = 0.0
     url_version: int = 0
-    expired_answers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -315,7 +314,6 @@ class Simulator:
         if now >= task.url_issued + self.url_lifetime:
             data["status"] = "expired"
             task.url_issued, task.url_version = now, task.url_version + 1
-            task.expired_answers += 1
             return
         data["status"] = "succeeded"
         expires = int((task.url_issued + self.url_lifetime) * 1000)
