@@ -16,7 +16,6 @@ from .errors import (
     RateLimitedError,
     ServerError,
 )
-from .history import read_history
 from .models import ResultItem, Task, TaskError, TaskStatus
 from .policy import PollPolicy
 from .store import JournalError, MemoryStore, SQLiteStore, default_journal_path
@@ -49,3 +48,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``read_history`` is loaded on first use: ``import mh_notebook`` does not import pandas."""
+    if name == "read_history":
+        from .history import read_history
+
+        return read_history
+    raise AttributeError(f"module 'mh_notebook' has no attribute {name!r}")

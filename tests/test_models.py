@@ -154,3 +154,12 @@ def test_malformed_bodies_raise_named_errors(body: object, needle: str, task_id:
     assert needle in str(info.value)
     assert info.value.task_id == task_id
     assert info.value.field
+
+
+def test_importing_the_package_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, mh_notebook; print(sorted(m for m in ('pandas', 'ipywidgets', 'IPython') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # scripts that only fetch tasks need no pandas or Jupyter
