@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+
 from .errors import ModelHunterError
 from .models import Task
 
@@ -207,17 +209,16 @@ class SQLiteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
-            with _Transaction(db):  # check and create in one transaction: safe when many open at once
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if version == 0 and not tables:
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    version = SCHEMA_VERSION
+            # Switching a new file to WAL can answer "locked" at once while another process
+            # sets it up (the busy timeout does not cover it): retry for a while.
+            for attempt in Retrying(
+                retry=retry_if_exception(_locked),
+                stop=stop_after_delay(30),
+                wait=wait_random(0.01, 0.2),
+                reraise=True,
+            ):
+                with attempt:
+                    version, tables = self._set_up(db)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise JournalError(f"cannot open the journal {str(self.path)!r}: {exc}") from None
         if version != SCHEMA_VERSION:
@@ -228,6 +229,22 @@ class SQLiteStore:
                 "upgrade mh_notebook or use another file"
             )
         return db
+
+    @staticmethod
+    def _set_up(db: sqlite3.Connection) -> tuple[int, set[str]]:
+        """WAL mode, then check the schema and create it if the file is new (one transaction)."""
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
+        with _Transaction(db):  # safe when many processes open the same new file at once
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if version == 0 and not tables:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version = SCHEMA_VERSION
+        return version, tables
 
     def add_watched(self, items: Iterable[Watched]) -> None:
         """Record tasks a watcher started watching (one transaction)."""
@@ -354,6 +371,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def default_journal_path() -> Path:

@@ -229,12 +229,14 @@ def test_two_processes_share_one_journal(tmp_path: Path) -> None:
         code = _CHILD.format(speed=SPEED).replace("time.sleep(600)", "w.wait(60); w.stop()")
         children = [
             subprocess.Popen(
-                [sys.executable, "-c", code, sim.url, sim.api_key, str(journal), *ids], stdout=subprocess.PIPE
+                [sys.executable, "-c", code, sim.url, sim.api_key, str(journal), *ids],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for ids in groups
-        ]
+        ]  # fmt: skip
         for child in children:
-            assert child.wait(90) == 0
+            _, err = child.communicate(timeout=90)
+            assert child.returncode == 0, err
     frame = read_history(journal)
     assert sorted(frame["task_id"]) == sorted(groups[0] + groups[1])
     assert (frame["status"] == "succeeded").all()
