@@ -315,12 +315,17 @@ def reduced_journal(store: Store) -> pd.DataFrame:
     return reduce_events(columns_of(store.events()))
 
 
+def store_history(store: Store, live_polls: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """The history frame of an open store (``live_polls`` from a running watcher, if any)."""
+    watched = () if isinstance(store, SQLiteStore) else store.watched()  # SQLite: in the query
+    return history_frame(reduced_journal(store), watched, live_polls)
+
+
 def read_history(store: Store | str | Path) -> pd.DataFrame:
     """The history frame from a journal (a path or a store): no watcher, no key needed."""
     opened = open_store(store)
     try:
-        watched = () if isinstance(opened, SQLiteStore) else opened.watched()  # SQLite: in the query
-        return history_frame(reduced_journal(opened), watched)
+        return store_history(opened)
     finally:
         if opened is not store:
             opened.close()

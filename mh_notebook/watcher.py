@@ -437,11 +437,9 @@ class TaskWatcher:
     def history(self) -> pd.DataFrame:
         """One row per task (this watcher's and the journal's earlier ones); see
         :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes."""
-        from .history import history_frame, reduced_journal
-        from .store import SQLiteStore
+        from .history import store_history
 
-        watched = () if isinstance(self.store, SQLiteStore) else self.store.watched()  # SQLite: in the query
-        return history_frame(reduced_journal(self.store), watched, self.polls)
+        return store_history(self.store, self.polls)
 
     def events(self) -> pd.DataFrame:
         """One row per observed transition, ordered by observation time."""
