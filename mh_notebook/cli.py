@@ -18,7 +18,15 @@ __all__ = ["main"]
 def _sim(args: argparse.Namespace) -> int:
     from .sim import Simulator
 
-    sim = Simulator(port=args.port, speed=args.speed, seed=args.seed)
+    sim = Simulator(
+        port=args.port,
+        speed=args.speed,
+        seed=args.seed,
+        clock_skew=args.clock_skew,
+        whole_seconds=args.whole_seconds,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+    )
     sim.start()
     print(f"ModelHunter simulator serving at {sim.url}")
     print(f"  export MODELHUNTER_BASE_URL={sim.url}")
@@ -73,6 +81,32 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     sim.add_argument("--speed", type=float, default=1.0, help="time factor: 10 runs 10x faster")
     sim.add_argument("--seed", type=int, default=None, help="seed for latencies and ids")
+    sim.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="server clock ahead of the real one (negative: behind); shifts timestamps and Date",
+    )
+    sim.add_argument(
+        "--whole-seconds",
+        action="store_true",
+        help="report timestamps in whole seconds, as the docs' examples",
+    )
+    sim.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="limit status requests per API key (429 with Retry-After above it); default unlimited",
+    )
+    sim.add_argument(
+        "--rate-burst",
+        type=float,
+        default=None,
+        metavar="N",
+        help="token bucket size for --rate-limit (default max(1, rate))",
+    )
     sim.set_defaults(func=_sim)
     demo = sub.add_parser("demo", help="open the quickstart notebook in JupyterLab (simulator inside)")
     demo.add_argument("--port", type=int, default=8888, help="JupyterLab's port on 127.0.0.1")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
+import re
 import signal
 import time
 
@@ -40,6 +43,15 @@ RANGES = {"video": (20, 180), "image": (3, 20), "audio": (2, 10)}
 
 def _headers(sim: Simulator) -> dict[str, str]:
     return {"Authorization": f"Bearer {sim.api_key}"}
+
+
+def _date(response: httpx.Response) -> float:
+    """The response's HTTP ``Date`` header as epoch seconds."""
+    return email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+
+
+WHOLE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def test_catalogue_has_the_agreed_models() -> None:
@@ -212,3 +224,140 @@ def test_cli_serves_and_prints_url_and_key() -> None:
         assert proc.process is not None
         proc.process.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly
         assert proc.process.wait(10) == 0
+
+
+# ------------------------------------------------- real-service conditions
+@pytest.mark.parametrize("skew", [-120.0, 0.0, 120.0])
+def test_clock_skew_shifts_timestamps_and_date_not_latency(skew: float) -> None:
+    with Simulator(seed=0, speed=100, clock_skew=skew) as sim, httpx.Client() as http:
+        task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=5)  # 0.05 s
+        true = sim.timeline(task_id)
+        time.sleep(0.1)
+        before = time.time()
+        answer = http.get(f"{sim.url}/api/v1/tasks/{task_id}", headers=_headers(sim))
+        after = time.time()
+        task = Task.from_api(answer.json())
+        assert task.status == "succeeded"
+        assert task.created_at is not None and task.completed_at is not None
+        assert task.created_at.timestamp() == pytest.approx(true["created"] + skew, abs=0.002)
+        assert task.completed_at.timestamp() == pytest.approx(true["end"] + skew, abs=0.002)
+        assert task.latency == pytest.approx(true["end"] - true["created"], abs=0.002)  # unchanged
+        assert (true["created_at"], true["completed_at"]) == (
+            answer.json()["data"]["created_at"],
+            answer.json()["data"]["completed_at"],
+        )
+        assert true["created"] < time.time()  # the true timeline stays on the real clock
+        assert before + skew - 2 <= _date(answer) <= after + skew + 2
+        # Every response carries the skewed Date: errors, creation, media.
+        others = [
+            http.get(f"{sim.url}/api/v1/tasks/task_nope", headers=_headers(sim)),
+            http.get(f"{sim.url}/api/v1/tasks/{task_id}", headers={"Authorization": "Bearer nope"}),
+            http.post(f"{sim.url}/sim/v1/tasks", json={"model": "veo-3.1"}, headers=_headers(sim)),
+            http.get(task.result[0].url or ""),
+            http.get(f"{sim.url}/no/such/route"),
+        ]
+        now = time.time()
+        assert [r.status_code for r in others] == [404, 401, 201, 200, 404]
+        for response in others:
+            assert before + skew - 2 <= _date(response) <= now + skew + 2
+
+
+@pytest.mark.parametrize("whole_seconds", [False, True])
+@pytest.mark.parametrize("skew", [0.0, -120.0])
+def test_whole_seconds_timestamps(whole_seconds: bool, skew: float) -> None:
+    with Simulator(seed=0, speed=100, whole_seconds=whole_seconds, clock_skew=skew) as sim:
+        task_id = sim.submit(model="seedream-4.0", outcome="failed", latency=5)
+        time.sleep(0.1)
+        body = httpx.get(f"{sim.url}/api/v1/tasks/{task_id}", headers=_headers(sim)).json()
+        true = sim.timeline(task_id)
+    data = body["data"]
+    pattern = WHOLE if whole_seconds else MILLIS
+    assert pattern.match(data["created_at"]) and pattern.match(data["completed_at"])
+    assert (true["created_at"], true["completed_at"]) == (data["created_at"], data["completed_at"])
+    task = Task.from_api(body)
+    assert task.created_at is not None and task.completed_at is not None
+    if whole_seconds:
+        assert task.created_at.timestamp() == math.floor(true["created"] + skew)
+        assert task.completed_at.timestamp() == math.floor(true["end"] + skew)
+        assert task.created_at.microsecond == task.completed_at.microsecond == 0
+    else:
+        assert task.created_at.timestamp() == pytest.approx(true["created"] + skew, abs=0.002)
+
+
+def test_rate_limit_answers_429_with_retry_after_and_recovers() -> None:
+    with Simulator(seed=0, speed=100, rate_limit=5, rate_burst=5) as sim, httpx.Client() as http:
+        task_id = sim.submit(model="veo-3.1", latency=10_000)
+        url = f"{sim.url}/api/v1/tasks/{task_id}"
+        start = time.monotonic()
+        answers = [http.get(url, headers=_headers(sim)) for _ in range(20)]
+        elapsed = time.monotonic() - start
+        accepted = [r for r in answers if r.status_code == 200]
+        limited = [r for r in answers if r.status_code == 429]
+        assert len(accepted) + len(limited) == 20
+        assert [r.status_code for r in answers[:5]] == [200] * 5  # the burst
+        assert limited, "a burst of 20 at 5 req/s with burst 5 must be limited"
+        assert len(accepted) <= 5 + 5 * elapsed + 1  # refill is real time
+        for r in limited:
+            assert r.json() == {
+                "success": False,
+                "error": {"code": "RATE_LIMITED", "message": r.json()["error"]["message"]},
+            }
+            assert r.headers["Retry-After"].isdigit() and int(r.headers["Retry-After"]) >= 1
+            # The next token is at most 1/5 s away, unless refused requests took tokens.
+            assert r.headers["Retry-After"] == "1"
+            assert "Date" in r.headers
+        assert sim.requests[task_id] == 20
+        assert sum(1 for _, tid, code in sim.request_log if tid == task_id and code == 429) == len(limited)
+        # The limit is per API key: another key is not limited (and is refused as unknown).
+        assert http.get(url, headers={"Authorization": "Bearer other"}).status_code == 401
+        # Refused requests took no token: after Retry-After the key is served again.
+        time.sleep(int(limited[-1].headers["Retry-After"]))
+        assert http.get(url, headers=_headers(sim)).status_code == 200
+
+
+@pytest.mark.parametrize("limit", [None, 1000.0])
+def test_no_429_within_the_limit(limit: float | None) -> None:
+    with Simulator(seed=0, speed=100, rate_limit=limit) as sim, httpx.Client() as http:
+        task_id = sim.submit(model="veo-3.1", latency=10_000)
+        codes = [
+            http.get(f"{sim.url}/api/v1/tasks/{task_id}", headers=_headers(sim)).status_code
+            for _ in range(40)
+        ]
+        assert codes == [200] * 40
+        assert 429 not in {code for _, _, code in sim.request_log}
+
+
+def test_options_are_settable_while_serving(sim: Simulator) -> None:
+    task_id = sim.submit(model="veo-3.1", latency=10_000)
+    url = f"{sim.url}/api/v1/tasks/{task_id}"
+    sim.clock_skew, sim.whole_seconds = 600.0, True
+    sim.rate_limit, sim.rate_burst = 0.1, 1  # one request, then 10 s until the next token
+    first, second = httpx.get(url, headers=_headers(sim)), httpx.get(url, headers=_headers(sim))
+    assert (first.status_code, second.status_code) == (200, 429)
+    assert int(second.headers["Retry-After"]) >= 5
+    assert abs(_date(first) - (time.time() + 600)) <= 3
+    created = first.json()["data"]["created_at"]
+    assert WHOLE.match(created)
+    created_at = Task.from_api(first.json()).created_at
+    assert created_at is not None
+    assert created_at.timestamp() == math.floor(sim.timeline(task_id)["created"] + 600)
+    sim.rate_limit = None
+    assert httpx.get(url, headers=_headers(sim)).status_code == 200
+    with pytest.raises(ValueError, match="rate_limit"):
+        sim.rate_limit = 0
+    with pytest.raises(ValueError, match="rate_burst"):
+        Simulator(rate_limit=5, rate_burst=0.5)
+
+
+def test_cli_real_service_flags() -> None:
+    proc = SimulatorProcess(speed=100)
+    proc.args += ["--clock-skew", "-120", "--whole-seconds", "--rate-limit", "1"]
+    with proc:
+        headers = {"Authorization": f"Bearer {proc.api_key}"}
+        created = httpx.post(f"{proc.url}/sim/v1/tasks", json={"model": "seedream-4.5"}, headers=headers)
+        assert WHOLE.match(created.json()["data"]["created_at"])
+        assert abs(_date(created) - (time.time() - 120)) <= 3
+        url = f"{proc.url}/api/v1/tasks/{created.json()['data']['id']}"
+        with httpx.Client() as http:
+            codes = [http.get(url, headers=headers).status_code for _ in range(10)]
+        assert codes[0] == 200 and 429 in codes

@@ -10,7 +10,28 @@ its own, which are **not** part of the ModelHunter API:
 - ``GET /media/{id}/{n}.{format}?expires=..&signature=..`` serves result files.
 
 Time: every duration of the catalogue is divided by ``speed``. Timestamps are real
-wall-clock UTC with millisecond precision.
+wall-clock UTC with millisecond precision unless the options below say otherwise.
+
+Real-service conditions (for benchmarks and tests of clients; all off by default, all
+constructor arguments that are also plain attributes, settable while serving, and flags of
+``mh-notebook sim``):
+
+- ``clock_skew`` (``--clock-skew``): the server's clock runs this many seconds ahead of
+  the real one (negative: behind), as a real service's clock is not the client's. It
+  shifts every timestamp reported (``created_at``, ``completed_at``) and the HTTP ``Date``
+  header of every response. The true timeline (phases, URL expiry, ``timeline()``'s epoch
+  floats) stays on the real clock.
+- ``whole_seconds`` (``--whole-seconds``): timestamps are reported floored to whole
+  seconds (``2025-01-15T10:00:00Z``), like the API documentation's example bodies.
+- ``rate_limit``, ``rate_burst`` (``--rate-limit``, ``--rate-burst``): ``GET
+  /api/v1/tasks/{id}`` is limited per API key (the ``Authorization`` header) by a token
+  bucket of ``rate_limit`` requests per real second (regardless of ``speed``) and
+  ``rate_burst`` tokens (default ``max(1, rate_limit)``). Over the limit the answer is 429
+  with the ``RATE_LIMITED`` error envelope and ``Retry-After`` in whole seconds (the
+  ceiling of the wait for the next token, at least 1); rejected requests take no token.
+
+Every response the application answers carries a ``Date`` header (HTTP-date, 1 s
+resolution) from the server's clock, skew included.
 
 Expiry: a result URL is valid for ``900 / speed`` seconds from when it was issued
 (at completion, then at each re-issue). After that the media URL answers 403, and the
@@ -21,6 +42,7 @@ URL; the ``GET`` after that answers ``succeeded`` with the fresh URL.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import hmac
 import json
@@ -94,8 +116,29 @@ class SimTask:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _iso(t: float) -> str:
+def _iso(t: float, whole_seconds: bool = False) -> str:
+    """ISO-8601 UTC with ``Z``: milliseconds, or whole seconds (floored)."""
+    if whole_seconds:
+        return datetime.fromtimestamp(math.floor(t), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _TokenBucket:
+    """A token bucket on real (monotonic) time; a refused request takes no token."""
+
+    __slots__ = ("last", "tokens")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.tokens, self.last = tokens, now
+
+    def take(self, rate: float, burst: float, now: float) -> float:
+        """Take a token and return 0, or return the seconds until one is available."""
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.last) * rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / rate
 
 
 def _envelope_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -112,6 +155,15 @@ class Simulator:
     ``with Simulator(seed=0, speed=50) as sim:`` starts it in a background thread on a
     free port; ``sim.url`` and ``sim.api_key`` are what a client needs, and
     ``sim.submit(model="viduq3-turbo")`` creates a task.
+
+    Real-service conditions (see the module docstring), all settable after construction:
+
+    - ``clock_skew``: seconds the server's clock runs ahead of the real one (negative:
+      behind); shifts ``created_at``, ``completed_at`` and every ``Date`` header.
+    - ``whole_seconds``: report timestamps floored to whole seconds instead of milliseconds.
+    - ``rate_limit``: requests per real second allowed on ``GET /api/v1/tasks/{id}`` per API
+      key (``None``: unlimited); over it, 429 ``RATE_LIMITED`` with ``Retry-After``.
+    - ``rate_burst``: the token bucket's size (``None``: ``max(1, rate_limit)``).
     """
 
     def __init__(
@@ -125,9 +177,22 @@ class Simulator:
         fail_rate: float | None = None,
         url_lifetime: float | None = None,
         host: str = "127.0.0.1",
+        clock_skew: float = 0.0,
+        whole_seconds: bool = False,
+        rate_limit: float | None = None,
+        rate_burst: float | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
+        self.clock_skew = float(clock_skew)
+        """Seconds the server's clock runs ahead of the real one (negative: behind)."""
+        self.whole_seconds = bool(whole_seconds)
+        """Report timestamps floored to whole seconds (else milliseconds)."""
+        self._rate_limit: float | None = None
+        self._rate_burst: float | None = None
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
+        self._buckets: dict[str, _TokenBucket] = {}
         self.speed = float(speed)
         self.url_lifetime = URL_LIFETIME / self.speed if url_lifetime is None else float(url_lifetime)
         """Seconds a result URL stays valid (default 15 minutes divided by ``speed``)."""
@@ -149,6 +214,36 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+
+    @property
+    def rate_limit(self) -> float | None:
+        """Status requests per real second allowed per API key; ``None``: unlimited."""
+        return self._rate_limit
+
+    @rate_limit.setter
+    def rate_limit(self, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"rate_limit must be > 0 or None, got {value!r}")
+        self._rate_limit = None if value is None else float(value)
+
+    @property
+    def rate_burst(self) -> float | None:
+        """Size of each API key's token bucket; ``None``: ``max(1, rate_limit)``."""
+        return self._rate_burst
+
+    @rate_burst.setter
+    def rate_burst(self, value: float | None) -> None:
+        if value is not None and not value >= 1:
+            raise ValueError(f"rate_burst must be >= 1 or None, got {value!r}")
+        self._rate_burst = None if value is None else float(value)
+
+    def server_time(self) -> float:
+        """The server's clock: real time plus ``clock_skew`` (epoch seconds)."""
+        return time.time() + self.clock_skew
+
+    def stamp(self, t: float) -> str:
+        """How the server reports the real instant ``t``: skewed, in ms or whole seconds."""
+        return _iso(t + self.clock_skew, self.whole_seconds)
 
     def __repr__(self) -> str:
         return f"Simulator(url={self.url!r}, speed={self.speed:g}, tasks={len(self._tasks)})"
@@ -242,7 +337,9 @@ class Simulator:
         return True
 
     def timeline(self, task_id: str) -> dict[str, Any]:
-        """The true timeline of a task: wall-clock seconds of each phase and the outcome."""
+        """The true timeline of a task: real wall-clock seconds of each phase and the
+        outcome, with ``created_at``/``completed_at`` as the server reports them (skewed
+        by ``clock_skew``, whole seconds if ``whole_seconds``)."""
         t = self._tasks[task_id]
         end = t.cancelled_at if t.cancelled_at is not None and t.cancelled_at < t.end else t.end
         outcome = "cancelled" if end != t.end else t.outcome
@@ -256,8 +353,8 @@ class Simulator:
             "running": t.running,
             "end": end,
             "outcome": outcome,
-            "created_at": _iso(t.created),
-            "completed_at": _iso(end),
+            "created_at": self.stamp(t.created),
+            "completed_at": self.stamp(end),
         }
 
     @property
@@ -291,15 +388,15 @@ class Simulator:
         )
         if cancelled:
             data["status"] = "cancelled"
-            data["completed_at"] = _iso(task.cancelled_at or now)
+            data["completed_at"] = self.stamp(task.cancelled_at or now)
         elif now >= task.end:
-            data["completed_at"] = _iso(task.end)
+            data["completed_at"] = self.stamp(task.end)
             self._render_end(task, now, data)
         elif now >= task.running:
             data["status"] = "running"
         elif now >= task.queued:
             data["status"] = "queued"
-        data["created_at"] = _iso(task.created)
+        data["created_at"] = self.stamp(task.created)
         if task.extra.get("status"):
             data["status"] = task.extra["status"]
             data.pop("completed_at", None)
@@ -342,12 +439,39 @@ class Simulator:
     async def _get_task(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["id"]
         self.requests[task_id] += 1
+        wait = self._rate_wait(request)
+        if wait > 0:
+            self._log(task_id, 429)
+            return _envelope_error(
+                429,
+                "RATE_LIMITED",
+                "Rate limit exceeded; retry after the Retry-After delay",
+                **{"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         fault = self._script.popleft() if self._script else self.faults.pick(self._fault_rng.random())
         if fault is not None and fault not in ("slow", "ok"):
             return await self._fault(request, task_id, fault)
         if fault == "slow":
             await asyncio.sleep(self.faults.slow_seconds)
         return self._answer(request, task_id)
+
+    def _rate_wait(self, request: web.Request) -> float:
+        """0 if the request is within the API key's limit (and takes a token), else the
+        seconds until a token is available."""
+        rate = self._rate_limit
+        if rate is None:
+            return 0.0
+        burst = self._rate_burst if self._rate_burst is not None else max(1.0, rate)
+        key = request.headers.get("Authorization", "")
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _TokenBucket(burst, now)
+        return bucket.take(rate, burst, now)
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        """aiohttp dates responses from the local clock; date them from the server's."""
+        response.headers["Date"] = email.utils.formatdate(self.server_time(), usegmt=True)
 
     def _answer(self, request: web.Request, task_id: str) -> web.Response:
         if not self._authorised(request):
@@ -439,6 +563,7 @@ class Simulator:
 
     def _app(self) -> web.Application:
         app = web.Application()
+        app.on_response_prepare.append(self._date_header)
         app.router.add_get("/api/v1/tasks/{id}", self._get_task)
         app.router.add_post("/sim/v1/tasks", self._create)
         app.router.add_post("/sim/v1/tasks/{id}/cancel", self._cancel)
