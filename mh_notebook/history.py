@@ -8,7 +8,7 @@ history of 100,000 tasks stays cheap (see ``benchmarks/history_build.py``).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ _CATEGORIES = ("type", "provider", "model", "status", "format", "error_code")
 _TIMES = ("created_at", "first_seen_at", "started_at", "completed_at")
 HISTORY_COLUMNS: dict[str, str] = {
     "task_id": "string",
+    "base_url": "category",
     "type": "category",
     "provider": "category",
     "model": "category",
@@ -52,7 +53,8 @@ HISTORY_COLUMNS: dict[str, str] = {
     "error_message": "string",
     "not_found": "bool",
 }
-"""The columns of :func:`history_frame` and their dtypes (an empty history has them too)."""
+"""The columns of :func:`history_frame` and their dtypes (an empty history has them too).
+``base_url`` is the API the task was watched against (missing if it never was)."""
 
 _EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
 _TERMINAL = ["succeeded", "failed", "cancelled"]
@@ -74,13 +76,14 @@ _NUMERIC = frozenset(
 _FIELDS = [f for f in Event._fields if f != "raw"]
 _PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls")]
 REDUCED_COLUMNS = [
-    "task_id", "status", "type", "provider", "model", "created_at", "completed_at", "n_results",
-    "format", "duration_s", "size_bytes", "error_code", "error_message",
+    "task_id", "base_url", "status", "type", "provider", "model", "created_at", "completed_at",
+    "n_results", "format", "duration_s", "size_bytes", "error_code", "error_message",
     "first_seen_at", "started_at", "seen_end", "polls",
 ]  # fmt: skip
 """Per-task columns of a reduced journal: the task's last informative event (the last one
 that is not ``expired``, else the last) plus first observation, first ``running``, first
-end and the request count. ``SQLiteStore.reduced_rows`` computes the same in SQL."""
+end and the request count; ``base_url`` comes from the watched list (events do not carry
+it). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
 
 
 def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
@@ -135,6 +138,7 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
         if name not in ("task_id", "observed_at", "polls")
     }
     reduced = _event_columns({**picked, "task_id": list(uniques), "observed_at": [], "polls": []}, _PER_TASK)
+    reduced["base_url"] = np.full(len(reduced), None, dtype=object)
     reduced["first_seen_at"] = observed.groupby(codes).min().to_numpy()
     reduced["started_at"] = first_where(status == "running")
     reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
@@ -178,7 +182,7 @@ def history_frame(
     """
     reduced = events if isinstance(events, pd.DataFrame) else reduce_events(columns_of(events))
     frame = reduced.set_index("task_id")
-    frame = _add_unobserved(frame, watched)
+    frame = _add_watched(frame, watched)
     if live_polls:
         live = pd.Series(live_polls, dtype="float64").reindex(frame.index)
         frame["polls"] = np.fmax(frame["polls"].astype("float64"), live)
@@ -192,13 +196,16 @@ def history_frame(
     return _typed(frame.rename_axis("task_id").reset_index())
 
 
-def _add_unobserved(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
+def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
+    """Rows for watched tasks never observed; base URLs and first sightings from ``watched``."""
     if not watched:
         return frame
     table = pd.DataFrame.from_records(watched, columns=list(Watched._fields)).drop_duplicates("task_id")
-    seen = table.set_index("task_id")["first_seen_at"].astype("float64")
+    table = table.set_index("task_id")
+    seen = table["first_seen_at"].astype("float64")
     frame = frame.reindex(frame.index.append(seen.index.difference(frame.index, sort=False)))
     frame["first_seen_at"] = np.fmin(frame["first_seen_at"].astype("float64"), seen.reindex(frame.index))
+    frame["base_url"] = table["base_url"].reindex(frame.index)
     return frame
 
 
@@ -211,9 +218,20 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = _utc(values)
         elif dtype == "Int64":
             out[col] = pd.array(values.astype("float64").round(), dtype="Int64")
+        elif dtype == "category":
+            out[col] = _categorical(values)
         else:
             out[col] = values.astype(dtype)
     return out
+
+
+def _categorical(values: pd.Series) -> pd.Series:
+    """A categorical column; all missing, its (empty) categories are objects whatever the source
+    (text read from SQLite and text gathered in memory infer different empty dtypes)."""
+    typed = values.astype("category")
+    if len(typed.cat.categories) == 0:
+        return typed.cat.set_categories(pd.Index([], dtype=object))
+    return typed
 
 
 def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider", "model")) -> pd.DataFrame:
@@ -315,15 +333,30 @@ def reduced_journal(store: Store) -> pd.DataFrame:
     return reduce_events(columns_of(store.events()))
 
 
-def store_history(store: Store, live_polls: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """The history frame of an open store (``live_polls`` from a running watcher, if any)."""
-    watched = () if isinstance(store, SQLiteStore) else store.watched()  # SQLite: in the query
-    return history_frame(reduced_journal(store), watched, live_polls)
+def store_history(
+    store: Store,
+    live_polls: Mapping[str, int] | None = None,
+    task_ids: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """The history frame of an open store (``live_polls`` from a running watcher, if any).
+
+    With ``task_ids``, only those tasks (the journal is reduced first, then filtered).
+    """
+    reduced = reduced_journal(store)
+    watched = [] if isinstance(store, SQLiteStore) else store.watched()  # SQLite: in the query
+    if task_ids is not None:
+        wanted = set(task_ids)
+        reduced = reduced[reduced["task_id"].isin(wanted)]  # hashed: thousands of ids stay cheap
+        watched = [w for w in watched if w.task_id in wanted]
+    return history_frame(reduced, watched, live_polls)
 
 
 def read_history(store: Store | str | Path) -> pd.DataFrame:
-    """The history frame from a journal (a path or a store): no watcher, no key needed."""
-    opened = open_store(store)
+    """The history frame of a whole journal (a path or a store): no watcher, no key needed.
+
+    A path must name an existing journal (``JournalError`` otherwise; nothing is created).
+    """
+    opened = open_store(store, create=False)
     try:
         return store_history(opened)
     finally:

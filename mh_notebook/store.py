@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -25,6 +26,7 @@ from .models import Task
 
 __all__ = [
     "Event",
+    "JournalBusyError",
     "JournalError",
     "MemoryStore",
     "SQLiteStore",
@@ -35,12 +37,17 @@ __all__ = [
     "open_store",
 ]
 
-SCHEMA_VERSION = 1
 ENDED = frozenset({"succeeded", "failed", "cancelled", "not_found"})
+_LEARNED_ENDS = ("succeeded", "failed")
+"""The ends :meth:`Store.recent_ends` returns (those a latency is learned from)."""
 
 
 class JournalError(ModelHunterError):
-    """The journal file is corrupt, of an unknown schema version, or cannot be opened."""
+    """The journal is missing, closed, corrupt, of an unknown schema version, or cannot be opened."""
+
+
+class JournalBusyError(JournalError):
+    """A write gave up: another connection held the journal's write lock too long (nothing written)."""
 
 
 class Event(NamedTuple):
@@ -97,11 +104,17 @@ def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
 class Store(Protocol):
     """Where a watcher journals what it watches and observes."""
 
-    def add_watched(self, items: Iterable[Watched]) -> None:
-        """Record tasks a watcher started watching (ignores ones already known)."""
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        """Record tasks a watcher started watching (ignores ones already known).
 
-    def add(self, event: Event) -> None:
-        """Record one event durably, before it is shown."""
+        With ``wait``, give up after about ``wait`` seconds of contention (``JournalBusyError``).
+        """
+
+    def add(self, event: Event, *, wait: float | None = None) -> None:
+        """Record one event durably, before it is shown (``wait`` as for :meth:`add_watched`)."""
+
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        """Record events durably, all or none (``wait`` as for :meth:`add_watched`)."""
 
     def events(self) -> list[Event]:
         """Every event, in the order observed."""
@@ -112,38 +125,51 @@ class Store(Protocol):
     def unfinished(self, base_url: str) -> list[str]:
         """Ids watched against ``base_url`` whose last event is not an end."""
 
-    def recent_ends(self, limit: int) -> list[Event]:
-        """The latest ``limit`` succeeded/failed events (to learn latencies from)."""
+    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
+        """The latest ``limit`` succeeded/failed events (to learn latencies from), oldest first;
+        with ``base_url``, only those of tasks watched against it."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
 
     def close(self) -> None:
-        """Release resources."""
+        """Release resources (a second call does nothing)."""
 
 
 class MemoryStore:
     """A journal in memory, lost with the process (``store=None``).
 
-    Events are kept column-wise, so that a history of many tasks builds fast.
+    Events are kept column-wise, so that a history of many tasks builds fast. ``wait`` is
+    accepted and ignored (nothing else holds a lock for long); closing releases nothing and
+    the store stays readable.
     """
 
     def __init__(self) -> None:
         self._cols: dict[str, list[Any]] = {name: [] for name in Event._fields}
         self._watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._watched)}, events={len(self._cols['task_id'])})"
 
-    def add_watched(self, items: Iterable[Watched]) -> None:
-        """Record tasks a watcher started watching."""
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        """Record tasks a watcher started watching (``wait`` is ignored)."""
         with self._lock:
             for item in items:
                 self._watched.setdefault(item.task_id, item)
 
-    def add(self, event: Event) -> None:
-        """Record one event."""
+    def add(self, event: Event, *, wait: float | None = None) -> None:
+        """Record one event (``wait`` is ignored)."""
+        self.add_many([event])
+
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        """Record events (``wait`` is ignored)."""
+        rows = list(events)
         with self._lock:
-            for column, value in zip(self._cols.values(), event, strict=True):
-                column.append(value)
+            for column, values in zip(self._cols.values(), zip(*rows, strict=True), strict=False):
+                column.extend(values)
 
     def columns(self) -> dict[str, list[Any]]:
         """The events column by column (copies)."""
@@ -163,12 +189,22 @@ class MemoryStore:
         """Ids watched against ``base_url`` that have not ended."""
         return _unfinished(self.watched(), self.events(), base_url)
 
-    def recent_ends(self, limit: int) -> list[Event]:
-        """The latest ``limit`` succeeded/failed events."""
-        return [e for e in self.events() if e.status in ("succeeded", "failed")][-limit:]
+    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
+        """The latest ``limit`` succeeded/failed events (of tasks watched against ``base_url``)."""
+        scope = None if base_url is None else {w.task_id for w in self.watched() if w.base_url == base_url}
+        ends = [
+            e for e in self.events() if e.status in _LEARNED_ENDS and (scope is None or e.task_id in scope)
+        ]
+        return ends[len(ends) - min(max(limit, 0), len(ends)) :]
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Mark the store closed (nothing to release)."""
+        self._closed = True
 
 
 def _unfinished(watched: list[Watched], events: list[Event], base_url: str) -> list[str]:
@@ -176,7 +212,7 @@ def _unfinished(watched: list[Watched], events: list[Event], base_url: str) -> l
     return [w.task_id for w in watched if w.base_url == base_url and last.get(w.task_id) not in ENDED]
 
 
-_SCHEMA = """
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS watched (
     task_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, first_seen_at REAL NOT NULL
 );
@@ -192,23 +228,43 @@ CREATE TABLE IF NOT EXISTS task_summary (
     last_informative_seq INTEGER, first_seen_at REAL, started_at REAL, seen_end REAL, polls INTEGER
 );
 """
+_MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_1,  # 0 -> 1: the schema of mh_notebook 0.1.0
+    """
+    CREATE INDEX watched_base_url ON watched(base_url, first_seen_at);
+    CREATE INDEX events_status ON events(status);
+    """,  # 1 -> 2: the journal is queried per base URL and for recent ends
+)
+"""SQL scripts; ``_MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this package writes (it reads and upgrades every older one)."""
+_BUSY_MS = 30_000
 
 
 class SQLiteStore:
-    """A journal in one SQLite file (WAL): durable, shareable between processes."""
+    """A journal in one SQLite file (WAL): durable, shareable between processes.
 
-    def __init__(self, path: str | Path) -> None:
+    Opening applies the pending schema migrations (one transaction). With ``create=False``
+    a missing file is a ``JournalError`` and nothing is created.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        _refuse_url(path)
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
-        self._db = self._open()
+        self._db: sqlite3.Connection | None = self._open(create)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, create: bool) -> sqlite3.Connection:
+        if not create and not self.path.exists():
+            raise JournalError(f"no journal at {str(self.path)!r}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            db = self._connect(create)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise self._cannot_open(exc) from None
+        try:
             # Switching a new file to WAL can answer "locked" at once while another process
             # sets it up (the busy timeout does not cover it): retry for a while.
             for attempt in Retrying(
@@ -218,66 +274,130 @@ class SQLiteStore:
                 reraise=True,
             ):
                 with attempt:
-                    version, tables = self._set_up(db)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise JournalError(f"cannot open the journal {str(self.path)!r}: {exc}") from None
-        if version != SCHEMA_VERSION:
+                    self._set_up(db)
+        except BaseException as exc:
             db.close()
-            raise JournalError(
-                f"the journal {str(self.path)!r} has schema version {version} (with tables "
-                f"{sorted(tables)}), this mh_notebook reads version {SCHEMA_VERSION}; "
-                "upgrade mh_notebook or use another file"
-            )
+            if isinstance(exc, sqlite3.DatabaseError | OSError):
+                raise self._cannot_open(exc) from None
+            raise
         return db
 
-    @staticmethod
-    def _set_up(db: sqlite3.Connection) -> tuple[int, set[str]]:
-        """WAL mode, then check the schema and create it if the file is new (one transaction)."""
-        db.execute("PRAGMA busy_timeout = 30000")
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = str(self.path)
+        else:  # SQLite itself must not create the file (it may have gone since the check)
+            target = f"{self.path.resolve().as_uri()}?mode=rw"
+        return sqlite3.connect(
+            target, timeout=30, check_same_thread=False, isolation_level=None, uri=not create
+        )
+
+    def _cannot_open(self, exc: BaseException) -> JournalError:
+        return JournalError(f"cannot open the journal {str(self.path)!r}: {exc}")
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        """Refuse a file this package cannot read (untouched), then WAL mode and pending migrations."""
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        current = self._schema_version(db)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
-        with _Transaction(db):  # safe when many processes open the same new file at once
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if version == 0 and not tables:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+        if current < SCHEMA_VERSION:
+            self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Apply every pending migration in one transaction (many processes may open a new file)."""
+        with _transaction(db):
+            for script in _MIGRATIONS[self._schema_version(db) :]:  # read again, under the lock
+                for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                version = SCHEMA_VERSION
-        return version, tables
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def add_watched(self, items: Iterable[Watched]) -> None:
-        """Record tasks a watcher started watching (one transaction)."""
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        """The file's schema version; ``JournalError`` if it is newer or not a journal."""
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {str(self.path)!r} has schema version {version}, this mh_notebook "
+                f"reads versions up to {SCHEMA_VERSION}; upgrade mh_notebook or use another file"
+            )
+        tables = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+        if version == 0 and tables:
+            raise JournalError(
+                f"{str(self.path)!r} is not an mh_notebook journal (schema version 0 with tables "
+                f"{tables}); this mh_notebook reads versions up to {SCHEMA_VERSION}; use another file"
+            )
+        return version
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._db is None
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held under the store's lock (``JournalError`` once closed)."""
+        with self._lock:
+            if self._db is None:
+                raise JournalError(f"the journal {str(self.path)!r} is closed")
+            yield self._db
+
+    @contextmanager
+    def _write(self, wait: float | None) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``wait``: see :meth:`add_many`)."""
+        with self._connection() as db, self._bounded_wait(db, wait), _transaction(db):
+            yield db
+
+    @contextmanager
+    def _bounded_wait(self, db: sqlite3.Connection, wait: float | None) -> Iterator[None]:
+        """With ``wait``: SQLite waits about ``wait`` s for the lock, then ``JournalBusyError``."""
+        if wait is None:
+            yield
+            return
+        db.execute(f"PRAGMA busy_timeout = {max(0, round(wait * 1000))}")
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            raise JournalBusyError(
+                f"the journal {str(self.path)!r} stayed locked by another connection for {wait} s; "
+                "nothing was written"
+            ) from None
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        """Record tasks a watcher started watching (one transaction; ``wait`` as for :meth:`add_many`)."""
         rows = list(items)
-        with self._lock, _Transaction(self._db):
-            self._db.executemany("INSERT OR IGNORE INTO watched VALUES (?, ?, ?)", rows)
+        with self._write(wait) as db:
+            db.executemany("INSERT OR IGNORE INTO watched VALUES (?, ?, ?)", rows)
 
-    def add(self, event: Event) -> None:
-        """Record one event, committed before this returns."""
-        self.add_many([event])
+    def add(self, event: Event, *, wait: float | None = None) -> None:
+        """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
+        self.add_many([event], wait=wait)
 
-    def add_many(self, events: Iterable[Event]) -> None:
-        """Record events in one transaction (the per-task summary is kept up to date)."""
-        with self._lock, _Transaction(self._db):
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        """Record events in one transaction (the per-task summary is kept up to date).
+
+        Without ``wait``, waits up to 30 s for another writer; with ``wait``, gives up after
+        about ``wait`` seconds with :class:`JournalBusyError` and writes nothing.
+        """
+        with self._write(wait) as db:
             for event in events:
-                seq = self._db.execute(f"INSERT INTO events ({_COLS}) VALUES ({_MARKS})", event).lastrowid
-                self._db.execute(_SUMMARY_SQL, _summary_args(event, seq))
+                seq = db.execute(f"INSERT INTO events ({_COLS}) VALUES ({_MARKS})", event).lastrowid
+                db.execute(_SUMMARY_SQL, _summary_args(event, seq))
 
     def events(self) -> list[Event]:
         """Every event, in the order written."""
-        with self._lock:
-            rows = self._query(f"SELECT {_COLS} FROM events ORDER BY seq")
-        return [Event(*row) for row in rows]
+        return [Event(*row) for row in self._query(f"SELECT {_COLS} FROM events ORDER BY seq")]
 
     def reduced_rows(self) -> list[tuple[Any, ...]]:
         """One row per task, watched or observed (``history.REDUCED_COLUMNS``), by SQLite itself."""
-        with self._lock:
-            return self._query(_REDUCE_SQL)
+        return self._query(_REDUCE_SQL)
 
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
-        with self._lock:
-            rows = self._query("SELECT task_id, base_url, first_seen_at FROM watched ORDER BY first_seen_at")
+        rows = self._query("SELECT task_id, base_url, first_seen_at FROM watched ORDER BY first_seen_at")
         return [Watched(*row) for row in rows]
 
     def unfinished(self, base_url: str) -> list[str]:
@@ -289,34 +409,40 @@ class SQLiteStore:
             WHERE w.base_url = ? AND (e.status IS NULL OR e.status NOT IN ({}))
             ORDER BY w.first_seen_at
         """.format(",".join("?" * len(ENDED)))
-        with self._lock:
-            return [r[0] for r in self._query(query, (base_url, *sorted(ENDED)))]
+        return [r[0] for r in self._query(query, (base_url, *sorted(ENDED)))]
 
-    def recent_ends(self, limit: int) -> list[Event]:
-        """The latest ``limit`` succeeded/failed events."""
-        sql = f"SELECT {_COLS} FROM events WHERE status IN ('succeeded', 'failed') ORDER BY seq DESC LIMIT ?"
-        with self._lock:
-            rows = self._query(sql, (limit,))
+    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
+        """The latest ``limit`` succeeded/failed events (of tasks watched against ``base_url``)."""
+        scope, args = ("", ()) if base_url is None else (_SCOPE_SQL, (base_url,))
+        rows = self._query(_RECENT_ENDS_SQL.format(scope=scope), (*args, *_LEARNED_ENDS, max(limit, 0)))
         return [Event(*row) for row in reversed(rows)]
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(f"the journal {str(self.path)!r} cannot be read: {exc}") from None
+        with self._connection() as db:
+            try:
+                return db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise JournalError(f"the journal {str(self.path)!r} cannot be read: {exc}") from None
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a second call does nothing)."""
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 _COLS = ", ".join(Event._fields)
 _MARKS = ", ".join("?" * len(Event._fields))
+_SCOPE_SQL = "JOIN watched AS w ON w.task_id = e.task_id AND w.base_url = ?"
+_RECENT_ENDS_SQL = f"""
+SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM events AS e {{scope}}
+WHERE e.status IN ({", ".join("?" * len(_LEARNED_ENDS))}) ORDER BY e.seq DESC LIMIT ?
+"""
 _EVENT_PART = """e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
        e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message"""
 _REDUCE_SQL = f"""
-SELECT w.task_id, {_EVENT_PART},
+SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
        s.started_at, s.seen_end, s.polls
@@ -324,7 +450,7 @@ FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 UNION ALL
-SELECT s.task_id, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls
+SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 WHERE s.task_id NOT IN (SELECT task_id FROM watched)
 """
@@ -360,17 +486,17 @@ def _summary_args(event: Event, seq: int | None) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE ... COMMIT`` (or ROLLBACK) on an autocommit connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE ... COMMIT`` on an autocommit connection; ROLLBACK if anything fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _locked(exc: BaseException) -> bool:
@@ -384,10 +510,24 @@ def default_journal_path() -> Path:
     return user_data_path("mh_notebook") / "journal.sqlite"
 
 
-def open_store(store: Store | str | Path | None) -> Store:
-    """A store from what a user passes: a store, a path, ``"default"`` or ``None`` (memory)."""
+def _refuse_url(path: str | Path) -> None:
+    """``JournalError`` for ``scheme://...``: this version journals to files only."""
+    text = str(path)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise JournalError(
+            f"journal URLs ({scheme}://...) are not supported by this version of mh_notebook; "
+            "a file path is expected"
+        )
+
+
+def open_store(store: Store | str | Path | None, *, create: bool = True) -> Store:
+    """A store from what a user passes: a store, a path, ``"default"`` or ``None`` (memory).
+
+    With ``create=False`` a journal file that does not exist is a ``JournalError``.
+    """
     if store is None:
         return MemoryStore()
     if isinstance(store, str | Path):
-        return SQLiteStore(default_journal_path() if str(store) == "default" else store)
+        return SQLiteStore(default_journal_path() if str(store) == "default" else store, create=create)
     return store

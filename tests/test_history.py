@@ -45,9 +45,11 @@ def test_history_against_the_simulator(sim: Simulator, tmp_path: Path) -> None:
         sim.submit(model="eleven-v3", outcome="succeeded", latency=4),
     ]
     with _run(sim, tmp_path / "j.sqlite", [*ids, "task_missing"]) as w:
-        frame = w.history().set_index("task_id")
+        history = w.history()
         events = w.events()
-    assert {c: str(t) for c, t in w.history().dtypes.items()} == HISTORY_COLUMNS
+    frame = history.set_index("task_id")
+    assert {c: str(t) for c, t in history.dtypes.items()} == HISTORY_COLUMNS
+    assert set(frame["base_url"]) == {sim.url}
     for task_id in ids:
         truth = sim.timeline(task_id)
         row = frame.loc[task_id]
@@ -141,13 +143,14 @@ def test_read_history_needs_no_watcher_or_key(sim: Simulator, tmp_path: Path) ->
     assert sim.api_key.encode() not in raw
 
 
-def test_history_includes_the_journals_earlier_tasks(sim: Simulator, tmp_path: Path) -> None:
+def test_read_history_includes_the_journals_earlier_tasks(sim: Simulator, tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite"
     first = [sim.submit(model="eleven-v3", latency=3)]
     _run(sim, journal, first).stop()
     second = [sim.submit(model="eleven-v3", latency=3)]
     with _run(sim, journal, second) as w:
-        assert set(w.history()["task_id"]) == set(first + second)
+        assert set(second) <= set(w.history()["task_id"])
+    assert set(read_history(journal)["task_id"]) == set(first + second)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +217,7 @@ def test_killed_watcher_is_resumed_by_a_new_one(tmp_path: Path) -> None:
             assert sorted(resumed) == sorted(ids[2:])
             final = w.wait(timeout=60)
             assert {str(t.status) for t in final.values()} == {"succeeded"}
-            history = w.history().set_index("task_id")
+        history = read_history(journal).set_index("task_id")
         assert (history.loc[ids, "status"] == "succeeded").all()
         assert history.loc[ids, "latency_s"].notna().all()
 
@@ -285,16 +288,3 @@ def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
     assert frame.loc["d", "status"] == "expired"  # never seen before expiry: kept as is
     assert pd.isna(frame.loc["e", "status"])
     assert frame.loc["e", "first_seen_at"] == pd.Timestamp(100.1, unit="s", tz="UTC")
-
-
-def test_a_new_watcher_learns_latencies_from_the_journal(sim: Simulator, tmp_path: Path) -> None:
-    journal = tmp_path / "j.sqlite"
-    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (5, 6, 7, 6)]
-    _run(sim, journal, ids).stop()
-    fresh = TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED)
-    try:
-        window = fresh._poller.latency.window(("bytedance", "seedream-4.5"))
-        assert window is not None
-        assert window[0] <= 5.0 <= 7.0 <= window[1] < 20.0  # in policy seconds (time_scale applied)
-    finally:
-        fresh.stop()

@@ -1,0 +1,290 @@
+"""The journal layer: schema migrations, scoped reads, no silent creation, bounded writes, close."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mh_notebook import store as store_module
+from mh_notebook.history import HISTORY_COLUMNS, read_history, store_history
+from mh_notebook.store import (
+    SCHEMA_VERSION,
+    Event,
+    JournalBusyError,
+    JournalError,
+    MemoryStore,
+    SQLiteStore,
+    Watched,
+    open_store,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+
+
+def _script() -> ModuleType:
+    """scripts/make_v1_journal.py, for its ``summarise`` (the fixture's expected values)."""
+    spec = importlib.util.spec_from_file_location("make_v1_journal", ROOT / "scripts" / "make_v1_journal.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sql(path: Path, query: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
+def _v1_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "journal.sqlite"
+    shutil.copyfile(DATA / "journal-v1.sqlite", copy)
+    return copy
+
+
+def _ev(task_id: str, status: str, at: float, polls: int = 1, **kw: Any) -> Event:
+    return Event(task_id, status, at, polls, "video", "vidu", "viduq3-turbo", 100.0, **kw)
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def test_the_v1_fixture_is_what_0_1_0_wrote() -> None:
+    assert _sql(DATA / "journal-v1.sqlite", "PRAGMA user_version") == [(1,)]
+    assert sorted(p.name for p in DATA.glob("journal-v1.sqlite*")) == ["journal-v1.sqlite"]
+
+
+def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path)
+    expected = json.loads((DATA / "journal-v1.expected.json").read_text())
+    SQLiteStore(path).close()
+    assert _sql(path, "PRAGMA user_version") == [(2,)] and SCHEMA_VERSION == 2
+    indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"events_task", "watched_base_url", "events_status"} <= indexes
+    frame = read_history(path)
+    assert _script().summarise(frame.drop(columns="base_url")) == expected["tasks"]
+    assert dict(zip(frame["task_id"], frame["base_url"].astype(str), strict=True)) == expected["base_urls"]
+
+
+def test_an_upgraded_v1_journal_is_writable(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path)
+    store = SQLiteStore(path)
+    store.add_watched([Watched("task_new", "https://api.modelhunter.ai", 1_767_300_000.0)])
+    store.add(_ev("task_new", "succeeded", 1_767_300_010.0, 2, completed_at=1_767_300_009.0))
+    store.close()
+    reopened = SQLiteStore(path)
+    assert reopened.events()[-1].task_id == "task_new"
+    assert [e.task_id for e in reopened.recent_ends(10, "https://api.modelhunter.ai")] == [
+        "task_v1_fail", "task_v1_ok", "task_new",
+    ]  # fmt: skip
+    assert reopened.unfinished("https://api.modelhunter.ai") == ["task_v1_unseen"]
+    reopened.close()
+    frame = read_history(path).set_index("task_id")
+    assert frame.loc["task_new", "status"] == "succeeded"
+    assert len(frame) == 6
+
+
+def test_a_newer_journal_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match=r"schema version 99, .* reads versions up to 2"):
+        SQLiteStore(path)
+    with pytest.raises(JournalError, match="schema version 99"):
+        read_history(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.sqlite"]
+
+
+def test_a_foreign_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match=r"not an mh_notebook journal .*\['notes'\]"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_new_journal_runs_every_migration(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    SQLiteStore(path).close()
+    assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"events_task", "watched_base_url", "events_status"} <= indexes
+
+
+def test_migrations_are_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _v1_copy(tmp_path)
+    broken = (
+        store_module._MIGRATIONS[0],
+        "CREATE INDEX half ON watched(base_url); CREATE INDEX x ON nope(y)",
+    )
+    monkeypatch.setattr(store_module, "_MIGRATIONS", broken)
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        SQLiteStore(path)
+    assert _sql(path, "PRAGMA user_version") == [(1,)]
+    assert _sql(path, "SELECT name FROM sqlite_master WHERE name = 'half'") == []
+
+
+# ---------------------------------------------------------------- scoped reads
+
+
+def _filled(store: MemoryStore | SQLiteStore) -> MemoryStore | SQLiteStore:
+    store.add_watched([Watched("a", "u1", 100.0), Watched("b", "u2", 100.5), Watched("c", "u1", 101.0)])
+    store.add(_ev("a", "succeeded", 110.0, 3, completed_at=109.0))
+    store.add(_ev("b", "failed", 111.0, 2, completed_at=110.0, error_code="PROVIDER_ERROR"))
+    store.add(_ev("d", "succeeded", 112.0, 1, completed_at=111.0))  # observed, never watched
+    store.add(_ev("c", "running", 113.0, 2))
+    store.add(_ev("c", "failed", 114.0, 4, completed_at=113.5))
+    return store
+
+
+STORES: list[Callable[[Path], MemoryStore | SQLiteStore]] = [
+    lambda tmp: MemoryStore(),
+    lambda tmp: SQLiteStore(tmp / "j.sqlite"),
+]
+
+
+@pytest.mark.parametrize("make", STORES, ids=["memory", "sqlite"])
+def test_recent_ends_per_base_url(tmp_path: Path, make: Callable[[Path], Any]) -> None:
+    store = _filled(make(tmp_path))
+
+    def ids(*args: Any) -> list[str]:
+        return [e.task_id for e in store.recent_ends(*args)]
+
+    assert ids(10) == ["a", "b", "d", "c"]
+    assert ids(10, "u1") == ["a", "c"]
+    assert ids(1, "u1") == ["c"]
+    assert ids(10, "u2") == ["b"]
+    assert ids(10, "elsewhere") == []
+    assert ids(0) == ids(0, "u1") == []
+
+
+def test_history_has_base_url_and_keeps_to_task_ids(tmp_path: Path) -> None:
+    memory, sqlite = _filled(MemoryStore()), _filled(SQLiteStore(tmp_path / "j.sqlite"))
+    assert list(HISTORY_COLUMNS)[:2] == ["task_id", "base_url"]
+    frames = [store_history(s) for s in (memory, sqlite)]
+    pd.testing.assert_frame_equal(*frames)
+    frame = frames[1].set_index("task_id")
+    assert {c: str(t) for c, t in frames[1].dtypes.items()} == HISTORY_COLUMNS
+    assert frame["base_url"].to_dict() == {"a": "u1", "b": "u2", "c": "u1", "d": frame.loc["d", "base_url"]}
+    assert pd.isna(frame.loc["d", "base_url"])
+    wanted = {"c", "d", "unknown"}
+    mine = [store_history(s, {"c": 9}, task_ids=wanted) for s in (memory, sqlite)]
+    pd.testing.assert_frame_equal(*mine)
+    assert mine[0]["task_id"].tolist() == ["c", "d"]  # first seen first
+    assert mine[0].set_index("task_id").loc["c", "polls"] == 9
+    assert list(mine[0]["base_url"].cat.categories) == ["u1"]
+    none = store_history(sqlite, task_ids=[])
+    assert none.empty and list(none.columns) == list(HISTORY_COLUMNS)
+    assert len(read_history(sqlite)) == 4
+
+
+# ------------------------------------------------------- no silent creation
+
+
+def test_reading_a_missing_journal_creates_nothing(tmp_path: Path) -> None:
+    for path in (tmp_path / "journal.sqlite", tmp_path / "sub" / "dir" / "journal.sqlite"):
+        with pytest.raises(JournalError, match="no journal at"):
+            read_history(path)
+        with pytest.raises(JournalError, match="no journal at"):
+            read_history(str(path))
+        with pytest.raises(JournalError, match="no journal at"):
+            SQLiteStore(path, create=False)
+        with pytest.raises(JournalError, match="no journal at"):
+            open_store(path, create=False)
+    assert list(tmp_path.iterdir()) == []
+    open_store(tmp_path / "made" / "j.sqlite").close()  # create=True by default
+    assert (tmp_path / "made" / "j.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://user:s3cret@db.example/journal", "sqlite:///x.sqlite", "file://x"]
+)
+def test_journal_urls_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    opens: list[Callable[[str], object]] = [open_store, read_history, SQLiteStore]
+    for open_ in opens:
+        with pytest.raises(JournalError, match=r"URLs .* not supported by this version.*file path") as info:
+            open_(url)
+        assert "s3cret" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------ bounded writes
+
+
+def test_a_bounded_write_gives_up_while_another_connection_writes(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    store = SQLiteStore(path)
+    events = [_ev("a", "running", 110.0), _ev("a", "succeeded", 120.0, 2, completed_at=119.0)]
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(JournalBusyError, match="locked by another connection"):
+            store.add_many(events, wait=0.05)
+        with pytest.raises(JournalBusyError):
+            store.add(events[0], wait=0.05)
+        with pytest.raises(JournalBusyError):
+            store.add_watched([Watched("a", "u", 100.0)], wait=0.0)
+        assert store.events() == [] and store.watched() == []  # nothing half-written
+        writer = threading.Thread(target=store.add, args=(_ev("z", "queued", 105.0),))
+        writer.start()  # no wait: blocks (up to 30 s) for the lock, as before
+        time.sleep(0.2)
+        assert writer.is_alive()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    writer.join(30)
+    store.add_many(events, wait=0.05)
+    assert [e.task_id for e in store.events()] == ["z", "a", "a"]
+    assert read_history(store).set_index("task_id").loc["a", "status"] == "succeeded"
+    store.close()
+
+
+def test_memory_store_accepts_wait() -> None:
+    store = MemoryStore()
+    store.add_watched([Watched("a", "u", 100.0)], wait=0.0)
+    store.add(_ev("a", "running", 110.0), wait=0.0)
+    store.add_many([_ev("a", "succeeded", 120.0, 2, completed_at=119.0)], wait=0.0)
+    assert [e.status for e in store.events()] == ["running", "succeeded"]
+
+
+# --------------------------------------------------------------------- close
+
+
+def test_close_is_idempotent_and_a_closed_journal_refuses_use(tmp_path: Path) -> None:
+    memory, sqlite = MemoryStore(), SQLiteStore(tmp_path / "j.sqlite")
+    for store in (memory, sqlite):
+        assert not store.closed
+        store.close()
+        store.close()
+        assert store.closed
+    calls: list[Callable[[], object]] = [
+        sqlite.events, sqlite.watched, sqlite.reduced_rows, lambda: sqlite.unfinished("u"),
+        lambda: sqlite.recent_ends(5), lambda: sqlite.add(_ev("a", "queued", 1.0)),
+        lambda: sqlite.add_many([]), lambda: sqlite.add_watched([]), lambda: read_history(sqlite),
+    ]  # fmt: skip
+    for call in calls:
+        with pytest.raises(JournalError, match=r"the journal '.*j\.sqlite' is closed"):
+            call()
