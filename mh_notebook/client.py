@@ -9,6 +9,7 @@ honoured (seconds or HTTP date, capped), bounded by attempts and total time.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ DEFAULT_BASE_URL = "https://modelhunter.ai"
 KEY_ENV = "MODELHUNTER_API_KEY"
 URL_ENV = "MODELHUNTER_BASE_URL"
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_BAD_ID = re.compile(r"[/?#\s]")
+_BAD_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,14 @@ class _Secret:
     __str__ = __repr__
 
 
-def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+def resolve_settings(
+    api_key: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+) -> tuple[str, str]:
     """Return ``(api_key, base_url)`` from the arguments or the environment.
 
-    Raises :class:`ConfigurationError` saying how to set a key when there is none.
+    Raises :class:`ConfigurationError` saying how to set a key when there is none, and
+    for a plain ``http://`` URL to anything but this machine (the key would travel in
+    clear text) unless ``allow_insecure_http`` is set.
     """
     key = api_key if api_key is not None else os.environ.get(KEY_ENV)
     if not key or not key.strip():
@@ -99,14 +104,30 @@ def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, st
     url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+    if url.startswith("http://") and not allow_insecure_http and not _is_loopback(url):
+        raise ConfigurationError(
+            f"refusing plain http to {url!r}: the API key would be sent unencrypted; use https://, "
+            "or pass allow_insecure_http=True if you really mean it"
+        )
     return key.strip(), url.rstrip("/")
+
+
+def _is_loopback(url: str) -> bool:
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_task_id(task_id: object) -> str:
     """Return ``task_id`` if it is a usable task id, else raise ``ValueError``."""
-    if not isinstance(task_id, str) or not task_id or _BAD_ID.search(task_id):
+    if not isinstance(task_id, str) or task_id in ("", ".", "..") or _BAD_ID.search(task_id):
         raise ValueError(
-            f"invalid task id {task_id!r}: must be a non-empty string without '/', '?', '#' or whitespace"
+            f"invalid task id {task_id!r}: must be a non-empty string, not '.' or '..', without "
+            "'/', '\\', '?', '#', '%', whitespace or control characters (it becomes part of a URL path)"
         )
     return task_id
 
@@ -139,8 +160,10 @@ def is_transient(exc: BaseException) -> bool:
 class _Core:
     """Everything the sync and async clients share: request, response, retry plan."""
 
-    def __init__(self, api_key: str | None, base_url: str | None, retry: RetryPolicy) -> None:
-        key, self.base_url = resolve_settings(api_key, base_url)
+    def __init__(
+        self, api_key: str | None, base_url: str | None, retry: RetryPolicy, allow_insecure_http: bool
+    ) -> None:
+        key, self.base_url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
         self.key = _Secret(key)
         self.retry = retry
         self._backoff = wait_exponential_jitter(
@@ -253,10 +276,11 @@ def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
     return None, _snippet(response.text)
 
 
-def _timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
-    return (
-        timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout, connect=min(timeout, 5.0))
-    )
+def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    """``None`` waits forever except to connect (5 s); a number bounds each request."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=5.0 if timeout is None else min(timeout, 5.0))
 
 
 class Client:
@@ -264,8 +288,10 @@ class Client:
 
     The key comes from ``api_key`` or ``MODELHUNTER_API_KEY``; the base URL from
     ``base_url`` or ``MODELHUNTER_BASE_URL`` (default ``https://modelhunter.ai``).
-    ``timeout`` is per request in seconds; ``retry`` bounds how long transient failures
-    (network errors, 429, 502/503/504, non-JSON bodies) are ridden out.
+    ``timeout`` is per request in seconds (``None``: no limit but 5 s to connect);
+    ``retry`` bounds how long transient failures (network errors, 429, 502/503/504,
+    non-JSON bodies) are ridden out. A plain ``http://`` URL is refused except to this
+    machine, unless ``allow_insecure_http=True``.
     """
 
     def __init__(
@@ -273,11 +299,12 @@ class Client:
         api_key: str | None = None,
         base_url: str | None = None,
         *,
-        timeout: float | httpx.Timeout = 10.0,
+        timeout: float | httpx.Timeout | None = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        self._core = _Core(api_key, base_url, retry or RetryPolicy())
+        self._core = _Core(api_key, base_url, retry or RetryPolicy(), allow_insecure_http)
         self._http = httpx.Client(timeout=_timeout(timeout), transport=transport)
 
     @property
@@ -324,12 +351,13 @@ class AsyncClient:
         api_key: str | None = None,
         base_url: str | None = None,
         *,
-        timeout: float | httpx.Timeout = 10.0,
+        timeout: float | httpx.Timeout | None = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        self._core = _Core(api_key, base_url, retry or RetryPolicy())
+        self._core = _Core(api_key, base_url, retry or RetryPolicy(), allow_insecure_http)
         self._http = httpx.AsyncClient(
             timeout=_timeout(timeout), transport=transport, limits=limits or httpx.Limits()
         )

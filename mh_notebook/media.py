@@ -24,7 +24,7 @@ from .errors import APIError, ModelHunterError, NetworkError
 from .models import ResultItem
 from .render import media_html, media_kind, safe_text, safe_url
 
-__all__ = ["DEFAULT_EMBED_LIMIT", "display_object", "download_file", "safe_filename"]
+__all__ = ["DEFAULT_EMBED_LIMIT", "display_object", "download_file", "safe_filename", "urls_work"]
 
 DEFAULT_EMBED_LIMIT = 20_000_000
 _MIME = {
@@ -42,7 +42,7 @@ class MediaTooLargeError(ModelHunterError):
 
 def safe_filename(task_id: str, index: int, fmt: str | None) -> str:
     """A file name made from untrusted parts: only ``[A-Za-z0-9._-]``, no leading dots."""
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:80].lstrip("._") or "task"
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:80].lstrip("._-") or "task"
     ext = re.sub(r"[^A-Za-z0-9]", "", fmt or "")[:8].lower() or "bin"
     return f"{stem}_{index}.{ext}"
 
@@ -61,8 +61,33 @@ def fetch_bytes(url: str, limit: int, timeout: float = 30.0) -> bytes:
     return b"".join(chunks)
 
 
-def display_object(item: ResultItem, *, embed: bool = False, embed_limit: int = DEFAULT_EMBED_LIMIT) -> Any:
-    """An IPython display object for one result item (``HTML`` note if it cannot be shown)."""
+def urls_work(items: list[ResultItem], timeout: float = 10.0) -> bool:
+    """True if every item's URL answers now (a one-byte ranged GET; 403 means expired)."""
+    for item in items:
+        url = safe_url(item.url)
+        if url is None:
+            return False
+        try:
+            response = httpx.get(url, headers={"Range": "bytes=0-0"}, timeout=timeout, follow_redirects=True)
+        except httpx.TransportError:
+            return False
+        if response.status_code >= 400:
+            return False
+    return True
+
+
+def display_object(
+    item: ResultItem,
+    *,
+    embed: bool = False,
+    embed_limit: int = DEFAULT_EMBED_LIMIT,
+    refresh_url: Callable[[], str | None] | None = None,
+) -> Any:
+    """An IPython display object for one result item (``HTML`` note if it cannot be shown).
+
+    With ``embed``, a 403 from the media URL (expired) gets a fresh URL from
+    ``refresh_url`` once.
+    """
     kind = media_kind(item.format)
     url = safe_url(item.url)
     if kind is None or url is None:
@@ -70,7 +95,7 @@ def display_object(item: ResultItem, *, embed: bool = False, embed_limit: int = 
     fmt = (item.format or "").lower()
     if embed and (item.size_bytes is None or item.size_bytes <= embed_limit):
         with contextlib.suppress(MediaTooLargeError):
-            data = fetch_bytes(url, embed_limit)
+            data = _fetch_refreshing(url, embed_limit, refresh_url)
             if kind == "video":
                 return Video(
                     data=data, embed=True, mimetype=_MIME.get(fmt, f"video/{fmt}"), html_attributes="controls"
@@ -83,6 +108,16 @@ def display_object(item: ResultItem, *, embed: bool = False, embed_limit: int = 
     if kind == "image":
         return Image(url=url)
     return Audio(url=url)
+
+
+def _fetch_refreshing(url: str, limit: int, refresh_url: Callable[[], str | None] | None) -> bytes:
+    try:
+        return fetch_bytes(url, limit)
+    except APIError as exc:
+        fresh = refresh_url() if exc.status_code == 403 and refresh_url is not None else None
+        if fresh is None:
+            raise
+        return fetch_bytes(_require_safe(fresh), limit)
 
 
 def download_file(

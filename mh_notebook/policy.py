@@ -1,8 +1,8 @@
 """When to ask about a task next: the poll schedule, as pure functions of time.
 
 No I/O and no clock of its own: every function takes the elapsed time, so the whole
-schedule is testable with plain numbers. Durations here are *policy seconds*; the poller
-divides them by its ``time_scale`` (1 for the real API).
+schedule is testable with plain numbers. Durations are real seconds; for a simulator
+that runs N times faster, ``PollPolicy().scaled(N)`` divides every duration by N.
 
 The schedule for a task created ``e`` seconds ago:
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .models import TaskStatus
 
@@ -35,7 +35,7 @@ _WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """Tuning of the poll schedule (policy seconds). The defaults suit the real API."""
+    """Tuning of the poll schedule (seconds). The defaults suit the real API."""
 
     running_fraction: float = 0.04
     """While running (or unknown), ask every ``running_fraction * elapsed`` seconds."""
@@ -65,6 +65,14 @@ class PollPolicy:
     """404 answers tolerated (a task may not be visible right after creation)."""
     not_found_interval: float = 1.0
     """Gap between those 404 retries."""
+
+    def scaled(self, factor: float) -> PollPolicy:
+        """This policy for a clock ``factor`` times faster: every duration divided by it."""
+        if factor <= 0:
+            raise ValueError(f"time scale must be > 0, got {factor!r}")
+        if factor == 1:
+            return self
+        return replace(self, **{name: getattr(self, name) / factor for name in _DURATIONS})
 
     def interval(self, status: TaskStatus | None, elapsed: float) -> float:
         """The plain gap for a task in ``status`` created ``elapsed`` seconds ago."""
@@ -107,6 +115,17 @@ class PollPolicy:
         base = self.error_backoff * 2 ** max(0, consecutive_errors - 1)
         return float(min(self.max_error_backoff, base) * (0.5 + 0.5 * rng.random()))
 
+
+_DURATIONS = (
+    "min_interval",
+    "waiting_min_interval",
+    "max_interval",
+    "window_margin",
+    "error_backoff",
+    "max_error_backoff",
+    "not_found_interval",
+)
+"""The fields of :class:`PollPolicy` that are durations (scaled by :meth:`PollPolicy.scaled`)."""
 
 _T98 = (
     (1, 15.9),

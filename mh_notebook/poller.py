@@ -2,10 +2,11 @@
 
 It decides which task to ask about next (each task has its own next-poll time from
 :class:`~mh_notebook.policy.PollPolicy`), keeps a global rate limit (aiolimiter's leaky
-bucket) and a cap on requests in flight, pauses everyone on a 429, backs off per task on
-errors, and stops on 401/403. It knows nothing of widgets: every change it sees is handed
-to ``on_observation`` (in the poller thread), and ``on_tick`` is called on a fixed period
-so that a view can redraw itself there.
+bucket) and a cap on requests in flight that every request takes its turn in (polls and
+refreshes alike), pauses everyone on a 429, backs off per task on errors, and stops on
+401/403 (probing the key again every ``max_interval`` until it works). It knows nothing
+of widgets or journals: every change it sees is handed to ``on_observation`` (in the
+poller thread), and ``on_tick`` is called on a fixed period.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aiolimiter import AsyncLimiter
@@ -56,6 +57,8 @@ class TaskState:
     fetched_at: float | None = None
     """Wall-clock time the latest ``task`` was fetched (its URLs are fresh from then)."""
     first_seen_at: float | None = None
+    policy: PollPolicy = field(default_factory=PollPolicy)
+    """The schedule this task is polled on (real seconds)."""
     version: int = 0
     in_flight: bool = False
 
@@ -76,10 +79,11 @@ class Observation:
 
 
 class Poller:
-    """Polls many tasks from a background thread; thread-safe to call from anywhere.
+    """Polls many tasks from one background thread; thread-safe to call from anywhere.
 
-    ``time_scale`` speeds the schedule up for a time-scaled simulator: policy seconds
-    are divided by it and the rate limit multiplied by it (1 for the real API).
+    All durations are real seconds: each task carries the (possibly scaled) policy it was
+    watched with. ``rate_limit`` is requests per second for the whole poller, bursts of
+    ``burst`` (default: a fifth of a second's worth, at least 1).
     """
 
     def __init__(
@@ -93,56 +97,90 @@ class Poller:
         burst: float | None = None,
         max_in_flight: int = 8,
         tick_interval: float = 0.5,
-        time_scale: float = 1.0,
         seed: int | None = None,
         latency: LatencyModel | None = None,
+        name: str = "mh-poller",
     ) -> None:
-        if rate_limit <= 0 or time_scale <= 0 or max_in_flight < 1:
-            raise ValueError("rate_limit and time_scale must be > 0 and max_in_flight >= 1")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
         self.policy = policy or PollPolicy()
         self.latency = latency or LatencyModel(min_samples=self.policy.min_samples)
-        self.rate_limit, self.time_scale = rate_limit, time_scale
-        self._burst = burst if burst is not None else rate_limit
+        self._check_rate(rate_limit, burst)
+        self.rate_limit, self._burst = rate_limit, burst
         self._max_in_flight, self._tick_interval = max_in_flight, tick_interval
         self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
         self._rng = random.Random(seed)
-        self.states: dict[str, TaskState] = {}
+        self._states: dict[str, TaskState] = {}
+        self._states_lock = threading.Lock()
         self._heap: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()
         self._paused = False
         self._pause_until = 0.0
         self.auth_error: AuthenticationError | None = None
+        self._auth_probe_at = 0.0
         self._stopping = False
         self._loop = asyncio.new_event_loop()
         self._wakeup = asyncio.Event()
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="mh-poller", daemon=True)
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        self._started.wait(10)
+        self._started.wait()
+        if self._startup_error is not None:
+            self._thread.join(10)
+            raise self._startup_error
 
     # ------------------------------------------------------- public, any thread
-    def watch(self, items: Iterable[str | Task]) -> list[str]:
-        """Start watching ids or tasks (idempotent); returns their ids. Never blocks."""
+    def watch(self, items: Iterable[str | Task], policy: PollPolicy | None = None) -> list[str]:
+        """Start watching ids or tasks (idempotent); returns their ids. Never blocks.
+
+        ``policy`` is the schedule for tasks new to this poller (default: the poller's).
+        """
         batch = [(item.id, item) if isinstance(item, Task) else (check_task_id(item), None) for item in items]
         new = []
-        for task_id, task in batch:  # registered here, so state queries see them at once
-            if task_id not in self.states:
-                state = self.states[task_id] = TaskState(task_id, first_seen_at=time.time())
-                new.append((state, task))
-        self.call_soon(self._start, new)
+        with self._states_lock:  # registered here, so state queries see them at once
+            for task_id, task in batch:
+                if task_id not in self._states:
+                    state = TaskState(task_id, first_seen_at=time.time(), policy=policy or self.policy)
+                    self._states[task_id] = state
+                    new.append((state, task))
+        if new:
+            self.call_soon(self._start, new)
         return [task_id for task_id, _ in batch]
 
-    def unwatch(self, task_id: str) -> None:
-        """Stop polling ``task_id`` (its state is forgotten)."""
-        self.call_soon(self._remove, task_id)
+    def unwatch(self, task_ids: Iterable[str]) -> None:
+        """Stop polling these tasks (their states are forgotten)."""
+        with self._states_lock:
+            for task_id in task_ids:
+                self._states.pop(task_id, None)
+
+    def state(self, task_id: str) -> TaskState | None:
+        """The live state of one task (``None`` if not watched)."""
+        with self._states_lock:
+            return self._states.get(task_id)
+
+    def states(self, task_ids: Iterable[str] | None = None) -> list[TaskState]:
+        """The live states of these tasks (default: all), a list safe to iterate anywhere."""
+        with self._states_lock:
+            if task_ids is None:
+                return list(self._states.values())
+            return [s for s in map(self._states.get, task_ids) if s is not None]
+
+    def set_rate(self, rate_limit: float, burst: float | None = None) -> None:
+        """Change the request budget (requests per second, bursts of ``burst``)."""
+        self._check_rate(rate_limit, burst)
+        self.rate_limit, self._burst = rate_limit, burst
+        self.call_soon(self._new_limiter)
 
     def pause(self) -> None:
         """Stop sending requests until :meth:`resume`."""
         self._paused = True
 
     def resume(self) -> None:
-        """Send requests again after :meth:`pause`."""
+        """Send requests again after :meth:`pause`; after a 401/403, try the key again
+        (the error is cleared now and comes back if the key is still refused)."""
         self._paused = False
+        self.auth_error = None
         self.call_soon(self._wakeup.set)
 
     @property
@@ -153,19 +191,32 @@ class Poller:
     @property
     def running(self) -> bool:
         """True until :meth:`stop` has finished."""
-        return self._thread.is_alive()
+        return self._thread.is_alive() and not self._stopping
+
+    @property
+    def in_poller_thread(self) -> bool:
+        """True when called from the poller's own thread (a callback, a tick)."""
+        return threading.current_thread() is self._thread
 
     def refresh(self, task_id: str) -> concurrent.futures.Future[Task]:
-        """Fetch ``task_id`` now (with retries) for fresh result URLs; a future of the task."""
+        """Fetch ``task_id`` now (with retries) for fresh result URLs; a future of the task.
+
+        The request takes its turn in the rate limit, the cap on requests in flight and
+        any 429 pause, like every poll.
+        """
+        if self._loop.is_closed():
+            raise RuntimeError("the poller has been stopped")
         return asyncio.run_coroutine_threadsafe(self._refresh(task_id), self._loop)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling, close connections and end the thread."""
+        """Stop polling, close connections and end the thread (no wait from the thread itself)."""
         if not self._thread.is_alive():
             return
         self._stopping = True
-        self.call_soon(self._wakeup.set)
-        self._thread.join(timeout)
+        with contextlib.suppress(RuntimeError):
+            self.call_soon(self._wakeup.set)
+        if not self.in_poller_thread:
+            self._thread.join(timeout)
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` in the poller thread, soon (thread-safe)."""
@@ -173,18 +224,30 @@ class Poller:
             raise RuntimeError("the poller has been stopped")
         self._loop.call_soon_threadsafe(fn, *args)
 
+    @staticmethod
+    def _check_rate(rate_limit: float, burst: float | None) -> None:
+        if not rate_limit > 0 or (burst is not None and not burst >= 1):
+            raise ValueError(f"rate_limit must be > 0 and burst >= 1, got {rate_limit!r} and {burst!r}")
+
     # ---------------------------------------------------------- loop thread
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._run())
+        except BaseException as exc:  # a failed start is raised in __init__
+            if not self._started.is_set():
+                self._startup_error = exc
+            else:
+                log.exception("the poller thread failed")
         finally:
+            self._started.set()
+            self._stopping = True
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
     async def _run(self) -> None:
         self._client = self._client_factory()
-        self._limiter = AsyncLimiter(self._burst, self._burst / (self.rate_limit * self.time_scale))
+        self._new_limiter()
         self._slots = asyncio.Semaphore(self._max_in_flight)
         self._inflight: set[asyncio.Task[None]] = set()
         ticker = asyncio.create_task(self._ticker())
@@ -199,6 +262,10 @@ class Poller:
             await self._client.aclose()
             self._tick()
 
+    def _new_limiter(self) -> None:
+        burst = self._burst if self._burst is not None else max(1.0, self.rate_limit / 5)
+        self._limiter = AsyncLimiter(burst, burst / self.rate_limit)
+
     async def _schedule_forever(self) -> None:
         while not self._stopping:
             delay = self._idle_for()
@@ -208,29 +275,42 @@ class Poller:
                     await asyncio.wait_for(self._wakeup.wait(), delay)
                 continue
             _, _, task_id, version = heapq.heappop(self._heap)
-            state = self.states.get(task_id)
+            state = self.state(task_id)
             if state is None or state.version != version or state.ended or state.in_flight:
                 continue
-            await self._limiter.acquire()
-            await self._slots.acquire()
-            if self._held():  # a 429, a 401 or a pause arrived while we queued
-                self._slots.release()
-                self._schedule(state, max(0.0, self._pause_until - self._loop.time()))
+            probing = self.auth_error is not None  # one request to see if the key works again
+            if probing:
+                self._auth_probe_at = self._loop.time() + state.policy.max_interval
+            if not await self._take_turn(honour_pause=not probing):
+                self._schedule(state, 0.0)  # a 429, a 401 or a pause arrived while we queued
                 continue
             state.in_flight = True
             job = asyncio.create_task(self._poll(state))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
 
+    async def _take_turn(self, *, honour_pause: bool) -> bool:
+        """Wait for the rate limit and a free slot; False (no slot held) if now held back.
+
+        A 429's pause holds everyone back; ``honour_pause`` adds the user's pause and a
+        refused key (refreshes asked for by the user and key probes pass those).
+        """
+        await self._limiter.acquire()
+        await self._slots.acquire()
+        held = self._loop.time() < self._pause_until or (
+            honour_pause and (self._paused or self.auth_error is not None)
+        )
+        if held:
+            self._slots.release()
+        return not held
+
     def _idle_for(self) -> float | None:
         """Seconds to sleep before the next poll is due (``None``: until woken)."""
-        if self._paused or self.auth_error is not None or not self._heap:
+        if self._paused or not self._heap:
             return None
-        now = self._loop.time()
-        return max(self._heap[0][0], self._pause_until) - now
-
-    def _held(self) -> bool:
-        return self._paused or self.auth_error is not None or self._loop.time() < self._pause_until
+        if self.auth_error is not None:  # probe the key now and then, nothing more
+            return max(0.0, self._auth_probe_at - self._loop.time())
+        return max(self._heap[0][0], self._pause_until) - self._loop.time()
 
     def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
@@ -248,9 +328,6 @@ class Poller:
             if not task.is_terminal:  # it tells the age and model: no need to ask at once
                 self._schedule(state, self._next_delay(state, task))
 
-    def _remove(self, task_id: str) -> None:
-        self.states.pop(task_id, None)
-
     async def _poll(self, state: TaskState) -> None:
         try:
             state.polls += 1
@@ -266,7 +343,7 @@ class Poller:
                     self._schedule(state, self._next_delay(state, task))
         except Exception:  # the loop must never die: report and back off
             log.exception("unexpected error while polling %s", state.task_id)
-            self._schedule(state, self.policy.max_error_backoff / self.time_scale)
+            self._schedule(state, state.policy.max_error_backoff)
         finally:
             state.in_flight = False
             self._slots.release()
@@ -277,69 +354,92 @@ class Poller:
         state.task, state.fetched_at = task, now
         state.errors = state.not_found = 0
         state.last_error = None
+        if self.auth_error is not None:  # the key works again: everyone polls again
+            self.auth_error = None
+            self._wakeup.set()
         if task.is_terminal and not state.ended:  # learn each latency once, not on refreshes
             state.ended = True
             if task.latency is not None:
-                ok = task.status == TaskStatus.SUCCEEDED
-                self.latency.add(_key(task), task.latency * self.time_scale, ok)
+                self.latency.add(_key(task), task.latency, task.status == TaskStatus.SUCCEEDED)
         if previous != task.status:
             self._emit(Observation("change", state.task_id, now, task, previous, state.polls))
 
     def _next_delay(self, state: TaskState, task: Task) -> float:
         since = task.created_at.timestamp() if task.created_at else (state.first_seen_at or time.time())
-        elapsed = max(0.0, time.time() - since) * self.time_scale
+        elapsed = max(0.0, time.time() - since)
         key = _key(task)
         window = self.latency.window(key)
         early = self.latency.early_share(key, window[0]) if window else 1.0
-        return self.policy.next_delay(task.status, elapsed, window, self._rng, early) / self.time_scale
+        return state.policy.next_delay(task.status, elapsed, window, self._rng, early)
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:
         state.last_error = exc.message
         previous = state.task.status if state.task is not None else None
         if isinstance(exc, AuthenticationError):
-            if self.auth_error is None:
-                self.auth_error = exc
-                self._emit(
-                    Observation("auth", state.task_id, time.time(), state.task, previous, state.polls, exc)
-                )
-            self._schedule(state, 0.0)  # polled again once the key is fixed; idle until then
+            self._on_auth_error(state, exc)
             return
         if isinstance(exc, NotFoundError) and state.task is None:
             state.not_found += 1
-            if state.not_found > self.policy.not_found_retries:
+            if state.not_found > state.policy.not_found_retries:
                 state.ended = state.is_not_found = True
                 self._emit(Observation("not_found", state.task_id, time.time(), None, None, state.polls, exc))
                 return
-            self._schedule(state, self.policy.not_found_interval / self.time_scale)
+            self._schedule(state, state.policy.not_found_interval)
             return
-        state.errors += 1
-        delay = self.policy.error_delay(state.errors, self._rng) / self.time_scale
-        if isinstance(exc, RateLimitedError):
-            wait = exc.retry_after if exc.retry_after is not None else delay
+        delay = 0.0
+        if isinstance(exc, RateLimitedError):  # the whole API is held back, not this task
+            wait = exc.retry_after if exc.retry_after is not None else state.policy.error_backoff
             self._pause_until = max(self._pause_until, self._loop.time() + wait)
-            delay = max(delay, wait)
+            delay = wait
+        else:
+            state.errors += 1
+            delay = state.policy.error_delay(state.errors, self._rng)
         self._emit(Observation("error", state.task_id, time.time(), state.task, previous, state.polls, exc))
         self._schedule(state, delay)
 
+    def _on_auth_error(self, state: TaskState, exc: AuthenticationError) -> None:
+        """401/403: stop polling; one task is asked again every ``max_interval``."""
+        previous = state.task.status if state.task is not None else None
+        if self.auth_error is None:
+            self.auth_error = exc
+            obs = Observation("auth", state.task_id, time.time(), state.task, previous, state.polls, exc)
+            self._emit(obs)
+        self._auth_probe_at = self._loop.time() + state.policy.max_interval
+        self._schedule(state, 0.0)
+
     async def _refresh(self, task_id: str, attempts: int = 8) -> Task:
         """Fetch now, riding out transient errors; every request is counted on the task."""
-        state = self.states.get(task_id)
+        state = self.state(task_id)
         for attempt in range(1, attempts + 1):
-            if state is not None:
-                state.polls += 1
             try:
-                task = await self._client.get_task(task_id, retry=False)
+                task = await self._fetch_in_turn(task_id, state)
             except ModelHunterError as exc:
                 if not (is_transient(exc) or isinstance(exc, ServerError)) or attempt == attempts:
                     raise  # like polling, any 5xx is worth another try here
-                wait = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else None
-                await asyncio.sleep(wait or self.policy.error_delay(attempt, self._rng) / self.time_scale)
+                if isinstance(exc, RateLimitedError):  # the next turn waits for the pause
+                    wait = exc.retry_after if exc.retry_after is not None else self.policy.error_backoff
+                    self._pause_until = max(self._pause_until, self._loop.time() + wait)
+                else:
+                    await asyncio.sleep(self.policy.error_delay(attempt, self._rng))
                 continue
             if state is not None:
                 self._record_answer(state, task)
             if task.status != TaskStatus.EXPIRED or attempt == attempts:
                 return task  # "expired" re-issues the URL: the next answer carries it
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_in_turn(self, task_id: str, state: TaskState | None) -> Task:
+        """One request for a refresh, sent when the budget and a 429 pause allow."""
+        while True:
+            if await self._take_turn(honour_pause=False):
+                break
+            await asyncio.sleep(max(0.0, self._pause_until - self._loop.time()))
+        try:
+            if state is not None:
+                state.polls += 1
+            return await self._client.get_task(task_id, retry=False)
+        finally:
+            self._slots.release()
 
     def _emit(self, observation: Observation) -> None:
         try:

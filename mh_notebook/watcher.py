@@ -1,15 +1,19 @@
-"""``TaskWatcher``: watch tasks in the background, live in a panel, with inline media.
+"""``TaskWatcher``: a set of tasks, its live view, its waits and its analysis.
 
-It wires the layers together: a :class:`~mh_notebook.poller.Poller` thread fetches
-tasks; every change is journalled in the store, handed to callbacks, and marked for the
-view; the view (the widget panel in a Jupyter kernel, text lines elsewhere) is redrawn
-from the poller thread at most every ``refresh_interval`` seconds.
+A watcher owns no thread: it attaches to the :class:`~mh_notebook.engine.Engine` of its
+API (one per base URL and key per process), which polls, keeps the request budget and
+journals. Re-creating a watcher (a re-run cell) adds no thread and no load: tasks
+watched by several watchers are polled once. Every change of a watched task is handed
+to :meth:`TaskWatcher.observe` in the engine's thread, once journalled; the view (the
+widget panel in a Jupyter kernel, text lines elsewhere) is redrawn there at most every
+``refresh_interval`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sys
@@ -20,13 +24,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .client import AsyncClient, RetryPolicy, check_task_id, resolve_settings
+from .client import check_task_id, resolve_settings
+from .engine import engine_for
 from .errors import AuthenticationError, ModelHunterError
 from .models import Task
-from .policy import LatencyModel, PollPolicy
-from .poller import Observation, Poller, TaskState
+from .policy import PollPolicy
+from .poller import Observation, TaskState
 from .render import Row, Snapshot, media_html, safe_text, summary_html, table_html, text_line
-from .store import Event, Store, Watched, event_from_task, open_store
+from .store import SQLiteStore, Store, Watched, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,18 +44,22 @@ log = logging.getLogger("mh_notebook.watcher")
 DisplayMode = Literal["auto", "widget", "text", "none"]
 Callback = Callable[[Task], object]
 _ACTIVE_ROWS, _RECENT_ROWS, _GALLERY = 30, 15, 24
+_FeedItem = tuple[str, Task | None] | None
+"""``(task_id, final task)`` when a task ends (``None`` task: not found); ``None``: stop."""
 
 
 class TaskWatcher:
-    """Watch ModelHunter tasks from a background thread; show them live; wait for them.
+    """Watch ModelHunter tasks in the background; show them live; wait for them.
 
     ``api_key``/``base_url`` are as for :class:`~mh_notebook.Client`. ``display`` picks
     the view: ``"auto"`` is the widget panel in a Jupyter kernel and text lines on
-    stdout elsewhere. ``rate_limit`` (requests/s, bursts of ``burst``) and
-    ``max_in_flight`` bound the load on the API; ``time_scale`` speeds the schedule up
-    to match a simulator's ``speed``. ``store`` is the journal: ``"default"`` (SQLite in
-    the per-user data directory), a file path, a store object, or ``None`` (memory only).
-    Use it as a context manager or call :meth:`stop`.
+    stdout elsewhere. ``rate_limit`` (requests/s, bursts of ``burst``) is the most this
+    watcher allows against the API: all watchers of one API in a process share one
+    budget, the lowest of their limits, and one connection pool of ``max_in_flight``.
+    ``time_scale=N`` is for a simulator running N times faster: the poll schedule's
+    durations are divided by N and ``rate_limit`` multiplied by N. ``store`` is the
+    journal: ``"default"`` (SQLite in the per-user data directory), a file path, a store
+    object, or ``None`` (memory only). Use it as a context manager or call :meth:`stop`.
     """
 
     def __init__(
@@ -66,19 +75,27 @@ class TaskWatcher:
         max_in_flight: int = 8,
         refresh_interval: float = 0.5,
         time_scale: float = 1.0,
-        timeout: float = 10.0,
-        url_lifetime: float = 900.0,
+        timeout: float | None = 10.0,
         embed_media: bool = False,
-        seed: int | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        key, url = resolve_settings(api_key, base_url)
+        key, url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
+        if not rate_limit > 0 or not time_scale > 0:
+            raise ValueError(f"rate_limit and time_scale must be > 0, got {rate_limit!r} and {time_scale!r}")
         self.base_url = url
+        self._owns_store = store is None or isinstance(store, str | Path)
         self.store: Store = open_store(store)
-        self.time_scale, self.url_lifetime, self.embed_media = time_scale, url_lifetime, embed_media
+        self.time_scale, self.embed_media = time_scale, embed_media
+        self.policy = (policy or PollPolicy()).scaled(time_scale)
+        """The poll schedule of this watcher's tasks, in real seconds."""
+        self.rate_limit = rate_limit * time_scale
+        self.burst = burst
+        self.refresh_interval = refresh_interval
         self._mode = _resolve_display(display)
         self._lock = threading.RLock()
+        self._ids: dict[str, None] = {}
         self._waiters: list[concurrent.futures.Future[dict[str, Task]]] = []
-        self._feeds: list[queue.SimpleQueue[Task | None]] = []
+        self._feeds: list[queue.SimpleQueue[_FeedItem]] = []
         self._on_change: list[Callback] = []
         self._on_done: list[Callback] = []
         self.callback_errors: list[BaseException] = []
@@ -88,19 +105,11 @@ class TaskWatcher:
         self._media_queue: list[str] = []
         self._panel: Panel | None = None
         self._stopped = False
-        self._poller = Poller(
-            lambda: AsyncClient(key, url, timeout=timeout, retry=RetryPolicy(max_attempts=1)),
-            on_observation=self._observe,
-            on_tick=self._redraw,
-            policy=policy,
-            rate_limit=rate_limit,
-            burst=burst,
-            max_in_flight=max_in_flight,
-            tick_interval=refresh_interval,
-            time_scale=time_scale,
-            seed=seed,
-            latency=_learned_latencies(self.store, time_scale, (policy or PollPolicy()).min_samples),
-        )
+        try:
+            self._engine = engine_for(self, key, url, timeout=timeout, max_in_flight=max_in_flight)
+        except BaseException:
+            self._close_store()
+            raise
 
     def __repr__(self) -> str:
         counts = self._counts()
@@ -115,14 +124,28 @@ class TaskWatcher:
             items.extend([item] if isinstance(item, str | Task) else item)
         if self._stopped:
             raise RuntimeError("this watcher has been stopped; create a new one")
-        ids = [item.id if isinstance(item, Task) else item for item in items]
-        for task_id in ids:
-            check_task_id(task_id)
+        ids = [item.id if isinstance(item, Task) else check_task_id(item) for item in items]
         now = time.time()
         self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
-        self._poller.watch(items)
+        with self._lock:
+            self._ids.update(dict.fromkeys(ids))
+        self._engine.watch(self, items, self.policy)
         self._dirty = True
+        self._settle_soon()
         return ids
+
+    def watches(self, task_id: str) -> bool:
+        """True if this watcher watches ``task_id``."""
+        return task_id in self._ids
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The ids this watcher watches, in the order they were added."""
+        with self._lock:
+            return list(self._ids)
+
+    def _states(self) -> list[TaskState]:
+        return self._engine.poller.states(self.task_ids)
 
     def resume(self) -> list[str]:
         """Watch again every task of the journal (same ``base_url``) that had not ended.
@@ -136,34 +159,46 @@ class TaskWatcher:
 
     def unwatch(self, task_id: str) -> None:
         """Stop watching ``task_id``; :meth:`wait` no longer waits for it."""
-        self._poller.unwatch(task_id)
+        with self._lock:
+            self._ids.pop(task_id, None)
+        if not any(o.watches(task_id) for o in self._engine.subscribers()):
+            self._engine.poller.unwatch([task_id])
         self._dirty = True
-        self._poller.call_soon(self._settle_waiters)
+        self._settle_soon()
 
     def pause(self) -> None:
-        """Stop polling until :meth:`resume_polling` (the panel's Pause button)."""
-        self._poller.pause()
+        """Stop polling until :meth:`resume_polling` (the panel's Pause button).
+
+        Polling is shared by every watcher of this API in the process: all of them pause.
+        """
+        self._engine.poller.pause()
         self._dirty = True
 
     def resume_polling(self) -> None:
-        """Poll again after :meth:`pause`."""
-        self._poller.resume()
+        """Poll again after :meth:`pause`; after a refused key, try the key again at once."""
+        self._engine.poller.resume()
         self._dirty = True
 
     def stop(self) -> None:
-        """Stop polling, close connections and end the thread; waits fail after this."""
+        """Stop watching: waits fail, the journal is written and closed, and the engine's
+        thread ends if no other watcher of this API is left. Safe from a callback."""
         if self._stopped:
             return
         self._stopped = True
         self._dirty = True
-        self._poller.stop()
+        self._engine.detach(self)
+        self._close_store()
         with self._lock:
             for fut in self._waiters:
                 if not fut.done():
                     fut.set_exception(RuntimeError("the watcher was stopped before the tasks ended"))
             for feed in self._feeds:
                 feed.put(None)
-        self._redraw()
+        self.redraw()
+
+    def _close_store(self) -> None:
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -175,35 +210,40 @@ class TaskWatcher:
     @property
     def tasks(self) -> dict[str, Task]:
         """Task id → the latest ``Task`` fetched (tasks not fetched yet are absent)."""
-        return {tid: s.task for tid, s in list(self._poller.states.items()) if s.task is not None}
+        return {s.task_id: s.task for s in self._states() if s.task is not None}
 
     @property
     def not_found(self) -> list[str]:
         """Ids the API kept answering 404 for; they count as ended."""
-        return [tid for tid, s in list(self._poller.states.items()) if s.is_not_found]
+        return [s.task_id for s in self._states() if s.is_not_found]
 
     @property
     def pending(self) -> list[str]:
         """Ids that have not ended yet."""
-        return [tid for tid, s in list(self._poller.states.items()) if not s.ended]
+        return [s.task_id for s in self._states() if not s.ended]
 
     @property
     def paused(self) -> bool:
         """True while polling is paused."""
-        return self._poller.paused
+        return self._engine.poller.paused
 
     @property
     def polls(self) -> dict[str, int]:
-        """Task id → requests spent on it so far."""
-        return {tid: s.polls for tid, s in list(self._poller.states.items())}
+        """Task id → requests spent on it so far (by every watcher of it)."""
+        return {s.task_id: s.polls for s in self._states()}
 
     @property
     def auth_error(self) -> AuthenticationError | None:
-        """The 401/403 that stopped polling, if any."""
-        return self._poller.auth_error
+        """The 401/403 that stopped polling, if the key has not worked since."""
+        return self._engine.poller.auth_error
+
+    @property
+    def engine(self) -> Any:
+        """The shared :class:`~mh_notebook.engine.Engine` of this API (for diagnostics)."""
+        return self._engine
 
     def on_change(self, fn: Callback) -> Callback:
-        """Call ``fn(task)`` on every status change, in the poller thread.
+        """Call ``fn(task)`` on every status change, in the engine's thread.
 
         Keep it quick. An exception in it is logged and kept in ``callback_errors``;
         it never stops the watcher. Usable as a decorator.
@@ -212,7 +252,7 @@ class TaskWatcher:
         return fn
 
     def on_done(self, fn: Callback) -> Callback:
-        """Call ``fn(task)`` once per task when it ends, in the poller thread (see on_change)."""
+        """Call ``fn(task)`` once per task when it ends, in the engine's thread (see on_change)."""
         self._on_done.append(fn)
         return fn
 
@@ -239,21 +279,26 @@ class TaskWatcher:
             raise self._timeout_error(timeout) from None
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
-        """Yield each watched task as it ends (already ended ones first)."""
+        """Yield each watched task as it ends (already ended ones first).
+
+        Tasks the API does not know end the wait for them without being yielded.
+        """
         feed, remaining = self._open_feed()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while remaining:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    task = feed.get(timeout=left)
+                    item = feed.get(timeout=left)
                 except queue.Empty:
                     raise self._timeout_error(timeout) from None
-                if task is None:
+                if item is None:
                     raise self.auth_error or RuntimeError("the watcher was stopped")
-                if task.id in remaining:
-                    remaining.discard(task.id)
-                    yield task
+                task_id, task = item
+                if task_id in remaining:
+                    remaining.discard(task_id)
+                    if task is not None:
+                        yield task
         finally:
             self._close_feed(feed)
 
@@ -274,20 +319,26 @@ class TaskWatcher:
         if self._stopped:
             future.set_exception(RuntimeError("the watcher was stopped"))
         else:
-            self._poller.call_soon(self._settle_waiters)
+            self._settle_soon()
         return future
 
+    def _settle_soon(self) -> None:
+        try:
+            self._engine.poller.call_soon(self._settle_waiters)
+        except RuntimeError:  # the engine has stopped: settle here
+            self._settle_waiters()
+
     def _settle_waiters(self) -> None:
-        """Resolve the waiters whose tasks have all ended (poller thread)."""
-        states = self._poller.states
-        error = self._poller.auth_error
-        done = all(s.ended for s in states.values())
+        """Resolve the waiters whose tasks have all ended (engine thread)."""
+        states = self._states()
+        error = self.auth_error
+        done = all(s.ended for s in states)
         with self._lock:
             for fut in [f for f in self._waiters if not f.done()]:
                 if error is not None:
                     fut.set_exception(error)
                 elif done:
-                    fut.set_result({tid: s.task for tid, s in states.items() if s.task is not None})
+                    fut.set_result({s.task_id: s.task for s in states if s.task is not None})
             self._waiters = [f for f in self._waiters if not f.done()]
 
     def _timeout_error(self, timeout: float | None) -> TimeoutError:
@@ -295,49 +346,51 @@ class TaskWatcher:
         shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         return TimeoutError(f"{len(ids)} tasks had not ended after {timeout} s: {shown}")
 
-    def _open_feed(self) -> tuple[queue.SimpleQueue[Task | None], set[str]]:
-        feed: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+    def _open_feed(self) -> tuple[queue.SimpleQueue[_FeedItem], set[str]]:
+        feed: queue.SimpleQueue[_FeedItem] = queue.SimpleQueue()
         with self._lock:
             self._feeds.append(feed)
-            states = dict(self._poller.states)
-        for s in states.values():
-            if s.ended and s.task is not None:
-                feed.put(s.task)
-        remaining = {tid for tid, s in states.items() if not s.is_not_found}
-        return feed, remaining
+            states = self._states()
+        for s in states:
+            if s.ended:
+                feed.put((s.task_id, s.task))
+        return feed, {s.task_id for s in states}
 
-    def _close_feed(self, feed: queue.SimpleQueue[Task | None]) -> None:
+    def _close_feed(self, feed: queue.SimpleQueue[_FeedItem]) -> None:
         with self._lock:
             self._feeds = [f for f in self._feeds if f is not feed]
 
-    # ----------------------------------------------- poller thread: observing
-    def _observe(self, obs: Observation) -> None:
+    def _feed(self, item: _FeedItem) -> None:
+        with self._lock:
+            for feed in self._feeds:
+                feed.put(item)
+
+    # ----------------------------------------------- engine thread: observing
+    def observe(self, obs: Observation) -> None:
+        """One change of a watched task, already journalled (called in the engine's thread)."""
         self._dirty = True
         if obs.kind == "auth":
             self._settle_waiters()
-            with self._lock:
-                for feed in self._feeds:
-                    feed.put(None)
+            self._feed(None)
         if obs.kind in ("error", "auth"):
             return  # a failed request is not a change of the task: shown, not journalled
-        self.store.add(_event(obs))
         task = obs.task
         if obs.kind == "change" and task is not None:
             self._run_callbacks(self._on_change, task)
-            if self._mode == "text":
-                print(text_line(self._row(self._poller.states[obs.task_id])), file=sys.stdout, flush=True)
+            state = self._engine.poller.state(obs.task_id)
+            if self._mode == "text" and state is not None:
+                print(text_line(self._row(state)), file=sys.stdout, flush=True)
             if task.is_terminal and obs.previous != "expired":
                 self._finished(task)
         elif obs.kind == "not_found":
             if self._mode == "text":
                 print(f"[mh] {obs.task_id}: not found (HTTP 404)", flush=True)
+            self._feed((obs.task_id, None))
             self._settle_waiters()
 
     def _finished(self, task: Task) -> None:
         self._run_callbacks(self._on_done, task)
-        with self._lock:
-            for feed in self._feeds:
-                feed.put(task)
+        self._feed((task.id, task))
         if task.status == "succeeded" and self._mode in ("widget", "auto"):
             caption = f"{task.model or ''} · {task.id}"
             for item in task.result:
@@ -377,23 +430,23 @@ class TaskWatcher:
 
     def _counts(self) -> Counter[str]:
         counts: Counter[str] = Counter()
-        for s in list(self._poller.states.values()):
+        for s in self._states():
             counts["not found" if s.is_not_found else str(s.task.status) if s.task else "pending"] += 1
         return counts
 
     def snapshot(self) -> Snapshot:
         """What the panel shows now: counts, the active and most recent rows."""
-        states = list(self._poller.states.values())
+        states = self._states()
         active = [s for s in states if not s.ended]
         ended = [s for s in states if s.ended]
         rows = [self._row(s) for s in active[:_ACTIVE_ROWS]]
         recent = sorted((self._row(s) for s in ended[-(_RECENT_ROWS * 4) :]), key=lambda r: -r.sort_key)
         rows += recent[: max(_RECENT_ROWS, _ACTIVE_ROWS - len(rows))]
         error = self.auth_error
-        notice = f"Polling stopped: {error.message}" if error else None
+        notice = f"Polling stopped: {error.message}" if error else self._engine.journal_error
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
-            notice=notice, rate_limit=self._poller.rate_limit,
+            notice=notice, rate_limit=self._engine.poller.rate_limit,
         )  # fmt: skip
 
     @property
@@ -407,13 +460,14 @@ class TaskWatcher:
             self._mode = "widget"
         return self._panel
 
-    def _redraw(self) -> None:
-        """Poller thread, every ``refresh_interval``: draw only if something changed."""
+    def redraw(self) -> None:
+        """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``."""
         panel = self._panel
         if panel is None:
             return
-        ticking = time.monotonic() - self._last_draw >= 1.0 and bool(self.pending)  # elapsed times
-        if not (self._dirty or ticking):
+        since = time.monotonic() - self._last_draw
+        ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
+        if not (self._dirty or ticking) or since < self.refresh_interval:
             return
         self._dirty, self._last_draw = False, time.monotonic()
         panel.draw(self.snapshot())
@@ -435,17 +489,36 @@ class TaskWatcher:
 
     # -------------------------------------------------------------- history
     def history(self) -> pd.DataFrame:
-        """One row per task (this watcher's and the journal's earlier ones); see
-        :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes."""
+        """One row per task this watcher watches; see
+        :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes.
+        ``mh_notebook.read_history(journal)`` covers the whole journal."""
         from .history import store_history
 
-        return store_history(self.store, self.polls)
+        with self._journal() as store:
+            return store_history(store, self.polls, task_ids=self.task_ids)
 
     def events(self) -> pd.DataFrame:
-        """One row per observed transition, ordered by observation time."""
+        """One row per observed transition of this watcher's tasks, by observation time."""
         from .history import events_frame
 
-        return events_frame(self.store.events())
+        with self._journal() as store:
+            return events_frame([e for e in store.events() if e.task_id in self._ids])
+
+    @contextlib.contextmanager
+    def _journal(self) -> Iterator[Store]:
+        """The journal, up to date: this watcher's, or its file opened again after :meth:`stop`."""
+        if not self.store.closed:
+            self._engine.flush(self.store)
+            yield self.store
+            return
+        path = getattr(self.store, "path", None)
+        if path is None:
+            raise RuntimeError("this watcher's journal was closed by stop()")
+        reopened = SQLiteStore(path, create=False)
+        try:
+            yield reopened
+        finally:
+            reopened.close()
 
     def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
         """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
@@ -471,15 +544,20 @@ class TaskWatcher:
         return Path(path)
 
     # ---------------------------------------------------------------- media
-    def fresh_task(self, task_id: str, timeout: float = 30.0) -> Task:
-        """The task with result URLs that are not about to expire (re-fetched if needed)."""
-        state = self._poller.states.get(task_id)
-        lifetime = self.url_lifetime / self.time_scale
-        if state is not None and state.task is not None and state.fetched_at is not None:
-            young = time.time() - state.fetched_at < lifetime * 0.8
-            if young and state.task.status != "expired":
-                return state.task
-        return self._poller.refresh(task_id).result(timeout)
+    def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
+        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget)."""
+        return self._engine.poller.refresh(task_id).result(timeout)
+
+    def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
+        """The task with result URLs that work now: the known one if its URLs answer,
+        else fetched again (the server's answer decides, never a guessed lifetime)."""
+        from .media import urls_work
+
+        state = self._engine.poller.state(task_id)
+        task = state.task if state is not None else None
+        if task is not None and task.status == "succeeded" and urls_work(task.result):
+            return task
+        return self.refresh(task_id, timeout)
 
     def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
         """Display a task's media inline (Video/Image/Audio by format).
@@ -495,9 +573,14 @@ class TaskWatcher:
         if task.status != "succeeded" or not task.result:
             display(HTML(f"<i>{safe_text(task_id)} is {safe_text(task.status)}: nothing to show</i>"))
             return
-        for item in task.result:
-            display(display_object(item, embed=self.embed_media if embed is None else embed,
-                                   embed_limit=embed_limit or DEFAULT_EMBED_LIMIT))  # fmt: skip
+        for index, item in enumerate(task.result):
+            obj = display_object(
+                item,
+                embed=self.embed_media if embed is None else embed,
+                embed_limit=embed_limit or DEFAULT_EMBED_LIMIT,
+                refresh_url=self._url_refresher(task_id, index),
+            )
+            display(obj)
 
     def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
         """Save a task's result files into ``directory``; returns their paths.
@@ -512,11 +595,8 @@ class TaskWatcher:
             raise ModelHunterError(f"task {task_id!r} is {task.status}, not succeeded", task_id=task_id)
         paths = []
         for index, item in enumerate(task.result):
-
-            def refresh(index: int = index) -> str | None:
-                return self._poller.refresh(task_id).result(30).result[index].url
-
             target = Path(directory) / safe_filename(task.id, index, item.format)
+            refresh = self._url_refresher(task_id, index)
             paths.append(
                 download_file(
                     item.url, target, expected_size=item.size_bytes, refresh_url=refresh, progress=progress
@@ -524,24 +604,19 @@ class TaskWatcher:
             )
         return paths
 
+    def _url_refresher(self, task_id: str, index: int) -> Callable[[], str | None]:
+        """A function that fetches the task again and returns result ``index``'s new URL."""
 
-def _event(obs: Observation) -> Event:
-    if obs.task is not None and obs.kind == "change":
-        return event_from_task(obs.task, obs.observed_at, obs.polls)
-    return Event(obs.task_id, "not_found", obs.observed_at, obs.polls)
+        def refresh() -> str | None:
+            result = self.refresh(task_id).result
+            return result[index].url if index < len(result) else None
 
-
-def _learned_latencies(store: Store, time_scale: float, min_samples: int) -> LatencyModel:
-    """A latency model seeded with what earlier sessions journalled (the last 2,000 ends)."""
-    latency = LatencyModel(min_samples=min_samples)
-    for end in store.recent_ends(2000):
-        if end.created_at is not None and end.completed_at is not None:
-            seconds = (end.completed_at - end.created_at) * time_scale
-            latency.add((end.provider or "?", end.model or "?"), seconds, end.status == "succeeded")
-    return latency
+        return refresh
 
 
 def _resolve_display(display: DisplayMode) -> DisplayMode:
+    """``auto``: the widget panel in a Jupyter kernel (any shell with a ``kernel``, as in
+    Colab), text lines elsewhere."""
     if display != "auto":
         return display
     try:
@@ -549,4 +624,4 @@ def _resolve_display(display: DisplayMode) -> DisplayMode:
     except ImportError:  # pragma: no cover
         return "text"
     shell = get_ipython()
-    return "auto" if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" else "text"
+    return "auto" if getattr(shell, "kernel", None) is not None else "text"

@@ -46,16 +46,25 @@ sim""",
     ("eleven-v3", "Welcome to the ModelHunter demo."),
 ]
 ids = [sim.submit(model=model, prompt=prompt) for model, prompt in jobs]
-ids.append(sim.submit(model="seedance-1.0-lite", prompt="a forbidden prompt", outcome="failed",
-                      error_code="PROVIDER_ERROR", error_message="Content moderation: prompt contains restricted content"))""",
+ids.append(
+    sim.submit(
+        model="seedance-1.0-lite",
+        prompt="a forbidden prompt",
+        outcome="failed",
+        error_code="PROVIDER_ERROR",
+        error_message="Content moderation: prompt contains restricted content",
+    )
+)""",
     ),
     (
         "md",
-        "Watch them. The panel below updates from a background thread: the notebook stays free, and finished media appear in the gallery as they arrive.",
+        "Watch them. The panel below updates from a background thread: the notebook stays free, and finished media appear in the gallery as they arrive. "
+        "`store=None` keeps this demo's journal in memory (pass a file path to keep a history across kernel restarts). "
+        "Re-running this cell adds no thread and no requests: every watcher of one API shares one poller and one request budget.",
     ),
     (
         "code",
-        """watcher = TaskWatcher(api_key=sim.api_key, base_url=sim.url, time_scale=10)
+        """watcher = TaskWatcher(api_key=sim.api_key, base_url=sim.url, time_scale=10, store=None)
 watcher.watch(ids)
 watcher""",
     ),
@@ -167,6 +176,8 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb = new_notebook(
         cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
     )
+    for index, cell in enumerate(nb.cells):  # stable ids: regenerating changes only what changed
+        cell.id = f"cell-{index:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb

@@ -202,7 +202,9 @@ def test_total_retry_time_is_bounded(sim: Simulator) -> None:
     assert 2 <= sim.requests[task_id] < 10
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a?b", "a#b", "a b", "a\tb", "a\nb", None, 42])
+@pytest.mark.parametrize(
+    "bad", ["", ".", "..", "a/b", "a\\b", "a?b", "a#b", "a%2Fb", "a b", "a\tb", "a\nb", "a\x00b", None, 42]
+)
 def test_bad_task_ids_are_rejected_before_any_request(sim: Simulator, bad: Any) -> None:
     with Client(sim.api_key, sim.url) as client, pytest.raises(ValueError, match="invalid task id"):
         client.get_task(bad)

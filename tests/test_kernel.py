@@ -19,7 +19,7 @@ from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 sim = Simulator(seed=0, speed=50).start()
 ids = [sim.submit(model="eleven-v3", latency=0.5 + i * 1.5) for i in range(80)]   # one ends every 30 ms
-w = TaskWatcher(sim.api_key, sim.url, time_scale=50, refresh_interval=0.5)
+w = TaskWatcher(sim.api_key, sim.url, time_scale=50, refresh_interval=0.5, store=None)
 w.watch(ids)
 w
 """
@@ -109,3 +109,34 @@ def test_works_after_nest_asyncio_apply(kernel: BlockingKernelClient) -> None:
         for _, m in collected
         if m["msg_type"] == "stream"
     )
+
+
+RERUN = """
+w = TaskWatcher(sim.api_key, sim.url, store=None, rate_limit=10, burst=2)
+w.watch(ids)
+w
+"""
+
+
+def test_rerunning_the_watcher_cell_adds_no_thread_and_no_load(kernel: BlockingKernelClient) -> None:
+    run(
+        kernel,
+        "import threading, time\n"
+        "from mh_notebook.sim import Simulator\n"
+        "from mh_notebook.watcher import TaskWatcher\n"
+        "sim = Simulator(seed=0, speed=1).start()\n"
+        "ids = [sim.submit(model='veo-3.1', latency=100_000) for _ in range(30)]\n"
+        "before = threading.active_count()",
+    )
+    for _ in range(5):
+        run(kernel, RERUN)
+    measured = run(
+        kernel,
+        "start = time.time(); time.sleep(3.0)\n"
+        "sent = sum(1 for t, _, _ in list(sim.request_log) if t >= start)\n"
+        "print('rate', sent / 3.0, 'threads', threading.active_count() - before)",
+    )
+    text = "".join(m["content"].get("text", "") for _, m in measured if m["msg_type"] == "stream")
+    _, rate, _, threads = text.split()
+    assert 3 <= float(rate) <= 10 * 1.3, text  # polling, within one watcher's budget
+    assert int(threads) <= 1, text

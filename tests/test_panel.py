@@ -120,7 +120,7 @@ def test_panel_refreshes_are_throttled(sim: Simulator) -> None:
         w.watch(ids)
         w.wait(timeout=60)
         elapsed = time.monotonic() - start
-    changes = sum(1 for e in w.store.events())
+        changes = sum(1 for e in w.store.events())
     assert changes > 3 * elapsed * 2  # far more changes than refreshes allowed...
     assert panel.refreshes <= elapsed * 2 + 3  # ...yet at most ~2 refreshes a second
 
@@ -138,6 +138,6 @@ def test_panel_controls_pause_and_stop(sim: Simulator) -> None:
     panel.pause_button.value = False
     assert not w.paused
     panel.stop_button.click()
-    assert not w._poller.running
+    assert not w.engine.running
     assert panel.stop_button.disabled
     assert "stopped" in panel.summary.value

@@ -21,14 +21,12 @@ SPEED = 100.0
 
 @pytest.fixture
 def watcher(sim: Simulator) -> Iterator[TaskWatcher]:
-    with TaskWatcher(
-        sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, rate_limit=20, seed=0
-    ) as w:
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, rate_limit=20) as w:
         yield w
 
 
 def _poller_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "mh-poller"]
+    return [t for t in threading.enumerate() if t.name.startswith("mh-poller")]
 
 
 def test_every_task_reaches_its_real_status(sim: Simulator, watcher: TaskWatcher) -> None:
@@ -235,16 +233,28 @@ def test_expired_url_is_refreshed_before_download(sim: Simulator, tmp_path: Path
     assert list(tmp_path.iterdir()) == [path]  # no temporary files left
 
 
-def test_stale_url_is_refreshed_before_show(sim: Simulator) -> None:
+@pytest.mark.parametrize("embed", [False, True])
+def test_show_after_expiry_shows_a_fresh_url(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, embed: bool
+) -> None:
+    import IPython.display
+
+    shown: list[object] = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **_: shown.extend(objs))
     task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
-    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED, url_lifetime=0.5) as w:
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as w:
         w.watch(task_id)
-        first = w.wait(timeout=30)[task_id]
-        time.sleep(0.01)  # older than 80% of 0.5/100 s
-        fresh = w.fresh_task(task_id)
-        assert sim.requests[task_id] == w.polls[task_id]
-        assert fresh.result[0].url is not None
-        assert first.status == fresh.status == "succeeded"
+        old = w.wait(timeout=30)[task_id].result[0].url
+        sim.expire_now(task_id)
+        assert httpx.get(old or "").status_code == 403
+        w.show(task_id, embed=embed)
+        (image,) = shown
+        if embed:
+            assert len(image.data) == w.tasks[task_id].result[0].size_bytes  # type: ignore[attr-defined]
+        else:
+            assert image.url != old  # type: ignore[attr-defined]
+            assert httpx.get(image.url).status_code == 200  # type: ignore[attr-defined]
+        assert sim.requests[task_id] == w.polls[task_id]  # the refresh went through the engine
 
 
 @pytest.mark.parametrize(
@@ -261,13 +271,24 @@ def test_safe_filenames(task_id: str, fmt: str, expected: str) -> None:
     assert safe_filename(task_id, 0, fmt) == expected
 
 
-def test_download_cannot_escape_directory(sim: Simulator, tmp_path: Path) -> None:
-    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
-    with TaskWatcher(sim.api_key, sim.url, display="none", time_scale=SPEED) as w:
-        w.watch(task_id)
+HOSTILE_IDS = ["...", ".bashrc", "-rf", "CON", "a:b|c*<>\"'", "x" * 300, "ünï😀"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+def test_download_cannot_escape_directory(sim: Simulator, tmp_path: Path, hostile: str) -> None:
+    real = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
+    task = sim._tasks.pop(real)
+    task.id = hostile  # the API answers with a hostile id
+    sim._tasks[hostile] = task
+    out = tmp_path / "out"
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as w:
+        w.watch(hostile)
         w.wait(timeout=30)
-        (path,) = w.download(task_id, tmp_path / "out", progress=False)
-    assert path.resolve().parent == (tmp_path / "out").resolve()
+        (path,) = w.download(hostile, out, progress=False)
+    assert path.resolve().parent == out.resolve()
+    assert not path.name.startswith((".", "-"))
+    assert len(path.name) < 100
+    assert [p.name for p in tmp_path.rglob("*")] == ["out", path.name]
 
 
 def test_watching_a_task_object_skips_the_first_poll(sim: Simulator) -> None:

@@ -51,6 +51,7 @@ import random
 import secrets
 import threading
 import time
+import urllib.parse
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -429,7 +430,8 @@ class Simulator:
 
     def _media_url(self, task: SimTask, expires: int) -> str:
         sig = self._sign(task.id, expires)
-        return f"{self.url}/media/{task.id}/0.{task.media.format}?expires={expires}&signature={sig}"
+        path = urllib.parse.quote(task.id, safe="")
+        return f"{self.url}/media/{path}/0.{task.media.format}?expires={expires}&signature={sig}"
 
     # ------------------------------------------------------------ handlers
     def _authorised(self, request: web.Request) -> bool:

@@ -1,0 +1,271 @@
+"""The engine: one per API (base URL and key) per process, shared by every watcher of it.
+
+It owns what must not multiply when a notebook cell is re-run: the poller thread, the
+request budget (the API's limit is per key, not per watcher), the connection pool and
+the journal writes. :class:`~mh_notebook.watcher.TaskWatcher` objects attach to it; a
+task watched by several watchers is polled once, journalled once per journal file, and
+every watcher of it sees its changes. The engine ends when its last watcher stops.
+
+Journal writes happen in the poller thread but never stall it: each waits at most
+``JOURNAL_WAIT`` seconds for another process's lock; what could not be written is kept
+in order and written again on the next tick (the watchers show a notice meanwhile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from .client import AsyncClient, RetryPolicy
+from .models import Task
+from .policy import LatencyModel, PollPolicy
+from .poller import Observation, Poller
+from .store import Event, JournalError, Store, event_from_task
+
+__all__ = ["JOURNAL_WAIT", "Engine", "Subscriber", "engine_for"]
+
+log = logging.getLogger("mh_notebook.engine")
+
+JOURNAL_WAIT = 0.05
+"""Longest a journal write from the poller thread waits for another process's lock (s)."""
+_TICK = 0.1
+_BACKLOG_LIMIT = 1_000_000
+
+
+class Subscriber(Protocol):
+    """What the engine needs of a watcher (``TaskWatcher`` is one)."""
+
+    store: Store
+    rate_limit: float
+    """The most requests per second this watcher allows against the API."""
+    burst: float | None
+
+    def watches(self, task_id: str) -> bool:
+        """True if this watcher watches ``task_id``."""
+
+    def observe(self, observation: Observation) -> None:
+        """Called in the poller thread for each change of a watched task, once journalled."""
+
+    def redraw(self) -> None:
+        """Called in the poller thread every tick."""
+
+
+class Engine:
+    """The shared poller, budget and journal writer of one API in this process.
+
+    Get it with :func:`engine_for`; attach watchers with :meth:`attach`.
+    """
+
+    def __init__(self, api_key: str, base_url: str, *, timeout: float | None, max_in_flight: int) -> None:
+        self.base_url = base_url
+        self._subs: list[Subscriber] = []
+        self._lock = threading.RLock()
+        self._backlog: dict[object, list[Event]] = {}
+        self._seeded: set[object] = set()
+        self.journal_error: str | None = None
+        """Why the last journal write failed, until a write succeeds again."""
+        self.poller = Poller(
+            lambda: AsyncClient(
+                api_key,
+                base_url,
+                timeout=timeout,
+                retry=RetryPolicy(max_attempts=1),
+                allow_insecure_http=True,
+            ),  # the watcher checked the URL
+            on_observation=self._observe,
+            on_tick=self._tick,
+            max_in_flight=max_in_flight,
+            tick_interval=_TICK,
+            name=f"mh-poller {base_url}",
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(base_url={self.base_url!r}, watchers={len(self._subs)}, "
+            f"tasks={len(self.poller.states())}, rate_limit={self.poller.rate_limit:g}/s)"
+        )
+
+    @property
+    def running(self) -> bool:
+        """True until the last watcher has detached."""
+        return self.poller.running
+
+    @property
+    def latency(self) -> LatencyModel:
+        """What the engine has learned of latencies (real seconds) for this API."""
+        return self.poller.latency
+
+    # ------------------------------------------------------------ watchers
+    def attach(self, sub: Subscriber) -> None:
+        """Add a watcher: the budget becomes the lowest limit of all, and its journal teaches."""
+        with self._lock:
+            self._subs.append(sub)
+            self._apply_rate()
+            fresh = _store_key(sub.store) not in self._seeded
+            self._seeded.add(_store_key(sub.store))
+        if fresh:
+            ends = sub.store.recent_ends(2000, self.base_url)
+            self.poller.call_soon(_learn, self.poller.latency, ends)
+
+    def detach(self, sub: Subscriber) -> None:
+        """Remove a watcher: its journal is flushed, tasks nobody else watches are dropped,
+        and the engine stops with its last watcher."""
+        with _REGISTRY_LOCK, self._lock:
+            if sub not in self._subs:
+                return
+            self._subs.remove(sub)
+            ids = [s.task_id for s in self.poller.states() if sub.watches(s.task_id)]
+            self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
+            last = not self._subs
+            if last:
+                _REGISTRY.pop(_registry_key(self), None)
+            else:
+                self._apply_rate()
+        self.flush(sub.store)
+        if last:
+            self.poller.stop()
+
+    def watch(self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy) -> list[str]:
+        """Poll these tasks for ``sub`` (once, whoever else watches them); returns their ids."""
+        items = list(items)
+        with self._lock:
+            ids = [item.id if isinstance(item, Task) else item for item in items]
+            known = self.poller.states(ids)
+            shared = {_store_key(o.store) for o in self._subs if o is not sub}
+        if _store_key(sub.store) not in shared:  # a journal new to these tasks gets their state so far
+            events = [event_from_task(s.task, s.fetched_at or 0.0, s.polls) for s in known if s.task]
+            self.poller.call_soon(self._journal_many, sub.store, events)
+        return self.poller.watch(items, policy)
+
+    def _apply_rate(self) -> None:
+        rate = min(s.rate_limit for s in self._subs)
+        bursts = [s.burst for s in self._subs if s.burst is not None]
+        self.poller.set_rate(rate, min(bursts) if bursts else None)
+
+    def subscribers(self) -> list[Subscriber]:
+        """The attached watchers (a copy)."""
+        with self._lock:
+            return list(self._subs)
+
+    # --------------------------------------------------------- poller thread
+    def _observe(self, obs: Observation) -> None:
+        subs = [s for s in self.subscribers() if s.watches(obs.task_id)]
+        if obs.kind in ("change", "not_found"):
+            event = _event(obs)
+            for store in {_store_key(s.store): s.store for s in subs}.values():
+                self._journal_many(store, [event])
+        for sub in subs:
+            try:
+                sub.observe(obs)
+            except Exception:
+                log.exception("a watcher failed on %s", obs.task_id)
+
+    def _journal_many(self, store: Store, events: list[Event]) -> None:
+        """Write now, or after what is already waiting for this journal (order is kept)."""
+        if not events:
+            return
+        waiting = self._backlog.setdefault(_store_key(store), [])
+        waiting.extend(events)
+        del waiting[:-_BACKLOG_LIMIT]
+        self._write_backlog(store, wait=JOURNAL_WAIT)
+
+    def _write_backlog(self, store: Store, wait: float | None) -> None:
+        waiting = self._backlog.get(_store_key(store))
+        if not waiting:
+            return
+        try:
+            store.add_many(list(waiting), wait=wait)
+        except Exception as exc:  # noqa: BLE001 - busy or broken, any store: kept, tried again
+            reason = exc.message if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
+            self.journal_error = f"journal writes delayed ({len(waiting)} pending): {reason}"
+            return
+        del waiting[:]
+        self.journal_error = None
+
+    def _tick(self) -> None:
+        subs = self.subscribers()
+        behind = {_store_key(s.store): s.store for s in subs if self._backlog.get(_store_key(s.store))}
+        for store in behind.values():
+            self._write_backlog(store, wait=JOURNAL_WAIT)
+        for sub in subs:
+            try:
+                sub.redraw()
+            except Exception:
+                log.exception("a watcher failed to redraw")
+
+    def flush(self, store: Store, timeout: float = 40.0) -> None:
+        """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
+        if self.poller.in_poller_thread or not self.poller.running:
+            self._write_backlog(store, wait=None)
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._write_backlog(store, wait=None)
+            finally:
+                done.set()
+
+        try:
+            self.poller.call_soon(run)
+        except RuntimeError:  # stopped meanwhile
+            self._write_backlog(store, wait=None)
+            return
+        done.wait(timeout)
+
+
+def _store_key(store: Store) -> object:
+    """One key per journal: its file for SQLite (several watchers may open one file)."""
+    path = getattr(store, "path", None)
+    return str(path) if path is not None else id(store)
+
+
+def _event(obs: Observation) -> Event:
+    if obs.task is not None and obs.kind == "change":
+        return event_from_task(obs.task, obs.observed_at, obs.polls)
+    return Event(obs.task_id, "not_found", obs.observed_at, obs.polls)
+
+
+def _learn(latency: LatencyModel, ends: list[Event]) -> None:
+    """Seed ``latency`` with journalled ends (real seconds, as the server timed them)."""
+    for end in ends:
+        if end.created_at is not None and end.completed_at is not None:
+            key = (end.provider or "?", end.model or "?")
+            latency.add(key, end.completed_at - end.created_at, end.status == "succeeded")
+
+
+_REGISTRY: dict[tuple[str, str], Engine] = {}
+_REGISTRY_LOCK = threading.RLock()
+
+
+def _key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _registry_key(engine: Engine) -> tuple[str, str]:
+    return next((k for k, e in _REGISTRY.items() if e is engine), ("", ""))
+
+
+def engine_for(
+    sub: Subscriber, api_key: str, base_url: str, *, timeout: float | None = 10.0, max_in_flight: int = 8
+) -> Engine:
+    """The running engine of this API (base URL and key) with ``sub`` attached; started if none.
+
+    ``timeout`` and ``max_in_flight`` apply when the engine is started here.
+    """
+    key = (base_url, _key_digest(api_key))
+    with _REGISTRY_LOCK:
+        engine = _REGISTRY.get(key)
+        if engine is None or not engine.running:
+            engine = _REGISTRY[key] = Engine(api_key, base_url, timeout=timeout, max_in_flight=max_in_flight)
+        engine.attach(sub)
+    return engine
+
+
+def running_engines() -> list[Engine]:
+    """The engines of this process (for diagnostics and tests)."""
+    with _REGISTRY_LOCK:
+        return [e for e in _REGISTRY.values() if e.running]

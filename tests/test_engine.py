@@ -1,0 +1,343 @@
+"""One engine per API per process: shared polling, one budget, and the lifecycle's edge cases.
+
+Everything against the simulator over real HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mh_notebook import ConfigurationError, Task
+from mh_notebook.engine import running_engines
+from mh_notebook.errors import AuthenticationError
+from mh_notebook.history import read_history
+from mh_notebook.sim import Simulator
+from mh_notebook.store import Event, MemoryStore
+from mh_notebook.watcher import TaskWatcher
+
+SPEED = 100.0
+
+
+def _threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("mh-poller")]
+
+
+def _max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    return max((sum(1 for u in times[i:] if u - t < window) for i, t in enumerate(times)), default=0)
+
+
+def _settled(w: TaskWatcher) -> None:
+    """Wait until the engine thread has run what was queued for it so far."""
+    done = threading.Event()
+    w.engine.poller.call_soon(done.set)
+    assert done.wait(10)
+
+
+@pytest.fixture
+def long_tasks(sim: Simulator) -> list[str]:
+    return [sim.submit(model="veo-3.1", latency=100_000) for _ in range(20)]
+
+
+def test_rerun_watchers_share_one_thread_and_one_budget(sim: Simulator, long_tasks: list[str]) -> None:
+    before = len(_threads())
+    watchers = []
+    try:
+        for _ in range(5):  # the same cell run five times
+            w = TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=10, burst=2)
+            w.watch(long_tasks)
+            watchers.append(w)
+        assert len(_threads()) == before + 1
+        assert len({id(w.engine) for w in watchers}) == 1
+        start = time.time()
+        time.sleep(3.0)
+    finally:
+        for w in watchers:
+            w.stop()
+    sent = [t for t, tid, _ in sim.request_log if t >= start and tid in long_tasks]
+    assert len(sent) >= 10  # it was polling
+    assert len(sent) / 3.0 <= 10 * 1.3  # not 5 x 10 req/s
+    assert len(_threads()) == before
+
+
+def test_a_task_watched_twice_is_polled_once_and_both_see_it(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=20)
+    with (
+        TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as a,
+        TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as b,
+    ):
+        a.watch(task_id)
+        b.watch(task_id)
+        assert a.wait(timeout=30)[task_id].status == b.wait(timeout=30)[task_id].status == "succeeded"
+        assert a.polls[task_id] == b.polls[task_id] == sim.requests[task_id]
+        assert a.store.events() and b.store.events()  # each journal got the changes
+
+
+def test_refreshes_take_their_turn_in_the_rate_limit(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=1)
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=4, burst=1) as w:
+        w.watch(task_id)
+        w.wait(timeout=30)
+        start = time.time()
+        futures = [w.engine.poller.refresh(task_id) for _ in range(12)]
+        for f in futures:
+            f.result(30)
+    times = [t for t, tid, _ in sim.request_log if tid == task_id and t >= start]
+    assert len(times) == 12
+    assert _max_in_window(times) <= 4 + 1 + 1  # rate + burst + timer granularity
+    assert times[-1] - times[0] >= 12 / 4 * 0.7
+
+
+def test_as_completed_ends_when_a_task_is_not_found(sim: Simulator) -> None:
+    real = sim.submit(model="seedream-4.0", latency=5)
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as w:
+        w.watch(real, "task_ghost")
+        assert [t.id for t in w.as_completed(timeout=30)] == [real]
+        assert [t.id for t in w.as_completed(timeout=30)] == [real]  # also once already ended
+
+
+def test_watching_from_the_kernel_while_the_engine_polls_loses_nothing(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = [sim.submit(model="eleven-v3", latency=0.5 + i * 0.01) for i in range(300)]
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, rate_limit=50) as w:
+        for task_id in ids:  # one at a time: the engine thread iterates states meanwhile
+            w.watch(task_id)
+            _ = w.pending, w.polls
+        final = w.wait(timeout=60)
+    assert set(final) == set(ids)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class BrokenStore(MemoryStore):
+    """A journal whose writes fail (a full disk, a corrupt file)."""
+
+    def add_many(self, events: object, *, wait: float | None = None) -> None:
+        raise OSError("disk full")
+
+
+def test_a_failing_journal_never_stops_waits_or_callbacks(sim: Simulator) -> None:
+    ids = [sim.submit(model="seedream-4.0", latency=3) for _ in range(3)]
+    done: list[str] = []
+    with TaskWatcher(sim.api_key, sim.url, store=BrokenStore(), display="none", time_scale=SPEED) as w:
+        w.on_done(lambda t: done.append(t.id))
+        w.watch(ids)
+        assert set(w.wait(timeout=30)) == set(ids)
+        assert sorted(done) == sorted(ids)
+        assert "disk full" in (w.snapshot().notice or "")
+
+
+def test_a_locked_journal_does_not_stall_polling(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", latency=lat) for lat in (3, 5, 8)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        w.watch(ids)
+        other = sqlite3.connect(journal, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            assert set(w.wait(timeout=10)) == set(ids)  # not 30 s per write
+            assert "delayed" in (w.snapshot().notice or "")
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        frame = w.history()
+    assert set(frame["task_id"]) == set(ids)
+    assert (frame["status"] == "succeeded").all()
+
+
+def test_timeout_none_is_accepted(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", latency=2)
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, timeout=None) as w:
+        w.watch(task_id)
+        assert w.wait(timeout=30)[task_id].status == "succeeded"
+
+
+def _open_fds(path: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    return [str(p) for p in fds.iterdir() if str(path) in os.path.realpath(p)]
+
+
+def test_stop_closes_the_journal_and_ends_the_thread(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    before = len(_threads())
+    w = TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED)
+    w.watch(sim.submit(model="seedream-4.0", latency=2))
+    w.wait(timeout=30)
+    assert _open_fds(journal)
+    w.stop()
+    assert not _open_fds(journal)
+    assert len(_threads()) == before
+    assert running_engines() == []
+
+
+def test_stop_from_a_callback(sim: Simulator) -> None:
+    task_id = sim.submit(model="seedream-4.0", latency=2)
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED)
+    stopped = threading.Event()
+
+    @w.on_done
+    def stop(task: Task) -> None:
+        w.stop()
+        stopped.set()
+
+    w.watch(task_id)
+    assert stopped.wait(30)
+    assert w.callback_errors == []
+    deadline = time.monotonic() + 10
+    while _threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads() == []
+
+
+def test_polling_resumes_once_the_key_works_again(sim: Simulator) -> None:
+    key = sim.api_key
+    task_id = sim.submit(model="seedream-4.0", latency=3)
+    sim.api_key = "river_test_rotated-key"  # the server refuses our key for a while
+    with TaskWatcher(key, sim.url, store=None, display="none", time_scale=SPEED) as w:
+        w.watch(task_id)
+        with pytest.raises(AuthenticationError):
+            w.wait(timeout=10)
+        sim.api_key = key  # fixed on the server's side
+        w.resume_polling()  # the panel's Resume: try the key at once
+        assert w.wait(timeout=30)[task_id].status == "succeeded"
+        assert w.auth_error is None
+
+
+def test_the_key_is_probed_again_without_being_asked(sim: Simulator) -> None:
+    key = sim.api_key
+    task_id = sim.submit(model="seedream-4.0", latency=3)
+    sim.api_key = "river_test_rotated-key"
+    with TaskWatcher(key, sim.url, store=None, display="none", time_scale=SPEED) as w:
+        w.watch(task_id)
+        with pytest.raises(AuthenticationError):
+            w.wait(timeout=10)
+        refused = sim.requests[task_id]
+        sim.api_key = key
+        deadline = time.monotonic() + 30
+        while w.auth_error is not None and time.monotonic() < deadline:  # probed every max_interval
+            time.sleep(0.05)
+        assert w.wait(timeout=30)[task_id].status == "succeeded"
+        assert sim.requests[task_id] <= refused + 5  # a probe, not a hammering
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://example.com", False),
+        ("http://10.0.0.1:8080", False),
+        ("http://modelhunter.ai.evil", False),
+        ("http://127.0.0.1:1", True),
+        ("http://localhost:8765", True),
+        ("http://[::1]:8765", True),
+        ("https://example.com", True),
+    ],
+)
+def test_plain_http_only_to_this_machine(url: str, ok: bool) -> None:
+    from mh_notebook import Client
+
+    if ok:
+        Client("river_test_key", url).close()
+        return
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        Client("river_test_key", url)
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        TaskWatcher("river_test_key", url, store=None, display="none")
+    Client("river_test_key", url, allow_insecure_http=True).close()  # the explicit opt-in
+
+
+class Shell:
+    """Stands for Colab's shell: a subclass of ZMQInteractiveShell under another name."""
+
+    kernel = object()
+
+
+@pytest.mark.parametrize(("shell", "mode"), [(Shell(), "auto"), (object(), "text"), (None, "text")])
+def test_display_auto_detects_a_kernel_by_its_kernel_attribute(
+    monkeypatch: pytest.MonkeyPatch, shell: object, mode: str
+) -> None:
+    import IPython
+
+    from mh_notebook.watcher import _resolve_display
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    assert _resolve_display("auto") == mode
+
+
+def test_history_is_scoped_and_read_history_is_whole(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    first = [sim.submit(model="seedream-4.0", latency=2) for _ in range(2)]
+    second = [sim.submit(model="eleven-v3", latency=2) for _ in range(3)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as a:
+        a.watch(first)
+        a.wait(timeout=30)
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as b:
+        b.watch(second)
+        b.wait(timeout=30)
+        assert sorted(b.history()["task_id"]) == sorted(second)
+        assert set(b.events()["task_id"]) == set(second)
+        assert set(b.latency_summary().index.get_level_values("model")) == {"eleven-v3"}
+    whole = read_history(journal)
+    assert sorted(whole["task_id"]) == sorted(first + second)
+    assert set(whole["base_url"]) == {sim.url}
+
+
+def test_learned_latencies_are_real_seconds_and_stay_with_their_api(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (5, 6, 7, 6)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+    key = ("bytedance", "seedream-4.5")
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as same:
+        _settled(same)
+        window = same.engine.latency.window(key)
+        assert window is not None
+        assert window[0] <= 0.05 <= 0.07 <= window[1] < 0.2  # real seconds at speed 100
+    with (
+        Simulator(seed=2, speed=SPEED) as other,  # another API (another base URL)
+        TaskWatcher(other.api_key, other.url, store=journal, display="none") as elsewhere,
+    ):
+        _settled(elsewhere)
+        assert elsewhere.engine.latency.window(key) is None
+
+
+def test_notebook_style_events_are_journalled_once_per_file(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=3)
+    with (
+        TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as a,
+        TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as b,
+    ):
+        a.watch(task_id)
+        b.watch(task_id)
+        a.wait(timeout=30)
+    statuses = [e.status for e in read_history_events(journal) if e.task_id == task_id]
+    assert statuses.count("succeeded") == 1
+
+
+def read_history_events(journal: Path) -> Iterator[Event]:
+    from mh_notebook.store import SQLiteStore
+
+    store = SQLiteStore(journal)
+    try:
+        yield from store.events()
+    finally:
+        store.close()
+
+
+def test_history_after_stop_reads_the_closed_journal(sim: Simulator, tmp_path: Path) -> None:
+    task_id = sim.submit(model="seedream-4.0", latency=2)
+    with TaskWatcher(sim.api_key, sim.url, store=tmp_path / "j.sqlite", display="none", time_scale=SPEED) as w:
+        w.watch(task_id)
+        w.wait(timeout=30)
+    assert w.store.closed
+    assert list(w.history()["status"]) == ["succeeded"]
+    assert not _open_fds(tmp_path / "j.sqlite")
