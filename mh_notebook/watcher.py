@@ -105,6 +105,7 @@ class TaskWatcher:
         self._media_queue: list[str] = []
         self._panel: Panel | None = None
         self._stopped = False
+        self._final: list[TaskState] | None = None
         try:
             self._engine = engine_for(self, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
@@ -145,6 +146,8 @@ class TaskWatcher:
             return list(self._ids)
 
     def _states(self) -> list[TaskState]:
+        if self._final is not None:
+            return self._final
         return self._engine.poller.states(self.task_ids)
 
     def resume(self) -> list[str]:
@@ -186,6 +189,7 @@ class TaskWatcher:
             return
         self._stopped = True
         self._dirty = True
+        self._final = self._states()  # what it knew stays readable (and drawn) after stop
         self._engine.detach(self)
         self._close_store()
         with self._lock:
@@ -194,7 +198,7 @@ class TaskWatcher:
                     fut.set_exception(RuntimeError("the watcher was stopped before the tasks ended"))
             for feed in self._feeds:
                 feed.put(None)
-        self.redraw()
+        self.redraw(force=True)
 
     def _close_store(self) -> None:
         if self._owns_store:
@@ -460,14 +464,14 @@ class TaskWatcher:
             self._mode = "widget"
         return self._panel
 
-    def redraw(self) -> None:
+    def redraw(self, force: bool = False) -> None:
         """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``."""
         panel = self._panel
         if panel is None:
             return
         since = time.monotonic() - self._last_draw
         ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
-        if not (self._dirty or ticking) or since < self.refresh_interval:
+        if not force and (not (self._dirty or ticking) or since < self.refresh_interval):
             return
         self._dirty, self._last_draw = False, time.monotonic()
         panel.draw(self.snapshot())

@@ -339,5 +339,7 @@ def test_history_after_stop_reads_the_closed_journal(sim: Simulator, tmp_path: P
         w.watch(task_id)
         w.wait(timeout=30)
     assert w.store.closed
+    assert w.tasks[task_id].status == "succeeded"  # what it knew stays readable
+    assert w.snapshot().counts == {"succeeded": 1}
     assert list(w.history()["status"]) == ["succeeded"]
     assert not _open_fds(tmp_path / "j.sqlite")
