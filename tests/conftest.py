@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mh_notebook.sim import Simulator
 
-# Default journals go to a throw-away data directory, never the developer's own.
-os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="mh-test-data-")
+# Default journals go to a throw-away data directory, never the developer's own. This session-wide
+# fallback covers what runs before the per-test directory below exists (imports, module- and
+# session-scoped fixtures and the subprocesses they start).
+os.environ["XDG_DATA_HOME"] = _SESSION_DATA = tempfile.mkdtemp(prefix="mh-test-data-")
+atexit.register(shutil.rmtree, _SESSION_DATA, ignore_errors=True)
 
 SUCCEEDED = """{"success": true, "data": {"id": "task_abc123", "type": "video", "status": "succeeded",
   "provider": "vidu", "model": "viduq3-turbo",
@@ -26,6 +32,17 @@ FAILED = """{"success": true, "data": {"id": "task_abc123", "type": "video", "st
   "provider": "vidu", "model": "viduq3-turbo",
   "error": {"code": "PROVIDER_ERROR", "message": "Content moderation: prompt contains restricted content"},
   "created_at": "2025-01-15T10:00:00Z", "completed_at": "2025-01-15T10:00:10Z"}}"""
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own XDG_DATA_HOME, so each has its own default journal (``default_journal_path()``).
+
+    platformdirs reads the variable at call time; subprocesses started in the test inherit it.
+    """
+    data = tmp_path_factory.mktemp("xdg-data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    return data
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = pytest.mark.lab  # starts a JupyterLab server; no browser
 
 
 def test_demo_command_serves_the_quickstart() -> None:
@@ -28,6 +28,7 @@ def test_demo_command_serves_the_quickstart() -> None:
         banner = proc.stdout.readline() + proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/lab/tree/quickstart\.ipynb\?token=\w+", banner)
         assert url is not None, banner
+        page = None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -37,7 +38,8 @@ def test_demo_command_serves_the_quickstart() -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        assert page.status_code == 200
+        assert page is not None, "JupyterLab never answered"
+        assert page.status_code == 200, page.status_code
         assert "JupyterLab" in page.text
         token = url.group(0).rsplit("=", 1)[1]
         model = httpx.get(
