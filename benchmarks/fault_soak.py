@@ -77,7 +77,7 @@ def _peak(times: list[float], window: float) -> int:
 
 
 def run_soak(n_tasks: int = 400, speed: float = 20.0, rate_limit: float = 20.0, seed: int = 11) -> SoakResult:
-    """Run the soak. Latencies, the rate limit and the URL lifetime are in simulated
+    """Run the soak. Latencies, the rate limit and the URL lifetime (5 s) are in simulated
     seconds: the simulator runs ``speed`` times faster and the watchers' clocks match."""
     rng = random.Random(seed)
     collector = _Collector()
@@ -95,7 +95,6 @@ def run_soak(n_tasks: int = 400, speed: float = 20.0, rate_limit: float = 20.0, 
                 "display": "none",
                 "time_scale": speed,
                 "rate_limit": rate_limit,
-                "url_lifetime": 5.0 * speed,
             }
             first = TaskWatcher(sim.api_key, sim.url, **opts)  # type: ignore[arg-type]
             first.watch(ids)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -344,6 +345,8 @@ class AsyncClient:
     """Asynchronous twin of :class:`Client`: ``await client.get_task(task_id)``.
 
     Same arguments and behaviour; use it with ``async with`` or call ``aclose()``.
+    ``on_response(sent_at, received_at, date_header)`` is called for every answer (error
+    answers too), with local wall-clock times: the poller learns the server's clock from it.
     """
 
     def __init__(
@@ -356,8 +359,10 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
         allow_insecure_http: bool = False,
+        on_response: Callable[[float, float, str | None], None] | None = None,
     ) -> None:
         self._core = _Core(api_key, base_url, retry or RetryPolicy(), allow_insecure_http)
+        self._on_response = on_response
         self._http = httpx.AsyncClient(
             timeout=_timeout(timeout), transport=transport, limits=limits or httpx.Limits()
         )
@@ -379,10 +384,14 @@ class AsyncClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, task_id: str, url: str) -> httpx.Response:
+        sent_at = time.time()
         try:
-            return await self._http.get(url, headers=self._core.headers())
+            response = await self._http.get(url, headers=self._core.headers())
         except httpx.TransportError as exc:
             raise self._core.network_error(task_id, exc) from None
+        if self._on_response is not None:
+            self._on_response(sent_at, time.time(), response.headers.get("date"))
+        return response
 
     async def aclose(self) -> None:
         """Close the connection pool."""

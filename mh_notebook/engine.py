@@ -6,6 +6,10 @@ the journal writes. :class:`~mh_notebook.watcher.TaskWatcher` objects attach to 
 task watched by several watchers is polled once, journalled once per journal file, and
 every watcher of it sees its changes. The engine ends when its last watcher stops.
 
+Observation times are journalled on the server's clock (local time plus the learned
+offset, see :mod:`mh_notebook.clock`), so that every duration in a history is a
+difference of two times on one clock, whatever the skew between the two machines.
+
 Journal writes happen in the poller thread but never stall it: each waits at most
 ``JOURNAL_WAIT`` seconds for another process's lock; what could not be written is kept
 in order and written again on the next tick (the watchers show a notice meanwhile).
@@ -20,6 +24,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from .client import AsyncClient, RetryPolicy
+from .clock import ClockOffset
 from .models import Task
 from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller
@@ -67,14 +72,18 @@ class Engine:
         self._seeded: set[object] = set()
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
+        self.clock = ClockOffset()
+        """The server's clock relative to this machine's, learned from its answers."""
         self.poller = Poller(
             lambda: AsyncClient(
                 api_key,
                 base_url,
                 timeout=timeout,
                 retry=RetryPolicy(max_attempts=1),
-                allow_insecure_http=True,
-            ),  # the watcher checked the URL
+                allow_insecure_http=True,  # the watcher checked the URL
+                on_response=self.clock.observe_date,
+            ),
+            clock=self.clock,
             on_observation=self._observe,
             on_tick=self._tick,
             max_in_flight=max_in_flight,
@@ -136,7 +145,11 @@ class Engine:
             known = self.poller.states(ids)
             shared = {_store_key(o.store) for o in self._subs if o is not sub}
         if _store_key(sub.store) not in shared:  # a journal new to these tasks gets their state so far
-            events = [event_from_task(s.task, s.fetched_at or 0.0, s.polls) for s in known if s.task]
+            events = [
+                event_from_task(s.task, self.clock.server_now(s.fetched_at or 0.0), s.polls)
+                for s in known
+                if s.task
+            ]
             self.poller.call_soon(self._journal_many, sub.store, events)
         return self.poller.watch(items, policy)
 
@@ -154,14 +167,29 @@ class Engine:
     def _observe(self, obs: Observation) -> None:
         subs = [s for s in self.subscribers() if s.watches(obs.task_id)]
         if obs.kind in ("change", "not_found"):
-            event = _event(obs)
-            for store in {_store_key(s.store): s.store for s in subs}.values():
+            event = _event(obs, self.clock.server_now(obs.observed_at))
+            stores = {_store_key(s.store): s.store for s in subs}.values()
+            for store in stores:
                 self._journal_many(store, [event])
+            if obs.previous is None:
+                self._journal_prediction(obs.task_id, stores)
         for sub in subs:
             try:
                 sub.observe(obs)
             except Exception:
                 log.exception("a watcher failed on %s", obs.task_id)
+
+    def _journal_prediction(self, task_id: str, stores: Iterable[Store]) -> None:
+        """Record the latency predicted at first sight (analysis only: under another
+        process's lock it is skipped rather than waited for)."""
+        state = self.poller.state(task_id)
+        if state is None or state.predicted_latency is None:
+            return
+        for store in stores:
+            try:
+                store.set_predictions([(task_id, state.predicted_latency)], wait=JOURNAL_WAIT)
+            except Exception:
+                log.debug("prediction for %s not journalled", task_id, exc_info=True)
 
     def _journal_many(self, store: Store, events: list[Event]) -> None:
         """Write now, or after what is already waiting for this journal (order is kept)."""
@@ -223,10 +251,11 @@ def _store_key(store: Store) -> object:
     return str(path) if path is not None else id(store)
 
 
-def _event(obs: Observation) -> Event:
+def _event(obs: Observation, observed_at: float) -> Event:
+    """The journal's record of ``obs``, observed at ``observed_at`` on the server's clock."""
     if obs.task is not None and obs.kind == "change":
-        return event_from_task(obs.task, obs.observed_at, obs.polls)
-    return Event(obs.task_id, "not_found", obs.observed_at, obs.polls)
+        return event_from_task(obs.task, observed_at, obs.polls)
+    return Event(obs.task_id, "not_found", observed_at, obs.polls)
 
 
 def _learn(latency: LatencyModel, ends: list[Event]) -> None:

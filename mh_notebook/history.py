@@ -43,6 +43,7 @@ HISTORY_COLUMNS: dict[str, str] = {
     "queue_s": "float64",
     "run_s": "float64",
     "latency_s": "float64",
+    "predicted_latency_s": "float64",
     "detection_delay_s": "float64",
     "polls": "Int64",
     "n_results": "Int64",
@@ -54,7 +55,8 @@ HISTORY_COLUMNS: dict[str, str] = {
     "not_found": "bool",
 }
 """The columns of :func:`history_frame` and their dtypes (an empty history has them too).
-``base_url`` is the API the task was watched against (missing if it never was)."""
+``base_url`` is the API the task was watched against (missing if it never was);
+``predicted_latency_s`` the poller's first prediction of ``latency_s`` (NaN if none was made)."""
 
 _EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
 _TERMINAL = ["succeeded", "failed", "cancelled"]
@@ -78,12 +80,12 @@ _PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls")]
 REDUCED_COLUMNS = [
     "task_id", "base_url", "status", "type", "provider", "model", "created_at", "completed_at",
     "n_results", "format", "duration_s", "size_bytes", "error_code", "error_message",
-    "first_seen_at", "started_at", "seen_end", "polls",
+    "first_seen_at", "started_at", "seen_end", "polls", "predicted_latency_s",
 ]  # fmt: skip
 """Per-task columns of a reduced journal: the task's last informative event (the last one
 that is not ``expired``, else the last) plus first observation, first ``running``, first
-end and the request count; ``base_url`` comes from the watched list (events do not carry
-it). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
+end and the request count; ``base_url`` and ``predicted_latency_s`` come from the watched
+list (events do not carry them). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
 
 
 def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
@@ -143,6 +145,7 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     reduced["started_at"] = first_where(status == "running")
     reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
     reduced["polls"] = pd.Series(np.array(columns["polls"], dtype="float64")).groupby(codes).max().to_numpy()
+    reduced["predicted_latency_s"] = np.full(len(reduced), np.nan)
     return reduced[REDUCED_COLUMNS]
 
 
@@ -197,7 +200,8 @@ def history_frame(
 
 
 def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
-    """Rows for watched tasks never observed; base URLs and first sightings from ``watched``."""
+    """Rows for watched tasks never observed; base URLs, first sightings and predictions from
+    ``watched``."""
     if not watched:
         return frame
     table = pd.DataFrame.from_records(watched, columns=list(Watched._fields)).drop_duplicates("task_id")
@@ -206,6 +210,8 @@ def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFram
     frame = frame.reindex(frame.index.append(seen.index.difference(frame.index, sort=False)))
     frame["first_seen_at"] = np.fmin(frame["first_seen_at"].astype("float64"), seen.reindex(frame.index))
     frame["base_url"] = table["base_url"].reindex(frame.index)
+    predicted = table["predicted_latency_s"].astype("float64").reindex(frame.index)
+    frame["predicted_latency_s"] = predicted.fillna(frame["predicted_latency_s"].astype("float64"))
     return frame
 
 

@@ -89,11 +89,14 @@ class PollPolicy:
         window: tuple[float, float] | None,
         rng: random.Random,
         early_share: float = 1.0,
+        early_until: float | None = None,
     ) -> float:
         """Seconds until the next poll; ``window`` is the learned ``(lo, hi)`` latency.
 
         ``early_share`` is how often tasks of this kind ended before the window; below
-        ``early_threshold`` nothing is asked before the window opens.
+        ``early_threshold`` nothing is asked before the window opens. Otherwise, until
+        ``early_until`` (how late such early ends came) the plain schedule runs, so an
+        early end is seen as promptly as any; after it, a sparse geometric one.
         """
         shrink = 1.0 - self.jitter * rng.random()
         if window is None:
@@ -104,6 +107,8 @@ class PollPolicy:
             first = min(lo + 0.5 * self.interval(None, lo) * shrink, last)
             if early_share < self.early_threshold:
                 return first - elapsed
+            if early_until is not None and elapsed < early_until * 1.2:  # where early ends come
+                return min(first - elapsed, self.interval(status, elapsed) * shrink)
             early = max(self.min_interval, self.early_growth * elapsed)  # sparse, geometric
             return min(first - elapsed, early * shrink)
         if elapsed < last:
@@ -152,16 +157,21 @@ def _t98(df: int) -> float:
 
 @dataclass
 class LatencyModel:
-    """Latencies (``completed_at - created_at``) of ended tasks, per provider/model.
+    """Latencies (``completed_at - created_at``, server seconds) of ended tasks, per provider/model.
 
     ``window(key)`` gives the ``(lo, hi)`` range a new task of that key most likely ends
-    in: a log-normal fit of the succeeded ones, widened while few samples are known.
-    ``early_share(key)`` is the share of ended tasks (failures included) that ended
-    before that window: when it is not negligible, polls before the window are worth it.
+    in: a log-normal fit of the succeeded ones, recent samples weighing most (half-life
+    ``half_life`` samples), so that a provider that slows down or speeds up is followed
+    within a few tasks; widened while few samples are known. ``predict(key)`` is its
+    middle. Ends before the window (failures, mostly: moderation rejects in seconds) are
+    a model of their own: ``early_share`` says how often they happen and ``early_until``
+    how late they come.
     """
 
     min_samples: int = 3
     keep: int = 200
+    half_life: float = 8.0
+    """Samples after which an older latency weighs half as much."""
     _ends: dict[tuple[str, str], deque[tuple[float, bool]]] = field(default_factory=dict)
 
     def add(self, key: tuple[str, str], latency: float, succeeded: bool = True) -> None:
@@ -173,20 +183,48 @@ class LatencyModel:
         """How many succeeded latencies are known for ``key``."""
         return sum(ok for _, ok in self._ends.get(key, ()))
 
+    def _recent(self, key: tuple[str, str], succeeded_only: bool) -> list[float]:
+        """The samples that still weigh (the last few half-lives), oldest first."""
+        ends = self._ends.get(key, ())
+        values = [max(lat, 1e-3) for lat, ok in ends if ok or not succeeded_only]
+        return values[-int(4 * self.half_life) :]
+
+    def _fit(self, samples: list[float]) -> tuple[float, float, float]:
+        """Weighted mean and deviation of the logs, and the effective sample count."""
+        n = len(samples)
+        weights = [0.5 ** ((n - 1 - i) / self.half_life) for i in range(n)]
+        total = sum(weights)
+        n_eff = total * total / sum(w * w for w in weights)
+        logs = [math.log(s) for s in samples]
+        mu = sum(w * x for w, x in zip(weights, logs, strict=True)) / total
+        var = sum(w * (x - mu) ** 2 for w, x in zip(weights, logs, strict=True)) / total
+        var *= n_eff / max(n_eff - 1.0, 1e-9)  # unbiased for the effective count
+        return mu, max(0.004, math.sqrt(var)), n_eff
+
     def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
         """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples."""
-        samples = [max(lat, 1e-3) for lat, ok in self._ends.get(key, ()) if ok]
+        samples = self._recent(key, succeeded_only=True)
         if len(samples) < self.min_samples:
             return None
-        logs = [math.log(s) for s in samples]
-        n = len(logs)
-        mu = sum(logs) / n
-        sd = max(0.004, math.sqrt(sum((x - mu) ** 2 for x in logs) / (n - 1)))
+        mu, sd, n_eff = self._fit(samples)
         # a ~96% prediction interval for the next latency (Student t: few samples, wider)
-        spread = _t98(n - 1) * sd * math.sqrt(1.0 + 1.0 / n)
-        return min(min(samples), math.exp(mu - spread)), max(max(samples), math.exp(mu + spread))
+        spread = _t98(max(1, round(n_eff) - 1)) * sd * math.sqrt(1.0 + 1.0 / n_eff)
+        latest = samples[-int(2 * self.half_life) :]  # a regime change moves the bounds at once
+        return min(min(latest), math.exp(mu - spread)), max(max(latest), math.exp(mu + spread))
+
+    def predict(self, key: tuple[str, str]) -> float | None:
+        """The most likely latency of the next task of ``key`` (``None`` with too few samples)."""
+        samples = self._recent(key, succeeded_only=True)
+        if len(samples) < self.min_samples:
+            return None
+        return math.exp(self._fit(samples)[0])
 
     def early_share(self, key: tuple[str, str], lo: float) -> float:
-        """Share of ended tasks of ``key`` that ended before ``lo`` seconds."""
-        ends = self._ends.get(key, ())
-        return sum(lat < lo for lat, _ in ends) / len(ends) if ends else 1.0
+        """Share of recent ended tasks of ``key`` that ended before ``lo`` seconds."""
+        ends = self._recent(key, succeeded_only=False)
+        return sum(lat < lo for lat in ends) / len(ends) if ends else 1.0
+
+    def early_until(self, key: tuple[str, str], lo: float) -> float | None:
+        """How late recent ends before ``lo`` came (``None`` if there were none)."""
+        early = [lat for lat in self._recent(key, succeeded_only=False) if lat < lo]
+        return max(early) if early else None

@@ -17,6 +17,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -26,7 +27,9 @@ from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
+from .budget import AdaptiveRate, poll_priority
 from .client import AsyncClient, check_task_id, is_transient
+from .clock import ClockOffset
 from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
 from .models import Task, TaskStatus
 from .policy import LatencyModel, PollPolicy
@@ -59,6 +62,10 @@ class TaskState:
     first_seen_at: float | None = None
     policy: PollPolicy = field(default_factory=PollPolicy)
     """The schedule this task is polled on (real seconds)."""
+    last_polled: float = -math.inf
+    """Loop time the last poll was sent."""
+    predicted_latency: float | None = None
+    """The latency (server seconds) predicted when the task's model was first known."""
     version: int = 0
     in_flight: bool = False
 
@@ -82,8 +89,12 @@ class Poller:
     """Polls many tasks from one background thread; thread-safe to call from anywhere.
 
     All durations are real seconds: each task carries the (possibly scaled) policy it was
-    watched with. ``rate_limit`` is requests per second for the whole poller, bursts of
-    ``burst`` (default: a fifth of a second's worth, at least 1).
+    watched with. ``rate_limit`` is the most requests per second for the whole poller,
+    bursts of ``burst`` (default: a fifth of a second's worth, at least 1); the rate sent
+    settles under the server's own limit when 429s show one (:class:`AdaptiveRate`).
+    When more polls are due than the budget allows, the most urgent go first
+    (:func:`poll_priority`). Server timestamps are compared with local time through
+    ``clock``, the learned offset of the server's clock.
     """
 
     def __init__(
@@ -99,6 +110,7 @@ class Poller:
         tick_interval: float = 0.5,
         seed: int | None = None,
         latency: LatencyModel | None = None,
+        clock: ClockOffset | None = None,
         name: str = "mh-poller",
     ) -> None:
         if max_in_flight < 1:
@@ -106,13 +118,16 @@ class Poller:
         self.policy = policy or PollPolicy()
         self.latency = latency or LatencyModel(min_samples=self.policy.min_samples)
         self._check_rate(rate_limit, burst)
-        self.rate_limit, self._burst = rate_limit, burst
+        self.budget = AdaptiveRate(rate_limit)
+        self._burst = burst
+        self.clock = clock or ClockOffset()
+        self._sent = 0
         self._max_in_flight, self._tick_interval = max_in_flight, tick_interval
         self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
         self._rng = random.Random(seed)
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._heap: list[tuple[float, int, str, int, float]] = []
         self._seq = itertools.count()
         self._paused = False
         self._pause_until = 0.0
@@ -166,11 +181,20 @@ class Poller:
                 return list(self._states.values())
             return [s for s in map(self._states.get, task_ids) if s is not None]
 
+    @property
+    def rate_limit(self) -> float:
+        """The ceiling: the most requests per second ever sent."""
+        return self.budget.ceiling
+
+    @property
+    def effective_rate(self) -> float:
+        """Requests per second allowed now (under the ceiling after the server's 429s)."""
+        return self.budget.rate
+
     def set_rate(self, rate_limit: float, burst: float | None = None) -> None:
-        """Change the request budget (requests per second, bursts of ``burst``)."""
+        """Change the ceiling of the request budget (requests per second, bursts of ``burst``)."""
         self._check_rate(rate_limit, burst)
-        self.rate_limit, self._burst = rate_limit, burst
-        self.call_soon(self._new_limiter)
+        self.call_soon(self._set_ceiling, rate_limit, burst)
 
     def pause(self) -> None:
         """Stop sending requests until :meth:`resume`."""
@@ -263,8 +287,22 @@ class Poller:
             self._tick()
 
     def _new_limiter(self) -> None:
-        burst = self._burst if self._burst is not None else max(1.0, self.rate_limit / 5)
-        self._limiter = AsyncLimiter(burst, burst / self.rate_limit)
+        rate = self.budget.rate
+        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate / 5)
+        self._limiter = AsyncLimiter(burst, burst / rate)
+
+    def _set_ceiling(self, rate_limit: float, burst: float | None) -> None:
+        self.budget.set_ceiling(rate_limit)
+        self._burst = burst
+        self._new_limiter()
+
+    def _limited(self, retry_after: float | None, fallback: float) -> None:
+        """A 429: everyone waits ``Retry-After``, and the budget shrinks (once per pause)."""
+        wait = retry_after if retry_after is not None else fallback
+        now = self._loop.time()
+        self._pause_until = max(self._pause_until, now + wait)
+        if self.budget.on_limited(now, wait):
+            self._new_limiter()
 
     async def _schedule_forever(self) -> None:
         while not self._stopping:
@@ -274,17 +312,18 @@ class Poller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
                 continue
-            _, _, task_id, version = heapq.heappop(self._heap)
-            state = self.state(task_id)
-            if state is None or state.version != version or state.ended or state.in_flight:
-                continue
             probing = self.auth_error is not None  # one request to see if the key works again
             if probing:
-                self._auth_probe_at = self._loop.time() + state.policy.max_interval
+                self._auth_probe_at = self._loop.time() + self.policy.max_interval
             if not await self._take_turn(honour_pause=not probing):
-                self._schedule(state, 0.0)  # a 429, a 401 or a pause arrived while we queued
+                continue  # a 429, a 401 or a pause arrived while we queued
+            state = self._pick(any_time=probing)
+            if state is None:
+                self._slots.release()
                 continue
             state.in_flight = True
+            state.last_polled = self._loop.time()
+            self._sent += 1
             job = asyncio.create_task(self._poll(state))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
@@ -316,8 +355,28 @@ class Poller:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
         state.version += 1
         at = 0.0 if first else self._loop.time() + max(0.0, delay)
-        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version, max(0.0, delay)))
         self._wakeup.set()
+
+    def _pick(self, *, any_time: bool = False) -> TaskState | None:
+        """The most urgent due poll (``any_time``: the earliest, due or not), taken off the queue."""
+        now = self._loop.time()
+        ready: list[tuple[float, tuple[float, int, str, int, float], TaskState]] = []
+        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
+            entry = heapq.heappop(self._heap)
+            at, _, task_id, version, gap = entry
+            state = self.state(task_id)
+            if state is None or state.version != version or state.ended or state.in_flight:
+                continue
+            since = now - state.last_polled
+            ready.append((poll_priority(now - at, gap, since, state.policy.max_interval), entry, state))
+        if not ready:
+            return None
+        best = max(ready, key=lambda r: r[0])
+        for _, entry, _ in ready:
+            if entry is not best[1]:
+                heapq.heappush(self._heap, entry)
+        return best[2]
 
     def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
         for state, task in batch:
@@ -352,25 +411,48 @@ class Poller:
         previous = state.task.status if state.task is not None else None
         now = time.time()
         state.task, state.fetched_at = task, now
+        for stamp in (task.created_at, task.completed_at):  # both are in the server's past
+            if stamp is not None:
+                self.clock.observe_timestamp(stamp.timestamp(), now)
         state.errors = state.not_found = 0
         state.last_error = None
         if self.auth_error is not None:  # the key works again: everyone polls again
             self.auth_error = None
             self._wakeup.set()
+        if previous is None and task.model is not None:  # the prediction made at first sight
+            state.predicted_latency = self.latency.predict(_key(task))
         if task.is_terminal and not state.ended:  # learn each latency once, not on refreshes
             state.ended = True
             if task.latency is not None:
-                self.latency.add(_key(task), task.latency, task.status == TaskStatus.SUCCEEDED)
+                self._learn(task, task.latency)
         if previous != task.status:
             self._emit(Observation("change", state.task_id, now, task, previous, state.polls))
 
+    def _learn(self, task: Task, latency: float) -> None:
+        """Add an end to the latency model; if it fell outside the window the others of its
+        kind were scheduled by, schedule them again (a provider got faster, or failed early)."""
+        key = _key(task)
+        before = self.latency.window(key)
+        self.latency.add(key, latency, task.status == TaskStatus.SUCCEEDED)
+        if before is None or before[0] <= latency <= before[1]:
+            return
+        for other in self.states():
+            if other.task is not None and not other.ended and not other.in_flight and _key(other.task) == key:
+                self._schedule(other, self._next_delay(other, other.task))
+
     def _next_delay(self, state: TaskState, task: Task) -> float:
-        since = task.created_at.timestamp() if task.created_at else (state.first_seen_at or time.time())
-        elapsed = max(0.0, time.time() - since)
+        """The schedule's next gap for ``task``, its age taken on the server's clock."""
+        if task.created_at is not None:
+            elapsed = self.clock.server_now(time.time()) - task.created_at.timestamp()
+        else:
+            elapsed = time.time() - (state.first_seen_at or time.time())
+        elapsed = max(0.0, elapsed)
         key = _key(task)
         window = self.latency.window(key)
-        early = self.latency.early_share(key, window[0]) if window else 1.0
-        return state.policy.next_delay(task.status, elapsed, window, self._rng, early)
+        if window is None:
+            return state.policy.next_delay(task.status, elapsed, None, self._rng)
+        early, until = self.latency.early_share(key, window[0]), self.latency.early_until(key, window[0])
+        return state.policy.next_delay(task.status, elapsed, window, self._rng, early, until)
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:
         state.last_error = exc.message
@@ -386,11 +468,9 @@ class Poller:
                 return
             self._schedule(state, state.policy.not_found_interval)
             return
-        delay = 0.0
         if isinstance(exc, RateLimitedError):  # the whole API is held back, not this task
-            wait = exc.retry_after if exc.retry_after is not None else state.policy.error_backoff
-            self._pause_until = max(self._pause_until, self._loop.time() + wait)
-            delay = wait
+            self._limited(exc.retry_after, state.policy.error_backoff)
+            delay = max(0.0, self._pause_until - self._loop.time())
         else:
             state.errors += 1
             delay = state.policy.error_delay(state.errors, self._rng)
@@ -417,8 +497,7 @@ class Poller:
                 if not (is_transient(exc) or isinstance(exc, ServerError)) or attempt == attempts:
                     raise  # like polling, any 5xx is worth another try here
                 if isinstance(exc, RateLimitedError):  # the next turn waits for the pause
-                    wait = exc.retry_after if exc.retry_after is not None else self.policy.error_backoff
-                    self._pause_until = max(self._pause_until, self._loop.time() + wait)
+                    self._limited(exc.retry_after, self.policy.error_backoff)
                 else:
                     await asyncio.sleep(self.policy.error_delay(attempt, self._rng))
                 continue
@@ -437,6 +516,7 @@ class Poller:
         try:
             if state is not None:
                 state.polls += 1
+            self._sent += 1
             return await self._client.get_task(task_id, retry=False)
         finally:
             self._slots.release()
@@ -450,7 +530,14 @@ class Poller:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self._tick_interval)
+            self._adapt_rate()
             self._tick()
+
+    def _adapt_rate(self) -> None:
+        """Grow the budget back towards the ceiling while it is what holds polls back."""
+        used, self._sent = self._sent, 0
+        if self.budget.on_tick(self._loop.time(), self._tick_interval, used):
+            self._new_limiter()
 
     def _tick(self) -> None:
         if self._on_tick is None:

@@ -51,6 +51,8 @@ class Row:
     model: str | None = None
     seconds: float | None = None
     """Elapsed so far (active) or total latency (ended)."""
+    expected: float | None = None
+    """The latency its kind of task usually has (active tasks, once learned)."""
     ended: bool = False
     format: str | None = None
     duration: float | None = None
@@ -147,6 +149,37 @@ _TD_WRAP = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;m
 _COLUMNS = ("task", "type", "provider / model", "status", "time", "result", "error")
 
 
+def eta(elapsed: float | None, expected: float | None) -> tuple[float, float] | None:
+    """``(seconds left, progress 0..1)`` from elapsed and expected latency; progress stays
+    below 1 while the task runs, and ``seconds left`` is 0 once overdue."""
+    if elapsed is None or expected is None or expected <= 0:
+        return None
+    return max(0.0, expected - elapsed), min(0.95, max(0.0, elapsed / expected))
+
+
+def eta_text(elapsed: float | None, expected: float | None) -> str:
+    """``~12 s left`` (or ``any moment``), or ``""`` when nothing is learned yet."""
+    estimate = eta(elapsed, expected)
+    if estimate is None:
+        return ""
+    left = estimate[0]
+    return "any moment" if left < 0.5 else f"~{_seconds(left).replace('.0 s', ' s')} left"
+
+
+def _time_cell(row: Row) -> str:
+    """Elapsed time; for an active task with a learned latency, a progress bar and the ETA."""
+    text = _seconds(row.seconds)
+    estimate = None if row.ended else eta(row.seconds, row.expected)
+    if estimate is None:
+        return text
+    width = round(60 * estimate[1])
+    bar = (
+        '<div style="width:60px;height:4px;background:#eaeef2;border-radius:2px;margin-top:2px">'
+        f'<div style="width:{width}px;height:4px;background:#1f6feb;border-radius:2px"></div></div>'
+    )
+    return f'{text} <span style="color:#57606a">· {eta_text(row.seconds, row.expected)}</span>{bar}'
+
+
 def _result_cell(row: Row) -> str:
     if not row.format:
         return ""
@@ -175,7 +208,7 @@ def _row_html(row: Row) -> str:
         safe_text(row.type, 12),
         model,
         _badge(row.status),
-        _seconds(row.seconds),
+        _time_cell(row),
         _result_cell(row),
         _error_cell(row),
     )

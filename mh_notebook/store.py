@@ -12,6 +12,7 @@ e.g. ``~/.local/share/mh_notebook/journal.sqlite`` on Linux).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -82,6 +83,8 @@ class Watched(NamedTuple):
     task_id: str
     base_url: str
     first_seen_at: float
+    predicted_latency_s: float | None = None
+    """The first prediction of ``completed_at - created_at`` (seconds) made for the task."""
 
 
 def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
@@ -115,6 +118,13 @@ class Store(Protocol):
 
     def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
         """Record events durably, all or none (``wait`` as for :meth:`add_watched`)."""
+
+    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
+        """Record predicted latencies (``completed_at - created_at``, seconds) of watched tasks.
+
+        The first prediction of a task wins; unwatched tasks and NaN predictions are ignored.
+        One transaction (``wait`` as for :meth:`add_watched`).
+        """
 
     def events(self) -> list[Event]:
         """Every event, in the order observed."""
@@ -156,9 +166,19 @@ class MemoryStore:
 
     def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
         """Record tasks a watcher started watching (``wait`` is ignored)."""
+        rows = [Watched(*item) for item in items]
         with self._lock:
-            for item in items:
+            for item in rows:
                 self._watched.setdefault(item.task_id, item)
+
+    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
+        """Record the first predicted latency of each watched task (``wait`` is ignored)."""
+        rows = _predictions(items)
+        with self._lock:
+            for task_id, predicted in rows:
+                known = self._watched.get(task_id)
+                if known is not None and known.predicted_latency_s is None:
+                    self._watched[task_id] = known._replace(predicted_latency_s=predicted)
 
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event (``wait`` is ignored)."""
@@ -207,6 +227,12 @@ class MemoryStore:
         self._closed = True
 
 
+def _predictions(items: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``(task_id, seconds)`` pairs as floats, NaN predictions left out (they predict nothing)."""
+    pairs = [(task_id, float(predicted)) for task_id, predicted in items]
+    return [(task_id, predicted) for task_id, predicted in pairs if not math.isnan(predicted)]
+
+
 def _unfinished(watched: list[Watched], events: list[Event], base_url: str) -> list[str]:
     last = {e.task_id: e.status for e in events}
     return [w.task_id for w in watched if w.base_url == base_url and last.get(w.task_id) not in ENDED]
@@ -234,6 +260,9 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX watched_base_url ON watched(base_url, first_seen_at);
     CREATE INDEX events_status ON events(status);
     """,  # 1 -> 2: the journal is queried per base URL and for recent ends
+    """
+    ALTER TABLE watched ADD COLUMN predicted_latency_s REAL
+    """,  # 2 -> 3: the poller's first latency prediction per task (NULL for older rows)
 )
 """SQL scripts; ``_MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -368,9 +397,16 @@ class SQLiteStore:
 
     def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
         """Record tasks a watcher started watching (one transaction; ``wait`` as for :meth:`add_many`)."""
-        rows = list(items)
+        rows = [Watched(*item) for item in items]
         with self._write(wait) as db:
-            db.executemany("INSERT OR IGNORE INTO watched VALUES (?, ?, ?)", rows)
+            db.executemany(f"INSERT OR IGNORE INTO watched ({_WATCHED_COLS}) VALUES ({_WATCHED_MARKS})", rows)
+
+    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
+        """Record the first predicted latency of each watched task (one transaction; ``wait``
+        as for :meth:`add_many`): later predictions and unwatched tasks change nothing."""
+        rows = [(predicted, task_id) for task_id, predicted in _predictions(items)]
+        with self._write(wait) as db:
+            db.executemany(_PREDICT_SQL, rows)
 
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
@@ -397,7 +433,7 @@ class SQLiteStore:
 
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
-        rows = self._query("SELECT task_id, base_url, first_seen_at FROM watched ORDER BY first_seen_at")
+        rows = self._query(f"SELECT {_WATCHED_COLS} FROM watched ORDER BY first_seen_at")
         return [Watched(*row) for row in rows]
 
     def unfinished(self, base_url: str) -> list[str]:
@@ -434,6 +470,9 @@ class SQLiteStore:
 
 _COLS = ", ".join(Event._fields)
 _MARKS = ", ".join("?" * len(Event._fields))
+_WATCHED_COLS = ", ".join(Watched._fields)
+_WATCHED_MARKS = ", ".join("?" * len(Watched._fields))
+_PREDICT_SQL = "UPDATE watched SET predicted_latency_s = ? WHERE task_id = ? AND predicted_latency_s IS NULL"
 _SCOPE_SQL = "JOIN watched AS w ON w.task_id = e.task_id AND w.base_url = ?"
 _RECENT_ENDS_SQL = f"""
 SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM events AS e {{scope}}
@@ -445,12 +484,12 @@ _REDUCE_SQL = f"""
 SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
-       s.started_at, s.seen_end, s.polls
+       s.started_at, s.seen_end, s.polls, w.predicted_latency_s
 FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 UNION ALL
-SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls
+SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 WHERE s.task_id NOT IN (SELECT task_id FROM watched)
 """

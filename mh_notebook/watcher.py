@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .client import check_task_id, resolve_settings
+from .clock import ClockOffset
 from .engine import engine_for
 from .errors import AuthenticationError, ModelHunterError
 from .models import Task
@@ -126,7 +127,7 @@ class TaskWatcher:
         if self._stopped:
             raise RuntimeError("this watcher has been stopped; create a new one")
         ids = [item.id if isinstance(item, Task) else check_task_id(item) for item in items]
-        now = time.time()
+        now = self._engine.clock.server_now(time.time())  # journal times are the server's
         self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
         with self._lock:
             self._ids.update(dict.fromkeys(ids))
@@ -240,6 +241,13 @@ class TaskWatcher:
     def auth_error(self) -> AuthenticationError | None:
         """The 401/403 that stopped polling, if the key has not worked since."""
         return self._engine.poller.auth_error
+
+    @property
+    def clock_offset(self) -> ClockOffset:
+        """How far the API's clock runs ahead of this machine's (negative: behind), as
+        learned from its ``Date`` headers and timestamps: ``.offset`` and ``.error`` in
+        seconds. Every comparison of a server timestamp with local time goes through it."""
+        return self._engine.clock
 
     @property
     def engine(self) -> Any:
@@ -418,11 +426,17 @@ class TaskWatcher:
             return Row(state.task_id, status, problem=state.last_error, ended=state.ended)
         first = task.result[0] if task.result else None
         end = task.completed_at.timestamp() if task.completed_at else None
-        start = task.created_at.timestamp() if task.created_at else state.first_seen_at
-        seconds = None if start is None else ((end if end is not None else time.time()) - start)
+        start: float | None = state.first_seen_at
+        now = time.time()
+        if task.created_at is not None:  # both on the server's clock
+            start, now = task.created_at.timestamp(), self._engine.clock.server_now(now)
+        seconds = None if start is None else ((end if end is not None else now) - start)
+        expected = (
+            None if state.ended else self._engine.latency.predict((task.provider or "?", task.model or "?"))
+        )
         return Row(
             task.id, str(task.status), task.type, task.provider, task.model,
-            seconds=seconds, ended=state.ended,
+            seconds=seconds, ended=state.ended, expected=expected,
             format=first.format if first else None,
             duration=first.duration if first else None,
             size_bytes=first.size_bytes if first else None,

@@ -335,7 +335,9 @@ def read_history_events(journal: Path) -> Iterator[Event]:
 
 def test_history_after_stop_reads_the_closed_journal(sim: Simulator, tmp_path: Path) -> None:
     task_id = sim.submit(model="seedream-4.0", latency=2)
-    with TaskWatcher(sim.api_key, sim.url, store=tmp_path / "j.sqlite", display="none", time_scale=SPEED) as w:
+    with TaskWatcher(
+        sim.api_key, sim.url, store=tmp_path / "j.sqlite", display="none", time_scale=SPEED
+    ) as w:
         w.watch(task_id)
         w.wait(timeout=30)
     assert w.store.closed

@@ -247,10 +247,13 @@ def test_two_processes_share_one_journal(tmp_path: Path) -> None:
 
 
 def test_watched_but_never_observed_tasks_are_in_the_history() -> None:
-    frame = history_frame([], [Watched("task_a", "http://x", 1000.0)])
-    assert frame["task_id"].tolist() == ["task_a"]
+    frame = history_frame(
+        [], [Watched("task_a", "http://x", 1000.0), Watched("task_b", "http://x", 1001.0, 8.5)]
+    )
+    assert frame["task_id"].tolist() == ["task_a", "task_b"]
     assert frame["first_seen_at"].iloc[0] == pd.Timestamp(1000.0, unit="s", tz="UTC")
     assert pd.isna(frame["status"].iloc[0])
+    assert pd.isna(frame["predicted_latency_s"].iloc[0]) and frame["predicted_latency_s"].iloc[1] == 8.5
 
 
 def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
@@ -272,6 +275,7 @@ def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
         store.add_watched(watched)
         for e in events:
             store.add(e)
+        store.set_predictions([("a", 25.0), ("b", 21.0), ("a", 40.0), ("z", 1.0)])
     from_sql, from_memory = read_history(sqlite), read_history(memory)
     pd.testing.assert_frame_equal(from_sql, from_memory)
     frame = from_sql.set_index("task_id")
@@ -282,6 +286,7 @@ def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
         30.5,
     )
     assert frame.loc["a", "detection_delay_s"] == pytest.approx(0.5)
+    assert frame["predicted_latency_s"].dropna().to_dict() == {"a": 25.0, "b": 21.0}
     assert frame.loc["a", "queue_s"] == pytest.approx(10.0)
     assert frame.loc["b", "error_code"] == "PROVIDER_ERROR"
     assert frame.loc["c", "not_found"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import sqlite3
 import threading
@@ -56,6 +57,18 @@ def _v1_copy(tmp_path: Path) -> Path:
     return copy
 
 
+def _v2_copy(tmp_path: Path) -> Path:
+    """The v1 fixture upgraded to schema 2 by the migration scripts themselves (as 0.2 would)."""
+    path = _v1_copy(tmp_path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(store_module._MIGRATIONS[1])
+        db.execute("PRAGMA user_version = 2")
+    finally:
+        db.close()
+    return path
+
+
 def _ev(task_id: str, status: str, at: float, polls: int = 1, **kw: Any) -> Event:
     return Event(task_id, status, at, polls, "video", "vidu", "viduq3-turbo", 100.0, **kw)
 
@@ -72,12 +85,33 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
     path = _v1_copy(tmp_path)
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     SQLiteStore(path).close()
-    assert _sql(path, "PRAGMA user_version") == [(2,)] and SCHEMA_VERSION == 2
+    assert _sql(path, "PRAGMA user_version") == [(3,)] and SCHEMA_VERSION == 3
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_task", "watched_base_url", "events_status"} <= indexes
+    _assert_reads_as_0_1_0(path, expected)
+
+
+def _assert_reads_as_0_1_0(path: Path, expected: dict[str, Any]) -> None:
+    """The history of an upgraded fixture is what 0.1.0 read, with no predictions."""
     frame = read_history(path)
-    assert _script().summarise(frame.drop(columns="base_url")) == expected["tasks"]
+    assert _script().summarise(frame.drop(columns=["base_url", "predicted_latency_s"])) == expected["tasks"]
     assert dict(zip(frame["task_id"], frame["base_url"].astype(str), strict=True)) == expected["base_urls"]
+    assert frame["predicted_latency_s"].isna().all()
+
+
+def test_a_v2_journal_is_upgraded_with_its_data_intact(tmp_path: Path) -> None:
+    path = _v2_copy(tmp_path)
+    expected = json.loads((DATA / "journal-v1.expected.json").read_text())
+    watched, events = _sql(path, "SELECT * FROM watched"), _sql(path, "SELECT * FROM events")
+    store = SQLiteStore(path)
+    assert _sql(path, "PRAGMA user_version") == [(3,)]
+    assert _sql(path, "SELECT * FROM watched") == [(*row, None) for row in watched]
+    assert _sql(path, "SELECT * FROM events") == events
+    assert all(w.predicted_latency_s is None for w in store.watched())
+    _assert_reads_as_0_1_0(path, expected)
+    store.set_predictions([("task_v1_unseen", 42.5)])
+    store.close()
+    assert read_history(path).set_index("task_id").loc["task_v1_unseen", "predicted_latency_s"] == 42.5
 
 
 def test_an_upgraded_v1_journal_is_writable(tmp_path: Path) -> None:
@@ -105,7 +139,7 @@ def test_a_newer_journal_is_refused_and_left_untouched(tmp_path: Path) -> None:
     db.commit()
     db.close()
     before = path.read_bytes()
-    with pytest.raises(JournalError, match=r"schema version 99, .* reads versions up to 2"):
+    with pytest.raises(JournalError, match=rf"schema version 99, .* reads versions up to {SCHEMA_VERSION}"):
         SQLiteStore(path)
     with pytest.raises(JournalError, match="schema version 99"):
         read_history(path)
@@ -156,6 +190,7 @@ def _filled(store: MemoryStore | SQLiteStore) -> MemoryStore | SQLiteStore:
     store.add(_ev("d", "succeeded", 112.0, 1, completed_at=111.0))  # observed, never watched
     store.add(_ev("c", "running", 113.0, 2))
     store.add(_ev("c", "failed", 114.0, 4, completed_at=113.5))
+    store.set_predictions([("a", 9.5), ("c", 12.0), ("d", 3.0)])  # d was never watched
     return store
 
 
@@ -189,6 +224,11 @@ def test_history_has_base_url_and_keeps_to_task_ids(tmp_path: Path) -> None:
     assert {c: str(t) for c, t in frames[1].dtypes.items()} == HISTORY_COLUMNS
     assert frame["base_url"].to_dict() == {"a": "u1", "b": "u2", "c": "u1", "d": frame.loc["d", "base_url"]}
     assert pd.isna(frame.loc["d", "base_url"])
+    columns = list(HISTORY_COLUMNS)
+    assert columns[columns.index("latency_s") + 1] == "predicted_latency_s"
+    assert frame["predicted_latency_s"].to_dict() == pytest.approx(
+        {"a": 9.5, "b": math.nan, "c": 12.0, "d": math.nan}, nan_ok=True
+    )
     wanted = {"c", "d", "unknown"}
     mine = [store_history(s, {"c": 9}, task_ids=wanted) for s in (memory, sqlite)]
     pd.testing.assert_frame_equal(*mine)
@@ -198,6 +238,45 @@ def test_history_has_base_url_and_keeps_to_task_ids(tmp_path: Path) -> None:
     none = store_history(sqlite, task_ids=[])
     assert none.empty and list(none.columns) == list(HISTORY_COLUMNS)
     assert len(read_history(sqlite)) == 4
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@pytest.mark.parametrize("make", STORES, ids=["memory", "sqlite"])
+def test_the_first_prediction_of_a_watched_task_wins(tmp_path: Path, make: Callable[[Path], Any]) -> None:
+    store = make(tmp_path)
+    store.add_watched([Watched("a", "u", 100.0), Watched("b", "u", 101.0), Watched("c", "u", 102.0, 7.0)])
+    store.set_predictions([("a", 30.0), ("zz", 5.0), ("b", math.nan)])
+    store.set_predictions(iter([("a", 99.0), ("b", 12.5), ("b", 13.0), ("c", 1.0)]), wait=0.0)
+    store.add_watched([Watched("a", "u", 50.0, 1.0), Watched("d", "u", 103.0, 4.25)])  # a: ignored
+    expected = [
+        Watched("a", "u", 100.0, 30.0), Watched("b", "u", 101.0, 12.5),
+        Watched("c", "u", 102.0, 7.0), Watched("d", "u", 103.0, 4.25),
+    ]  # fmt: skip
+    assert store.watched() == expected
+    if isinstance(store, SQLiteStore):
+        store.close()
+        store = SQLiteStore(store.path)
+        assert store.watched() == expected
+    predicted = store_history(store).set_index("task_id")["predicted_latency_s"]
+    assert predicted.to_dict() == {"a": 30.0, "b": 12.5, "c": 7.0, "d": 4.25}
+    store.close()
+
+
+def test_predictions_in_a_memory_stores_history_match_sqlite(tmp_path: Path) -> None:
+    stores: list[MemoryStore | SQLiteStore] = [MemoryStore(), SQLiteStore(tmp_path / "j.sqlite")]
+    for store in stores:
+        store.add_watched([Watched("a", "u", 100.0), Watched("b", "u", 100.5)])
+        store.add(_ev("a", "succeeded", 131.0, 2, completed_at=130.5))
+        store.add(_ev("e", "running", 120.0))  # observed, never watched
+        store.set_predictions([("a", 28.0), ("e", 1.0)])
+    memory, sqlite = store_history(stores[0]), read_history(stores[1])
+    pd.testing.assert_frame_equal(memory, sqlite)
+    row = memory.set_index("task_id").loc["a"]
+    assert (row["latency_s"], row["predicted_latency_s"]) == (30.5, 28.0)
+    assert memory["predicted_latency_s"].isna().tolist() == [False, True, True]
+    assert str(memory["predicted_latency_s"].dtype) == "float64"
 
 
 # ------------------------------------------------------- no silent creation
@@ -247,6 +326,8 @@ def test_a_bounded_write_gives_up_while_another_connection_writes(tmp_path: Path
             store.add(events[0], wait=0.05)
         with pytest.raises(JournalBusyError):
             store.add_watched([Watched("a", "u", 100.0)], wait=0.0)
+        with pytest.raises(JournalBusyError, match="nothing was written"):
+            store.set_predictions([("a", 10.0)], wait=0.0)
         assert store.events() == [] and store.watched() == []  # nothing half-written
         writer = threading.Thread(target=store.add, args=(_ev("z", "queued", 105.0),))
         writer.start()  # no wait: blocks (up to 30 s) for the lock, as before
@@ -267,6 +348,8 @@ def test_memory_store_accepts_wait() -> None:
     store.add_watched([Watched("a", "u", 100.0)], wait=0.0)
     store.add(_ev("a", "running", 110.0), wait=0.0)
     store.add_many([_ev("a", "succeeded", 120.0, 2, completed_at=119.0)], wait=0.0)
+    store.set_predictions([("a", 18.0)], wait=0.0)
+    assert store.watched() == [Watched("a", "u", 100.0, 18.0)]
     assert [e.status for e in store.events()] == ["running", "succeeded"]
 
 
@@ -284,6 +367,7 @@ def test_close_is_idempotent_and_a_closed_journal_refuses_use(tmp_path: Path) ->
         sqlite.events, sqlite.watched, sqlite.reduced_rows, lambda: sqlite.unfinished("u"),
         lambda: sqlite.recent_ends(5), lambda: sqlite.add(_ev("a", "queued", 1.0)),
         lambda: sqlite.add_many([]), lambda: sqlite.add_watched([]), lambda: read_history(sqlite),
+        lambda: sqlite.set_predictions([]),
     ]  # fmt: skip
     for call in calls:
         with pytest.raises(JournalError, match=r"the journal '.*j\.sqlite' is closed"):

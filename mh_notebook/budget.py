@@ -1,0 +1,87 @@
+"""The request budget: how many requests per second to send, learned from the server.
+
+``rate_limit=`` is a ceiling, not a target. The server's own limit (per key, unknown,
+maybe lower) shows itself through 429 answers; :class:`AdaptiveRate` settles just under
+it, AIMD-style: on a 429 the rate drops by ``decrease`` (once per pause, however many
+requests were already in flight), and while the budget is really used it grows back:
+quickly while well under the rate at which the last 429 came, slowly near it. So a
+server limit is probed about once a minute instead of every few seconds.
+
+Which request to spend the budget on is :func:`poll_priority`'s business. Both are pure:
+no clock of their own, every method takes the time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["AdaptiveRate", "poll_priority"]
+
+
+@dataclass
+class AdaptiveRate:
+    """Requests per second to send: at most ``ceiling``, lowered by 429s, regrown by use."""
+
+    ceiling: float
+    """The user's ``rate_limit``: never exceeded."""
+    decrease: float = 0.7
+    """Factor applied to the rate on a 429."""
+    fast_growth: float = 0.05
+    """Growth per second while well under the rate of the last 429 (or none seen)."""
+    slow_growth: float = 0.004
+    """Growth per second near the rate of the last 429."""
+    near: float = 0.85
+    """"Near" means above this share of the rate at the last 429."""
+    floor: float = 0.1
+    """The rate never goes below this (requests per second)."""
+
+    def __post_init__(self) -> None:
+        self.rate = self.ceiling
+        """The current rate (requests per second)."""
+        self.limited_at: float | None = None
+        """The rate when the last 429 came (the server's limit is about there)."""
+        self._hold_until = -math.inf
+
+    def set_ceiling(self, ceiling: float) -> None:
+        """A new ceiling (a watcher with a lower ``rate_limit`` attached, or one left)."""
+        self.ceiling = ceiling
+        self.rate = min(self.rate if self.limited_at is not None else ceiling, ceiling)
+
+    def on_limited(self, now: float, retry_after: float | None) -> bool:
+        """A 429 arrived at ``now``; returns True if the rate changed.
+
+        429s answering requests sent before the previous decrease took effect (the same
+        burst) lower nothing more.
+        """
+        if now < self._hold_until:
+            return False
+        self.limited_at = self.rate
+        self.rate = max(self.floor, min(self.rate * self.decrease, self.ceiling))
+        self._hold_until = now + max(1.0, retry_after or 0.0)
+        return True
+
+    def on_tick(self, now: float, seconds: float, used: float) -> bool:
+        """``seconds`` passed in which ``used`` requests were sent; grow if the budget was
+        the bottleneck. Returns True if the rate changed."""
+        if now < self._hold_until or self.rate >= self.ceiling or seconds <= 0:
+            return False
+        if used < 0.8 * self.rate * seconds:  # demand was lower: nothing learned about the server
+            return False
+        near = self.limited_at is not None and self.rate >= self.near * self.limited_at
+        growth = self.slow_growth if near else self.fast_growth
+        self.rate = min(self.ceiling, self.rate * (1.0 + growth * seconds))
+        return True
+
+
+def poll_priority(overdue: float, gap: float, since_polled: float, max_interval: float) -> float:
+    """How much a poll is worth now, when more polls are due than the budget allows.
+
+    ``overdue`` is how late the poll already is, ``gap`` the interval its schedule asked
+    for (small near a predicted end and for young, short tasks; large far from an end),
+    so ``overdue / gap`` is how much of its own tolerance is used up. A task not asked
+    for ``max_interval`` comes before everything: nothing starves.
+    """
+    if since_polled >= max_interval:
+        return 1e9 + since_polled
+    return max(0.0, overdue) / max(gap, 0.05)

@@ -1,0 +1,94 @@
+"""The server's clock, learned: how far it runs ahead of (or behind) this machine's.
+
+Server timestamps (``created_at``, ``completed_at``) and local time only meet through
+``offset = server clock - local clock``. Two kinds of evidence bound it, and both are kept
+as an interval ``[lo, hi]`` that only narrows:
+
+- a ``Date`` header (1 s resolution, floored) on a response to a request sent at local
+  ``t0`` and received at ``t1``: the server wrote it at some server time in
+  ``[date, date + 1)``, which was local time in ``[t0, t1]``, so
+  ``date - t1 <= offset < date + 1 - t0``;
+- any server timestamp ``ts`` in a body received at ``t1`` lies in the server's past:
+  ``offset >= ts - t1``. A task first seen right after it was created makes this tight.
+
+``offset`` is the middle of the interval and ``error`` its half-width: the true offset is
+within ``offset ± error`` as long as neither clock jumps. Bounds that contradict each
+other (a clock was stepped) restart the estimate from the newest evidence. Pure: no I/O,
+no clock of its own; every method takes the local times it needs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import threading
+from dataclasses import dataclass, field
+
+__all__ = ["ClockOffset"]
+
+_SLACK = 0.002
+"""Rounding of timestamps (ms) and of local time readings, in seconds."""
+
+
+@dataclass
+class ClockOffset:
+    """An interval estimate of ``server clock - local clock`` in seconds (thread-safe)."""
+
+    lo: float = -math.inf
+    """The offset is at least this."""
+    hi: float = math.inf
+    """The offset is at most this."""
+    samples: int = 0
+    """Pieces of evidence taken into account."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def known(self) -> bool:
+        """True once any evidence has been seen."""
+        return self.samples > 0
+
+    @property
+    def offset(self) -> float:
+        """Best estimate in seconds: the middle of the interval once it is bounded on both
+        sides; before that, the nearest offset to 0 that the evidence allows (a body
+        timestamp alone only proves the server is not further behind than it says)."""
+        lo, hi = self.lo, self.hi
+        if math.isinf(lo) or math.isinf(hi):
+            return min(max(0.0, lo), hi)
+        return (lo + hi) / 2
+
+    @property
+    def error(self) -> float:
+        """Half-width of the interval: the most the estimate can be off (``inf`` if unbounded)."""
+        return (self.hi - self.lo) / 2
+
+    def server_now(self, local_now: float) -> float:
+        """The server's clock at local time ``local_now``."""
+        return local_now + self.offset
+
+    def observe_date(self, sent_at: float, received_at: float, date: str | None) -> None:
+        """Take a response's ``Date`` header into account (ignored if absent or unparsable)."""
+        if not date:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return
+        self._narrow(server - received_at - _SLACK, server + 1.0 - sent_at + _SLACK)
+
+    def observe_timestamp(self, server_ts: float, received_at: float) -> None:
+        """Take a server timestamp from a body received at local ``received_at`` into account."""
+        self._narrow(server_ts - received_at - _SLACK, math.inf)
+
+    def _narrow(self, lo: float, hi: float) -> None:
+        with self._lock:
+            new_lo, new_hi = max(self.lo, lo), min(self.hi, hi)
+            if new_lo > new_hi:  # contradiction: a clock was stepped; trust the newest evidence
+                new_lo, new_hi = lo, hi
+            self.lo, self.hi = new_lo, new_hi
+            self.samples += 1
+
+    def __repr__(self) -> str:
+        if not self.known:
+            return "ClockOffset(unknown)"
+        return f"ClockOffset({self.offset:+.3f} s ± {self.error:.3f} s, {self.samples} samples)"
