@@ -443,7 +443,10 @@ class Poller:
     def _next_delay(self, state: TaskState, task: Task) -> float:
         """The schedule's next gap for ``task``, its age taken on the server's clock."""
         if task.created_at is not None:
-            elapsed = self.clock.server_now(time.time()) - task.created_at.timestamp()
+            created = task.created_at.timestamp()
+            if task.created_at.microsecond == 0:  # whole seconds: floored, so half a second on average
+                created += 0.5
+            elapsed = self.clock.server_now(time.time()) - created
         else:
             elapsed = time.time() - (state.first_seen_at or time.time())
         elapsed = max(0.0, elapsed)

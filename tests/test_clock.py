@@ -1,0 +1,74 @@
+"""The learned server clock offset, as pure numbers: no sleeps, no network."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+
+import pytest
+
+from mh_notebook.clock import ClockOffset
+
+
+def _answers(
+    offset: float, n: int, seed: int = 0, start: float = 1_795_000_000.0
+) -> list[tuple[float, float, str]]:
+    """``n`` responses of a server whose clock is ``offset`` ahead: (sent, received, Date)."""
+    rng = random.Random(seed)
+    out = []
+    t = start
+    for _ in range(n):
+        t += rng.uniform(0.05, 1.7)  # polls at irregular times: every phase of the second
+        rtt = rng.uniform(0.002, 0.03)
+        written = t + rng.uniform(0, rtt) + offset
+        out.append((t, t + rtt, email.utils.formatdate(written, usegmt=True)))
+    return out
+
+
+@pytest.mark.parametrize("skew", [-600.0, -120.0, -0.4, 0.0, 0.7, 30.0, 120.0, 600.0])
+def test_date_headers_pin_the_offset(skew: float) -> None:
+    clock = ClockOffset()
+    for sent, received, date in _answers(skew, 60):
+        clock.observe_date(sent, received, date)
+    assert abs(clock.offset - skew) <= clock.error  # the documented bound holds
+    assert clock.error < 0.1  # and is tight after a minute of polling
+
+
+def test_one_date_header_is_within_a_second() -> None:
+    clock = ClockOffset()
+    ((sent, received, date),) = _answers(42.0, 1)
+    clock.observe_date(sent, received, date)
+    assert abs(clock.offset - 42.0) <= clock.error <= 0.55
+
+
+def test_a_fresh_task_bounds_a_server_ahead() -> None:
+    clock = ClockOffset()
+    received = 1_795_000_000.0
+    clock.observe_timestamp(received + 120.0 - 0.05, received)  # created 50 ms before we asked
+    assert clock.offset == pytest.approx(119.948, abs=0.01)
+
+
+def test_an_old_task_alone_does_not_invent_a_skew() -> None:
+    clock = ClockOffset()
+    received = 1_795_000_000.0
+    clock.observe_timestamp(received - 300.0, received)  # created five minutes ago
+    assert clock.offset == 0.0
+    assert clock.known
+
+
+def test_a_stepped_clock_restarts_the_estimate() -> None:
+    clock = ClockOffset()
+    for sent, received, date in _answers(0.0, 20):
+        clock.observe_date(sent, received, date)
+    for sent, received, date in _answers(100.0, 20, seed=1, start=1_795_000_100.0):  # stepped
+        clock.observe_date(sent, received, date)
+    assert abs(clock.offset - 100.0) <= max(clock.error, 1.0)
+
+
+@pytest.mark.parametrize("date", [None, "", "yesterday", "Thu, 99 Foo 2025 10:00:00 GMT"])
+def test_missing_or_garbled_dates_are_ignored(date: str | None) -> None:
+    clock = ClockOffset()
+    clock.observe_date(1.0, 2.0, date)
+    assert not clock.known
+    assert clock.offset == 0.0
+    assert "unknown" in repr(clock)

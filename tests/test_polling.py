@@ -1,0 +1,138 @@
+"""Polling under real-service conditions, against the simulator over real HTTP: a server
+clock that is not ours, a server rate limit below the watcher's, more polls due than the
+budget allows, and the ETA learned from latencies.
+
+Detection times are measured at the simulator (its request log, on the real clock), not
+from what the watcher believes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from mh_notebook.render import eta_text
+from mh_notebook.sim import Simulator
+from mh_notebook.watcher import TaskWatcher
+
+SPEED = 20.0
+
+
+def _detection_delays(sim: Simulator, ids: list[str]) -> list[float]:
+    """Real seconds from each task's true end to the first answer after it."""
+    log = list(sim.request_log)
+    delays = []
+    for task_id in ids:
+        end = sim.timeline(task_id)["end"]
+        delays.append(min(t for t, tid, code in log if tid == task_id and code == 200 and t >= end) - end)
+    return delays
+
+
+def _run(skew: float, whole_seconds: bool = False) -> tuple[float, list[float], float, float]:
+    """Five 50-85 s tasks at speed 50 under this server clock: (requests/task, detection
+    delays in real seconds, learned offset, its error bound)."""
+    with Simulator(seed=4, speed=50, clock_skew=skew, whole_seconds=whole_seconds) as sim:
+        ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in range(50, 90, 8)]
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=50) as w:
+            w.watch(ids)
+            w.wait(timeout=60)
+            offset, error = w.clock_offset.offset, w.clock_offset.error
+        requests = sum(sim.requests[i] for i in ids) / len(ids)
+        return requests, _detection_delays(sim, ids), offset, error
+
+
+def test_a_skewed_server_clock_is_learned_and_does_not_fool_the_schedule() -> None:
+    control, _, _, _ = _run(0.0)
+    for skew in (-120.0, 120.0, 600.0):
+        requests, delays, offset, error = _run(skew)
+        assert abs(offset - skew) <= error + 0.01, (skew, offset, error)
+        assert error < 0.6
+        # the skew taken as age: gaps of max_interval (0.6 s), a few requests and late ends;
+        # taken as youth: a poll every min_interval (16 ms), three times the requests
+        assert 0.6 * control <= requests <= 1.4 * control, (skew, requests, control)
+        assert statistics.mean(delays) < 0.15, (skew, delays)
+
+
+def test_whole_second_timestamps_still_pin_the_offset() -> None:
+    # at speed 50 a whole second is 50 simulated seconds: only the clock is checked here
+    # (benchmarks/polling_conditions.py measures the schedule at a realistic speed)
+    _, _, offset, error = _run(30.0, whole_seconds=True)
+    assert abs(offset - 30.0) <= error + 0.01
+    assert error < 0.6
+
+
+def test_a_server_limit_below_the_ceiling_is_learned() -> None:
+    with Simulator(seed=5, speed=1, rate_limit=12.0, rate_burst=12.0) as sim:
+        ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(40)]  # wants ~50 req/s
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=40) as w:
+            w.watch(ids)
+            time.sleep(4.0)  # settling
+            start = time.time()
+            time.sleep(6.0)
+            rate = w.engine.poller.effective_rate
+        answers = [code for t, _, code in sim.request_log if t >= start]
+    share_429 = answers.count(429) / len(answers)
+    assert share_429 < 0.15, share_429  # bouncing off the limit at 40 req/s would be ~70%
+    assert answers.count(200) / 6.0 > 0.6 * 12.0  # and the server's budget is used
+    assert rate < 12.0 * 1.2
+
+
+def test_short_tasks_jump_the_queue_when_the_budget_is_short() -> None:
+    with Simulator(seed=6, speed=1) as sim:
+        long_ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(30)]
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=5, burst=1) as w:
+            w.watch(long_ids)  # wants ~37 req/s: far over the budget
+            time.sleep(2.0)
+            short_ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=3.0) for _ in range(3)]
+            w.watch(short_ids)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(
+                i in w.tasks and w.tasks[i].is_terminal for i in short_ids
+            ):
+                time.sleep(0.05)
+            delays = _detection_delays(sim, short_ids)
+    # in arrival order each poll would wait behind ~30 others (~6 s at 5 req/s)
+    assert max(delays) < 2.5, delays
+    assert all(sim.requests[i] > 0 for i in long_ids)  # nobody starves
+
+
+def test_predictions_are_journalled_and_shown_as_an_eta(sim: Simulator) -> None:
+    learn = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (5, 6, 7, 6)]
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=100) as w:
+        w.watch(learn)
+        w.wait(timeout=30)
+        later = sim.submit(model="seedream-4.5", outcome="succeeded", latency=200)
+        w.watch(later)
+        deadline = time.monotonic() + 10
+        while later not in w.tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (row,) = [r for r in w.snapshot().rows if r.task_id == later]
+        assert row.expected == pytest.approx(0.06, rel=0.3)  # server seconds at speed 100
+        w.wait(timeout=30)
+        history = w.history().set_index("task_id")
+    assert history.loc[later, "predicted_latency_s"] == pytest.approx(0.06, rel=0.3)
+    assert history.loc[learn, "predicted_latency_s"].isna().all()  # nothing was known then
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected", "text"),
+    [
+        (2.0, 14.0, "~12 s left"),
+        (13.8, 14.0, "any moment"),
+        (30.0, 14.0, "any moment"),  # overdue: never a negative ETA
+        (5.0, None, ""),
+        (None, 14.0, ""),
+        (10.0, 130.0, "~2 min 00 s left"),
+    ],
+)
+def test_eta_text(elapsed: float | None, expected: float | None, text: str) -> None:
+    assert eta_text(elapsed, expected) == text
+
+
+def test_progress_stays_below_one_while_running() -> None:
+    from mh_notebook.render import eta
+
+    assert eta(30.0, 14.0) == (0.0, 0.95)
+    assert eta(7.0, 14.0) == (7.0, 0.5)
