@@ -170,7 +170,7 @@ class LatencyModel:
 
     min_samples: int = 3
     keep: int = 200
-    half_life: float = 8.0
+    half_life: float = 4.0
     """Samples after which an older latency weighs half as much."""
     _ends: dict[tuple[str, str], deque[tuple[float, bool]]] = field(default_factory=dict)
 

@@ -116,3 +116,46 @@ def test_failures_do_not_shape_the_window_but_count_as_early() -> None:
     assert window is not None and window[0] > 50
     assert model.early_share(key, window[0]) == pytest.approx(0.25)
     assert model.count(key) == 3
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        (1.0, 0.8),  # where early failures come (up to 3 s x 1.2): the plain schedule
+        (3.0, 0.8),
+        (5.0, 10.0),  # past it: sparse and geometric (2 x elapsed)
+        (12.0, 8.0 + 0.5 * 0.8),  # ...but never past the window's first poll (lo + half a gap)
+    ],
+)
+def test_early_ends_get_their_own_zone(elapsed: float, expected: float) -> None:
+    delay = NO_JITTER.next_delay(TaskStatus.RUNNING, elapsed, (20.0, 30.0), RNG, 0.2, 3.0)
+    assert delay == pytest.approx(min(expected, 20.0 + 0.4 - elapsed))
+
+
+@pytest.mark.parametrize(("before", "after"), [(10.0, 40.0), (40.0, 10.0)])
+def test_a_regime_change_is_followed_within_a_few_tasks(before: float, after: float) -> None:
+    model = LatencyModel()
+    key = ("p", "m")
+    for i in range(60):
+        model.add(key, before * (1 + 0.01 * (i % 3)))
+    for i in range(6):
+        model.add(key, after * (1 + 0.01 * (i % 3)))
+    window = model.window(key)
+    assert window is not None
+    assert window[0] <= after * 1.02 <= window[1]
+    predicted = model.predict(key)
+    assert predicted is not None
+    assert abs(math.log(predicted / after)) < abs(math.log(predicted / before))  # nearer the new regime
+
+
+def test_early_ends_are_modelled_apart() -> None:
+    model = LatencyModel()
+    key = ("p", "m")
+    for lat in (20.0, 21.0, 22.0, 20.5):
+        model.add(key, lat)
+    for lat in (1.0, 2.5):
+        model.add(key, lat, succeeded=False)  # moderation rejects
+    window = model.window(key)
+    assert window is not None
+    assert model.early_share(key, window[0]) == pytest.approx(2 / 6)
+    assert model.early_until(key, window[0]) == 2.5
