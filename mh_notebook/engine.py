@@ -137,19 +137,26 @@ class Engine:
         if last:
             self.poller.stop()
 
-    def watch(self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy) -> list[str]:
-        """Poll these tasks for ``sub`` (once, whoever else watches them); returns their ids."""
+    def watch(
+        self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy, fresh: Iterable[str] = ()
+    ) -> list[str]:
+        """Poll these tasks for ``sub`` (once, whoever else watches them); returns their ids.
+
+        ``fresh`` are the ids new to ``sub``: what is known of them already is journalled in
+        its journal unless another watcher of that journal watches them too.
+        """
         items = list(items)
+        mine = _store_key(sub.store)
         with self._lock:
-            ids = [item.id if isinstance(item, Task) else item for item in items]
-            known = self.poller.states(ids)
-            shared = {_store_key(o.store) for o in self._subs if o is not sub}
-        if _store_key(sub.store) not in shared:  # a journal new to these tasks gets their state so far
-            events = [
-                event_from_task(s.task, self.clock.server_now(s.fetched_at or 0.0), s.polls)
-                for s in known
-                if s.task
-            ]
+            ids = list(fresh)
+            others = [o for o in self._subs if o is not sub and _store_key(o.store) == mine]
+            new_here = [s for s in self.poller.states(ids) if not any(o.watches(s.task_id) for o in others)]
+        events = [  # a journal new to a known task gets its state so far
+            event_from_task(s.task, self.clock.server_now(s.fetched_at or 0.0), s.polls)
+            for s in new_here
+            if s.task is not None
+        ]
+        if events:
             self.poller.call_soon(self._journal_many, sub.store, events)
         return self.poller.watch(items, policy)
 

@@ -130,8 +130,9 @@ class TaskWatcher:
         now = self._engine.clock.server_now(time.time())  # journal times are the server's
         self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
         with self._lock:
+            fresh = [task_id for task_id in dict.fromkeys(ids) if task_id not in self._ids]
             self._ids.update(dict.fromkeys(ids))
-        self._engine.watch(self, items, self.policy)
+        self._engine.watch(self, items, self.policy, fresh)
         self._dirty = True
         self._settle_soon()
         return ids

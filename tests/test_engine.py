@@ -79,6 +79,10 @@ def test_a_task_watched_twice_is_polled_once_and_both_see_it(sim: Simulator) -> 
         assert a.wait(timeout=30)[task_id].status == b.wait(timeout=30)[task_id].status == "succeeded"
         assert a.polls[task_id] == b.polls[task_id] == sim.requests[task_id]
         assert a.store.events() and b.store.events()  # each journal got the changes
+        before = len(b.store.events())
+        b.watch(task_id)  # watched again: nothing new to journal
+        _settled(b)
+        assert len(b.store.events()) == before
 
 
 def test_refreshes_take_their_turn_in_the_rate_limit(sim: Simulator) -> None:
