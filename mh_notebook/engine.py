@@ -13,13 +13,19 @@ difference of two times on one clock, whatever the skew between the two machines
 Journal writes happen in the poller thread but never stall it: each waits at most
 ``JOURNAL_WAIT`` seconds for another process's lock; what could not be written is kept
 in order and written again on the next tick (the watchers show a notice meanwhile).
+
+The results of succeeded tasks are kept by the engine's :class:`~mh_notebook.results.Keeper`
+(:meth:`Engine.keep`): fetched once on the poller's loop, never holding up a poll; saved
+files are journalled like events.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -28,7 +34,9 @@ from .clock import ClockOffset
 from .models import Task
 from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller
-from .store import Event, JournalError, Store, event_from_task
+from .results import Keeper, KeepSpec, KeptResult
+from .store import Event, JournalError, SavedResult, Store, event_from_task
+from .team import TeamPolling
 
 __all__ = ["JOURNAL_WAIT", "Engine", "Subscriber", "engine_for"]
 
@@ -69,9 +77,12 @@ class Engine:
         self._subs: list[Subscriber] = []
         self._lock = threading.RLock()
         self._backlog: dict[object, list[Event]] = {}
+        self._saved_backlog: dict[object, dict[tuple[str, int], SavedResult]] = {}
         self._seeded: set[object] = set()
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
+        self.team: TeamPolling | None = None
+        """Shared polling through a team journal (PostgreSQL), once a watcher brings one."""
         self.clock = ClockOffset()
         """The server's clock relative to this machine's, learned from its answers."""
         self.poller = Poller(
@@ -86,10 +97,13 @@ class Engine:
             clock=self.clock,
             on_observation=self._observe,
             on_tick=self._tick,
+            on_close=lambda: self.keeper.aclose(),
             max_in_flight=max_in_flight,
             tick_interval=_TICK,
             name=f"mh-poller {base_url}",
         )
+        self.keeper = Keeper(self.poller, timeout=max(timeout or 60.0, 60.0))
+        """Fetches, keeps and saves the results of succeeded tasks (see :meth:`keep`)."""
 
     def __repr__(self) -> str:
         return (
@@ -115,6 +129,8 @@ class Engine:
             self._apply_rate()
             fresh = _store_key(sub.store) not in self._seeded
             self._seeded.add(_store_key(sub.store))
+            if self.team is None and _is_team(sub.store):
+                self.team = TeamPolling(sub.store, self.poller)  # type: ignore[arg-type]
         if fresh:
             ends = sub.store.recent_ends(2000, self.base_url)
             self.poller.call_soon(_learn, self.poller.latency, ends)
@@ -129,6 +145,9 @@ class Engine:
             ids = [s.task_id for s in self.poller.states() if sub.watches(s.task_id)]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
+            team, self.team = self.team, self.team if any(_is_team(o.store) for o in self._subs) else None
+            if team is not None and self.team is None:
+                self.poller.call_soon(team.close)
             if last:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
@@ -158,7 +177,21 @@ class Engine:
         ]
         if events:
             self.poller.call_soon(self._journal_many, sub.store, events)
-        return self.poller.watch(items, policy)
+        return self.poller.watch(items, policy, leased=not _is_team(sub.store))
+
+    def keep(self, task: Task, spec: KeepSpec) -> concurrent.futures.Future[list[KeptResult]]:
+        """Keep ``task``'s results as ``spec`` asks (on the poller's loop); saved files are
+        journalled in ``spec.store`` before the future is done."""
+        return self.poller.spawn(lambda: self._keep(task, spec))
+
+    async def _keep(self, task: Task, spec: KeepSpec) -> list[KeptResult]:
+        kept = await self.keeper.keep_task(task, spec)
+        rows = [row for row in (k.saved() for k in kept) if row is not None]
+        if rows and not spec.store.closed:  # a watcher stopped meanwhile closed its journal
+            waiting = self._saved_backlog.setdefault(_store_key(spec.store), {})
+            waiting.update(((r.task_id, r.idx), r) for r in rows)
+            self._write_saved(spec.store, wait=JOURNAL_WAIT)
+        return kept
 
     def _apply_rate(self) -> None:
         rate = min(s.rate_limit for s in self._subs)
@@ -175,7 +208,11 @@ class Engine:
         subs = [s for s in self.subscribers() if s.watches(obs.task_id)]
         if obs.kind in ("change", "not_found"):
             event = _event(obs, self.clock.server_now(obs.observed_at))
-            stores = {_store_key(s.store): s.store for s in subs}.values()
+            stores = [  # a change another process saw is in the team journal already
+                store
+                for store in {_store_key(s.store): s.store for s in subs}.values()
+                if not (obs.elsewhere and _is_team(store))
+            ]
             for store in stores:
                 self._journal_many(store, [event])
             if obs.previous is None:
@@ -220,36 +257,81 @@ class Engine:
         del waiting[:]
         self.journal_error = None
 
+    def _write_saved(self, store: Store, wait: float | None) -> None:
+        """Journal the saved result files waiting for ``store`` (kept for the next tick if busy)."""
+        waiting = self._saved_backlog.get(_store_key(store))
+        if not waiting:
+            return
+        try:
+            store.add_results(list(waiting.values()), wait=wait)
+        except Exception as exc:  # noqa: BLE001 - busy or broken, any store: kept, tried again
+            reason = exc.message if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
+            self.journal_error = f"journal writes delayed ({len(waiting)} saved files pending): {reason}"
+            return
+        waiting.clear()
+
+    @property
+    def notice(self) -> str | None:
+        """A problem every watcher of this API shows: the journal or the team journal."""
+        team = self.team.error if self.team is not None else None
+        return self.journal_error or team
+
     def _tick(self) -> None:
         subs = self.subscribers()
-        behind = {_store_key(s.store): s.store for s in subs if self._backlog.get(_store_key(s.store))}
+        if self.team is not None:
+            self._team_tick(subs)
+        behind = {
+            _store_key(s.store): s.store
+            for s in subs
+            if self._backlog.get(_store_key(s.store)) or self._saved_backlog.get(_store_key(s.store))
+        }
         for store in behind.values():
             self._write_backlog(store, wait=JOURNAL_WAIT)
+            self._write_saved(store, wait=JOURNAL_WAIT)
         for sub in subs:
             try:
                 sub.redraw()
             except Exception:
                 log.exception("a watcher failed to redraw")
 
+    def _team_tick(self, subs: list[Subscriber]) -> None:
+        """Leases and the others' changes for the tasks journalled in the team journal."""
+        assert self.team is not None
+        members = [s for s in subs if _is_team(s.store)]
+        states = [s for s in self.poller.states() if any(m.watches(s.task_id) for m in members)]
+        self.team.watched_ended([s.task_id for s in states if s.ended])
+        active = [s.task_id for s in states if not s.ended]
+        self.team.tick(time.time(), active, lambda t: any(m.watches(t) for m in members))
+
     def flush(self, store: Store, timeout: float = 40.0) -> None:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
-        if self.poller.in_poller_thread or not self.poller.running:
+
+        def write() -> None:
             self._write_backlog(store, wait=None)
+            self._write_saved(store, wait=None)
+
+        if self.poller.in_poller_thread or not self.poller.running:
+            write()
             return
         done = threading.Event()
 
         def run() -> None:
             try:
-                self._write_backlog(store, wait=None)
+                write()
             finally:
                 done.set()
 
         try:
             self.poller.call_soon(run)
         except RuntimeError:  # stopped meanwhile
-            self._write_backlog(store, wait=None)
+            write()
             return
         done.wait(timeout)
+
+
+def _is_team(store: Store) -> bool:
+    """A journal shared by processes on several machines, with leases (PostgreSQL)."""
+    return bool(getattr(store, "shared_polling", False))
 
 
 def _store_key(store: Store) -> object:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import Event, MemoryStore, SQLiteStore, Store, Watched, open_store
+from .store import Event, MemoryStore, SavedResult, SQLiteStore, Store, Watched, open_store
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -50,13 +50,16 @@ HISTORY_COLUMNS: dict[str, str] = {
     "format": "category",
     "duration_s": "float64",
     "size_bytes": "Int64",
+    "local_path": "string",
     "error_code": "category",
     "error_message": "string",
     "not_found": "bool",
 }
 """The columns of :func:`history_frame` and their dtypes (an empty history has them too).
 ``base_url`` is the API the task was watched against (missing if it never was);
-``predicted_latency_s`` the poller's first prediction of ``latency_s`` (NaN if none was made)."""
+``predicted_latency_s`` the poller's first prediction of ``latency_s`` (NaN if none was made);
+``local_path`` the file the first result was saved to (``TaskWatcher(save_to=...)``; missing
+if it was not saved)."""
 
 _EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
 _TERMINAL = ["succeeded", "failed", "cancelled"]
@@ -80,12 +83,13 @@ _PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls")]
 REDUCED_COLUMNS = [
     "task_id", "base_url", "status", "type", "provider", "model", "created_at", "completed_at",
     "n_results", "format", "duration_s", "size_bytes", "error_code", "error_message",
-    "first_seen_at", "started_at", "seen_end", "polls", "predicted_latency_s",
+    "first_seen_at", "started_at", "seen_end", "polls", "predicted_latency_s", "local_path",
 ]  # fmt: skip
 """Per-task columns of a reduced journal: the task's last informative event (the last one
 that is not ``expired``, else the last) plus first observation, first ``running``, first
 end and the request count; ``base_url`` and ``predicted_latency_s`` come from the watched
-list (events do not carry them). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
+list and ``local_path`` from the saved results (events carry none of them).
+``SQLiteStore.reduced_rows`` computes the same in SQL."""
 
 
 def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
@@ -146,6 +150,7 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
     reduced["polls"] = pd.Series(np.array(columns["polls"], dtype="float64")).groupby(codes).max().to_numpy()
     reduced["predicted_latency_s"] = np.full(len(reduced), np.nan)
+    reduced["local_path"] = np.full(len(reduced), None, dtype=object)
     return reduced[REDUCED_COLUMNS]
 
 
@@ -173,8 +178,10 @@ def history_frame(
     events: Sequence[Sequence[Any]] | pd.DataFrame,
     watched: Sequence[Watched] = (),
     live_polls: Mapping[str, int] | None = None,
+    results: Sequence[SavedResult] = (),
 ) -> pd.DataFrame:
-    """One row per task, from events (or an already reduced frame) and the watched list.
+    """One row per task, from events (or an already reduced frame), the watched list and the
+    saved results (``local_path``: the first result's file).
 
     ``latency_s`` is exactly ``completed_at - created_at`` (server clock);
     ``queue_s``/``run_s`` split it at the first observation of ``running``;
@@ -186,6 +193,7 @@ def history_frame(
     reduced = events if isinstance(events, pd.DataFrame) else reduce_events(columns_of(events))
     frame = reduced.set_index("task_id")
     frame = _add_watched(frame, watched)
+    frame = _add_results(frame, results)
     if live_polls:
         live = pd.Series(live_polls, dtype="float64").reindex(frame.index)
         frame["polls"] = np.fmax(frame["polls"].astype("float64"), live)
@@ -212,6 +220,15 @@ def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFram
     frame["base_url"] = table["base_url"].reindex(frame.index)
     predicted = table["predicted_latency_s"].astype("float64").reindex(frame.index)
     frame["predicted_latency_s"] = predicted.fillna(frame["predicted_latency_s"].astype("float64"))
+    return frame
+
+
+def _add_results(frame: pd.DataFrame, results: Sequence[SavedResult]) -> pd.DataFrame:
+    """``local_path`` of each task's first result from the saved results (kept where none)."""
+    firsts = {r.task_id: r.local_path for r in results if r.idx == 0}
+    if firsts:
+        saved = pd.Series(firsts, dtype=object).reindex(frame.index)
+        frame["local_path"] = saved.where(saved.notna(), frame["local_path"])
     return frame
 
 
@@ -349,12 +366,14 @@ def store_history(
     With ``task_ids``, only those tasks (the journal is reduced first, then filtered).
     """
     reduced = reduced_journal(store)
-    watched = [] if isinstance(store, SQLiteStore) else store.watched()  # SQLite: in the query
+    in_query = isinstance(store, SQLiteStore)  # SQLite joins the watched list and results itself
+    watched = [] if in_query else store.watched()
+    results = [] if in_query else store.results(task_ids)
     if task_ids is not None:
         wanted = set(task_ids)
         reduced = reduced[reduced["task_id"].isin(wanted)]  # hashed: thousands of ids stay cheap
         watched = [w for w in watched if w.task_id in wanted]
-    return history_frame(reduced, watched, live_polls)
+    return history_frame(reduced, watched, live_polls, results)
 
 
 def read_history(store: Store | str | Path) -> pd.DataFrame:

@@ -1,50 +1,41 @@
 """Inline preview and download of result files.
 
-``display_object`` builds an IPython ``Video``/``Image``/``Audio`` for a result (from its
-URL, or with ``embed=True`` from its bytes, so a saved notebook keeps it after the URL
-expires). ``download_file`` streams a result to disk with a progress bar, atomically, and
-checks the size. Only ``http(s)`` URLs are ever used; file names are built from
-untrusted ids and formats and cannot leave the target directory.
+``display_object`` builds what shows one result in a cell: from its URL (``<video>`` and
+``<audio>`` with a ``<source>`` whose ``type`` is the format's MIME type from the stdlib's
+:mod:`mimetypes`, so browsers do fetch it), or with ``embed=True`` from its bytes, so a
+saved notebook keeps it after the URL expires. A format that cannot be shown inline, or
+that IPython cannot embed, gets a labelled link instead of an exception.
+``download_file`` streams a result to disk with a progress bar, atomically, and checks
+the size. Only ``http(s)`` URLs are ever used; file names are built from untrusted ids
+and formats and cannot leave the target directory.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import html
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from IPython.display import HTML, Audio, Image, Video
+from IPython.display import HTML, Image, Video
 
 from .errors import APIError, ModelHunterError, NetworkError
+from .formats import media_kind, mime_subtype, mime_type, safe_filename, safe_url
 from .models import ResultItem
-from .render import media_html, media_kind, safe_text, safe_url
+from .render import human_size, link_html, media_element, media_html, safe_text
 
 __all__ = ["DEFAULT_EMBED_LIMIT", "display_object", "download_file", "safe_filename", "urls_work"]
 
 DEFAULT_EMBED_LIMIT = 20_000_000
-_MIME = {
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-    "mp3": "audio/mpeg",
-    "wav": "audio/wav",
-    "ogg": "audio/ogg",
-}
 
 
 class MediaTooLargeError(ModelHunterError):
     """A result is larger than the embed cap (it is then shown from its URL instead)."""
-
-
-def safe_filename(task_id: str, index: int, fmt: str | None) -> str:
-    """A file name made from untrusted parts: only ``[A-Za-z0-9._-]``, no leading dots."""
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:80].lstrip("._-") or "task"
-    ext = re.sub(r"[^A-Za-z0-9]", "", fmt or "")[:8].lower() or "bin"
-    return f"{stem}_{index}.{ext}"
 
 
 def fetch_bytes(url: str, limit: int, timeout: float = 30.0) -> bytes:
@@ -82,32 +73,56 @@ def display_object(
     embed: bool = False,
     embed_limit: int = DEFAULT_EMBED_LIMIT,
     refresh_url: Callable[[], str | None] | None = None,
+    data: bytes | None = None,
+    label: str = "",
 ) -> Any:
-    """An IPython display object for one result item (``HTML`` note if it cannot be shown).
+    """What shows one result item in a cell: an IPython ``Image``/``Video`` or ``HTML``.
 
-    With ``embed``, a 403 from the media URL (expired) gets a fresh URL from
-    ``refresh_url`` once.
+    With ``embed`` (or ``data``, bytes already at hand) the bytes go into the output, up
+    to ``embed_limit``; a 403 from the media URL (expired) gets a fresh URL from
+    ``refresh_url`` once. Otherwise the URL is used. A format that cannot be shown inline
+    or embedded is a labelled link; an unsafe URL is a note.
     """
-    kind = media_kind(item.format)
-    url = safe_url(item.url)
-    if kind is None or url is None:
-        return HTML(media_html(item.url, item.format, f"cannot show format {item.format!r}"))
-    fmt = (item.format or "").lower()
-    if embed and (item.size_bytes is None or item.size_bytes <= embed_limit):
+    kind, url = media_kind(item.format), safe_url(item.url)
+    name = label or "result"
+    if kind is None:
+        return HTML(
+            link_html(item.url, _described(name, item), "cannot be shown inline: download() saves it")
+        )
+    if data is None and embed and url is not None and (item.size_bytes or 0) <= embed_limit:
         with contextlib.suppress(MediaTooLargeError):
             data = _fetch_refreshing(url, embed_limit, refresh_url)
-            if kind == "video":
-                return Video(
-                    data=data, embed=True, mimetype=_MIME.get(fmt, f"video/{fmt}"), html_attributes="controls"
-                )
-            if kind == "image":
-                return Image(data=data, format="jpeg" if fmt == "jpg" else fmt)
-            return Audio(data=data, embed=True)
-    if kind == "video":
-        return Video(url=url, html_attributes="controls muted playsinline")
+    if data is not None:
+        embedded = _embedded(kind, item.format, data)
+        if embedded is not None:
+            return embedded
+        note = f"IPython cannot embed {item.format!r}: download() saves it"
+        return HTML(link_html(item.url, _described(name, item), note))
+    if url is None:
+        return HTML(media_html(item.url, item.format, name))
     if kind == "image":
         return Image(url=url)
-    return Audio(url=url)
+    return HTML(media_element(url, item.format, width=None))
+
+
+def _described(name: str, item: ResultItem) -> str:
+    return " · ".join(x for x in (name, item.format or "", human_size(item.size_bytes)) if x)
+
+
+def _embedded(kind: str, fmt: str | None, data: bytes) -> Any:
+    """The bytes as an IPython object, MIME type from :mod:`mimetypes`; ``None`` if IPython
+    cannot embed that format."""
+    mime = mime_type(fmt) or ""
+    if kind == "image":
+        try:
+            return Image(data=data, format=mime_subtype(fmt))
+        except ValueError:  # e.g. bmp, tiff, svg: IPython embeds png, jpeg, gif and webp
+            return None
+    if kind == "video":
+        return Video(data=data, embed=True, mimetype=mime, html_attributes="controls")
+    src = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    source = f'<source src="{src}" type="{html.escape(mime, quote=True)}">'
+    return HTML(f'<audio controls preload="metadata">{source}</audio>')
 
 
 def _fetch_refreshing(url: str, limit: int, refresh_url: Callable[[], str | None] | None) -> bytes:

@@ -1,33 +1,52 @@
-"""The live status panel (ipywidgets). It draws what it is given and never polls.
+"""The live status panel (ipywidgets) and its static twin. Both draw what they are given.
 
-One ``HTML`` widget for the summary and one for the task table (bounded whatever the
-number of tasks), pause/stop controls, and a gallery ``Output`` to which finished media
-are appended with ``append_display_data`` (never ``with output:`` from a thread).
+The panel: one ``HTML`` widget for the summary and one for the task table (bounded whatever
+the number of tasks), pause/stop controls, and a gallery of result tiles. A tile shows a
+result's bytes through ipywidgets' binary ``Image``/``Video``/``Audio`` widgets, so a page
+reload or a second tab gets them from the kernel, never from the result's expiring URL.
+The gallery is a flex box laid out by its own ``Layout`` and classes, the same in
+JupyterLab, Notebook 7 and nbclassic.
+
+The static view (:class:`StaticView`) is a separate output with only ``text/html`` and
+``text/plain``, kept current by display id (``update_display``), for saved notebooks
+(widget state is not saved by default; GitHub and nbviewer render no widgets). It is a
+separate output because updating an output that holds the widget view makes JupyterLab
+build a new view of the widget (a playing video would restart). While the panel is live,
+its style hides the static twin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import threading
+import uuid
+from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
-from IPython.display import HTML
 
-from .render import Snapshot, summary_html, table_html
+from .formats import mime_subtype
+from .render import Snapshot, safe_text, summary_html, table_html
+from .results import KeptResult
 
-__all__ = ["Panel"]
+__all__ = ["Panel", "StaticView"]
 
 _STYLE = """<style>
 .mh-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; max-width: 1200px; }
 .mh-panel .mh-table td { line-height: 1.35; }
-.mh-panel .mh-gallery .jp-OutputArea { display: flex; flex-flow: row wrap; gap: 4px; }
-.mh-panel .mh-gallery .jp-OutputArea-child { display: block; flex: 0 0 auto; width: auto; }
-.mh-panel .mh-gallery .jp-OutputArea-prompt { display: none; }
-.mh-panel .mh-gallery figure { margin: 2px; }
+.mh-panel .mh-gallery { display: flex !important; flex-flow: row wrap !important; align-items: flex-start; }
+.mh-panel .mh-tile { flex: 0 0 auto; width: 264px; margin: 3px; overflow: hidden; }
+.mh-panel .mh-tile img, .mh-panel .mh-tile video { max-width: 256px; height: auto; }
+.mh-panel .mh-note { font-size: 12px; color: #57606a; line-height: 1.35; white-space: normal; }
 </style>"""
+_TILE_WIDTH = 256
 
 
 class Panel:
-    """The widget tree of one watcher; ``panel.widget`` is what a cell displays."""
+    """The widget tree of one watcher; ``panel.widget`` is what a cell displays.
+
+    ``static_class`` is the class of the watcher's static twin, hidden while this panel
+    is on the page.
+    """
 
     def __init__(
         self,
@@ -36,13 +55,14 @@ class Panel:
         on_resume: Callable[[], None],
         on_stop: Callable[[], None],
         gallery_limit: int = 24,
+        static_class: str = "",
     ) -> None:
         self.summary = widgets.HTML()
         self.table = widgets.HTML()
         self.pause_button = widgets.ToggleButton(description="Pause", icon="pause", tooltip="Pause polling")
         self.stop_button = widgets.Button(description="Stop", icon="stop", tooltip="Stop the watcher")
-        self.style = widgets.HTML(_STYLE)
-        self.gallery = widgets.Output()
+        self.style = widgets.HTML(_STYLE.replace("</style>", _hide(static_class) + "</style>"))
+        self.gallery = widgets.Box(layout=widgets.Layout(display="flex", flex_flow="row wrap"))
         self.gallery.add_class("mh-gallery")
         self.gallery_limit = gallery_limit
         self.refreshes = 0
@@ -51,14 +71,14 @@ class Panel:
         self.widget = widgets.VBox([self.style, self.summary, self.table, controls, self.gallery])
         self.widget.add_class("mh-panel")
 
-        def toggled(change: dict[str, object]) -> None:
+        def toggled(change: Mapping[str, object]) -> None:
             (on_pause if change["new"] else on_resume)()
 
         self.pause_button.observe(toggled, names="value")
         self.stop_button.on_click(lambda _: on_stop())
 
     def __repr__(self) -> str:
-        return f"Panel(refreshes={self.refreshes}, media={len(self.gallery.outputs)})"
+        return f"Panel(refreshes={self.refreshes}, media={len(self.gallery.children)})"
 
     def draw(self, snapshot: Snapshot) -> None:
         """Set the widgets' values from ``snapshot``; unchanged values send nothing."""
@@ -77,8 +97,97 @@ class Panel:
             self.stop_button.disabled = self.pause_button.disabled = True
         self.refreshes += changed
 
-    def add_media(self, figure_html: str) -> None:
-        """Append one finished result to the gallery (keeps the newest ``gallery_limit``)."""
-        self.gallery.append_display_data(HTML(figure_html))
-        if len(self.gallery.outputs) > self.gallery_limit:
-            self.gallery.outputs = self.gallery.outputs[-self.gallery_limit :]
+    def add_result(self, kept: KeptResult, caption: str, detail: str) -> None:
+        """Append one kept result as a tile; the oldest tiles beyond ``gallery_limit`` are closed."""
+        tiles = [*self.gallery.children, result_tile(kept, caption, detail)]
+        dropped, kept_tiles = tiles[: -self.gallery_limit], tiles[-self.gallery_limit :]
+        self.gallery.children = tuple(kept_tiles)
+        for tile in dropped:
+            _close(tile)
+
+
+def result_tile(kept: KeptResult, caption: str, detail: str) -> widgets.Widget:
+    """A gallery tile: the result's bytes in a binary media widget (if kept), then a caption."""
+    note = widgets.HTML(
+        f'<div class="mh-note"><b>{safe_text(caption, 120)}</b><br>{safe_text(detail, 400)}</div>'
+    )
+    media = media_widget(kept)
+    tile = widgets.VBox([media, note] if media is not None else [note])
+    tile.add_class("mh-tile")
+    return tile
+
+
+def media_widget(kept: KeptResult) -> widgets.Widget | None:
+    """An ``Image``/``Video``/``Audio`` widget holding the kept bytes (``None`` if none); an
+    image too large to keep inline shows its thumbnail."""
+    if kept.data is None and kept.thumbnail is not None:
+        jpeg = base64.b64decode(kept.thumbnail.split(",", 1)[1])
+        return widgets.Image(value=jpeg, format="jpeg")
+    if kept.data is None or kept.kind is None:
+        return None
+    fmt = mime_subtype(kept.format) or "octet-stream"  # the front end builds "<kind>/<format>"
+    if kept.kind == "image":
+        return widgets.Image(value=kept.data, format=fmt, width=str(_TILE_WIDTH))
+    if kept.kind == "video":
+        return widgets.Video(
+            value=kept.data, format=fmt, width=str(_TILE_WIDTH), autoplay=False, loop=False, controls=True
+        )
+    width = widgets.Layout(width=f"{_TILE_WIDTH}px")
+    return widgets.Audio(value=kept.data, format=fmt, autoplay=False, loop=False, controls=True, layout=width)
+
+
+def _close(widget: widgets.Widget) -> None:
+    """Close a tile and its children (their bytes leave the kernel and the page)."""
+    for child in getattr(widget, "children", ()):
+        _close(child)
+    widget.close()
+
+
+def _hide(css_class: str) -> str:
+    """CSS hiding the static twin (and, where ``:has`` is supported, its empty output area)."""
+    if not css_class:
+        return ""
+    areas = f".jp-OutputArea-child:has(.{css_class}), .output_area:has(.{css_class})"
+    return f".{css_class} {{ display: none !important; }}\n{areas} {{ display: none !important; }}\n"
+
+
+class StaticView:
+    """The static ``text/html`` + ``text/plain`` output of a watcher, updated by display id.
+
+    Thread-safe: :meth:`update` may be called from the engine's thread (it sends an
+    ``update_display_data`` message, which front ends match by display id).
+    """
+
+    def __init__(self) -> None:
+        token = uuid.uuid4().hex
+        self.display_id = f"mh-{token}"
+        self.css_class = f"mh-static-{token[:16]}"
+        """The class of the static HTML's outer ``div`` (the live panel hides it)."""
+        self.shown = False
+        self.updates = 0
+        """``update_display`` messages sent (for tests)."""
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"StaticView(display_id={self.display_id!r}, shown={self.shown}, updates={self.updates})"
+
+    def show(self, bundle: Mapping[str, str], live: widgets.Widget | None = None) -> None:
+        """Display the live widget (if any), then the static bundle under this display id."""
+        from IPython.display import display
+
+        if live is not None:  # the widget alone: its text/plain (a long repr) would only add noise
+            view = {k: v for k, v in live._repr_mimebundle_().items() if k != "text/plain"}
+            display(view, raw=True)
+        with self._lock:
+            display(dict(bundle), raw=True, display_id=self.display_id)
+            self.shown = True
+
+    def update(self, bundle: Mapping[str, str]) -> None:
+        """Replace every output shown under this display id (nothing if never shown)."""
+        from IPython.display import update_display
+
+        with self._lock:
+            if not self.shown:
+                return
+            update_display(dict(bundle), raw=True, display_id=self.display_id)
+            self.updates += 1

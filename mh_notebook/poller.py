@@ -21,9 +21,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
@@ -39,6 +39,7 @@ __all__ = ["Observation", "Poller", "TaskState"]
 log = logging.getLogger("mh_notebook.poller")
 
 Kind = Literal["change", "error", "not_found", "auth"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class TaskState:
     """Loop time the last poll was sent."""
     predicted_latency: float | None = None
     """The latency (server seconds) predicted when the task's model was first known."""
+    leased: bool = True
+    """False while another process polls this task (a shared team journal): changes then
+    arrive through :meth:`Poller.observe` instead."""
     version: int = 0
     in_flight: bool = False
 
@@ -83,6 +87,8 @@ class Observation:
     previous: TaskStatus | None
     polls: int
     error: ModelHunterError | None = None
+    elsewhere: bool = False
+    """Seen by another process of a shared journal (already journalled there)."""
 
 
 class Poller:
@@ -103,6 +109,7 @@ class Poller:
         *,
         on_observation: Callable[[Observation], None],
         on_tick: Callable[[], None] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
         policy: PollPolicy | None = None,
         rate_limit: float = 10.0,
         burst: float | None = None,
@@ -124,6 +131,8 @@ class Poller:
         self._sent = 0
         self._max_in_flight, self._tick_interval = max_in_flight, tick_interval
         self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
+        self._on_close = on_close
+        self._jobs: set[asyncio.Task[object]] = set()
         self._rng = random.Random(seed)
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
@@ -146,17 +155,22 @@ class Poller:
             raise self._startup_error
 
     # ------------------------------------------------------- public, any thread
-    def watch(self, items: Iterable[str | Task], policy: PollPolicy | None = None) -> list[str]:
+    def watch(
+        self, items: Iterable[str | Task], policy: PollPolicy | None = None, *, leased: bool = True
+    ) -> list[str]:
         """Start watching ids or tasks (idempotent); returns their ids. Never blocks.
 
-        ``policy`` is the schedule for tasks new to this poller (default: the poller's).
+        ``policy`` is the schedule for tasks new to this poller (default: the poller's);
+        ``leased=False`` leaves them to another process until :meth:`set_leased`.
         """
         batch = [(item.id, item) if isinstance(item, Task) else (check_task_id(item), None) for item in items]
         new = []
         with self._states_lock:  # registered here, so state queries see them at once
             for task_id, task in batch:
                 if task_id not in self._states:
-                    state = TaskState(task_id, first_seen_at=time.time(), policy=policy or self.policy)
+                    state = TaskState(
+                        task_id, first_seen_at=time.time(), policy=policy or self.policy, leased=leased
+                    )
                     self._states[task_id] = state
                     new.append((state, task))
         if new:
@@ -196,6 +210,14 @@ class Poller:
         self._check_rate(rate_limit, burst)
         self.call_soon(self._set_ceiling, rate_limit, burst)
 
+    def set_leased(self, task_ids: Iterable[str], leased: bool) -> None:
+        """Poll these tasks here (``True``), or leave them to another process (``False``)."""
+        self.call_soon(self._set_leased, list(task_ids), leased)
+
+    def observe(self, task: Task, polls: int) -> None:
+        """A change seen by another process (``polls``: requests it spent on the task)."""
+        self.call_soon(self._observe_elsewhere, task, polls)
+
     def pause(self) -> None:
         """Stop sending requests until :meth:`resume`."""
         self._paused = True
@@ -232,6 +254,25 @@ class Poller:
             raise RuntimeError("the poller has been stopped")
         return asyncio.run_coroutine_threadsafe(self._refresh(task_id), self._loop)
 
+    def spawn(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Run ``make()`` as a background job on the poller's loop; a future of its result.
+
+        For work that must not hold up polling (e.g. downloads): it takes no turn in the
+        request budget unless it asks for one, and it is cancelled when the poller stops.
+        """
+        if self._loop.is_closed() or self._stopping:
+            raise RuntimeError("the poller has been stopped")
+        return asyncio.run_coroutine_threadsafe(self._job(make), self._loop)
+
+    async def _job(self, make: Callable[[], Awaitable[T]]) -> T:
+        job = asyncio.current_task()
+        assert job is not None  # a coroutine run by the loop
+        self._jobs.add(job)
+        try:
+            return await make()
+        finally:
+            self._jobs.discard(job)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling, close connections and end the thread (no wait from the thread itself)."""
         if not self._thread.is_alive():
@@ -267,6 +308,7 @@ class Poller:
             self._started.set()
             self._stopping = True
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
 
     async def _run(self) -> None:
@@ -280,10 +322,13 @@ class Poller:
             await self._schedule_forever()
         finally:
             ticker.cancel()
-            for job in list(self._inflight):
+            jobs = [*self._inflight, *self._jobs]
+            for job in jobs:
                 job.cancel()
-            await asyncio.gather(ticker, *self._inflight, return_exceptions=True)
+            await asyncio.gather(ticker, *jobs, return_exceptions=True)
             await self._client.aclose()
+            if self._on_close is not None:
+                await self._on_close()
             self._tick()
 
     def _new_limiter(self) -> None:
@@ -345,6 +390,8 @@ class Poller:
 
     def _idle_for(self) -> float | None:
         """Seconds to sleep before the next poll is due (``None``: until woken)."""
+        while self._heap and not self._valid(self._heap[0]):  # no budget spent on stale entries
+            heapq.heappop(self._heap)
         if self._paused or not self._heap:
             return None
         if self.auth_error is not None:  # probe the key now and then, nothing more
@@ -358,6 +405,11 @@ class Poller:
         heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version, max(0.0, delay)))
         self._wakeup.set()
 
+    def _valid(self, entry: tuple[float, int, str, int, float]) -> bool:
+        """True if the queued poll still stands (its task watched, leased, not ended, not rescheduled)."""
+        state = self.state(entry[2])
+        return state is not None and state.version == entry[3] and state.leased and not state.ended
+
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
         """The most urgent due poll (``any_time``: the earliest, due or not), taken off the queue."""
         now = self._loop.time()
@@ -368,6 +420,8 @@ class Poller:
             state = self.state(task_id)
             if state is None or state.version != version or state.ended or state.in_flight:
                 continue
+            if not state.leased:  # polled elsewhere: queued again when the lease comes back
+                continue
             since = now - state.last_polled
             ready.append((poll_priority(now - at, gap, since, state.policy.max_interval), entry, state))
         if not ready:
@@ -377,6 +431,19 @@ class Poller:
             if entry is not best[1]:
                 heapq.heappush(self._heap, entry)
         return best[2]
+
+    def _set_leased(self, task_ids: list[str], leased: bool) -> None:
+        for state in self.states(task_ids):
+            was, state.leased = state.leased, leased
+            if leased and not was and not state.ended:
+                self._schedule(state, 0.0 if state.task is None else self._next_delay(state, state.task))
+
+    def _observe_elsewhere(self, task: Task, polls: int) -> None:
+        state = self.state(task.id)
+        if state is None or (state.task is not None and state.task.status == task.status):
+            return
+        state.polls = max(state.polls, polls)
+        self._record_answer(state, task, elsewhere=True)
 
     def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
         for state, task in batch:
@@ -407,7 +474,7 @@ class Poller:
             state.in_flight = False
             self._slots.release()
 
-    def _record_answer(self, state: TaskState, task: Task) -> None:
+    def _record_answer(self, state: TaskState, task: Task, elsewhere: bool = False) -> None:
         previous = state.task.status if state.task is not None else None
         now = time.time()
         state.task, state.fetched_at = task, now
@@ -426,7 +493,9 @@ class Poller:
             if task.latency is not None:
                 self._learn(task, task.latency)
         if previous != task.status:
-            self._emit(Observation("change", state.task_id, now, task, previous, state.polls))
+            self._emit(
+                Observation("change", state.task_id, now, task, previous, state.polls, None, elsewhere)
+            )
 
     def _learn(self, task: Task, latency: float) -> None:
         """Add an end to the latency model; if it fell outside the window the others of its

@@ -13,13 +13,22 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .formats import media_kind, mime_type, safe_url
+
 __all__ = [
+    "MediaEntry",
     "Row",
     "Snapshot",
     "human_size",
+    "link_html",
+    "media_element",
     "media_html",
+    "media_kind",
+    "mime_type",
     "safe_text",
     "safe_url",
+    "static_html",
+    "static_text",
     "summary_html",
     "table_html",
 ]
@@ -85,13 +94,6 @@ def safe_text(value: object, limit: int = 160) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return html.escape(text, quote=True)
-
-
-def safe_url(url: object) -> str | None:
-    """The URL if it is plain ``http(s)`` with no quote or space tricks, else ``None``."""
-    if not isinstance(url, str) or not re.match(r"^https?://[^\s\"'<>`\\]+$", url, re.IGNORECASE):
-        return None
-    return url
 
 
 def human_size(size: int | None) -> str:
@@ -238,35 +240,129 @@ def table_html(rows: Sequence[Row], total: int, counts: Counter[str]) -> str:
     )
 
 
-def media_html(url: str | None, fmt: str | None, caption: str, width: int = 256) -> str:
-    """A ``<figure>`` with a video, image or audio element, or a note if the URL is unsafe."""
+def media_element(url: str | None, fmt: str | None, *, width: int | None = 256, alt: str = "") -> str | None:
+    """A ``<video>``/``<img>``/``<audio>`` element for a safe ``http(s)`` URL, its ``<source>``
+    labelled with the format's MIME type (so browsers fetch it); ``None`` for other URLs or kinds."""
+    safe, kind = safe_url(url), media_kind(fmt)
+    if safe is None or kind is None:
+        return None
+    src = html.escape(safe, quote=True)
+    source = f'<source src="{src}" type="{html.escape(mime_type(fmt) or "", quote=True)}">'
+    size = f' width="{width}"' if width else ""
+    if kind == "image":
+        return f'<img src="{src}"{size} alt="{safe_text(alt, 120)}">'
+    if kind == "video":
+        return f'<video controls muted playsinline preload="metadata"{size}>{source}</video>'
+    style = f' style="width:{width}px"' if width else ""
+    return f'<audio controls preload="metadata"{style}>{source}</audio>'
+
+
+def link_html(url: str | None, label: str, note: str = "") -> str:
+    """A labelled link to a result that cannot be shown inline (plain text if the URL is unsafe)."""
     safe = safe_url(url)
-    kind = media_kind(fmt)
+    text = safe_text(label, 160)
+    tail = f' <span style="color:#57606a">{safe_text(note, 300)}</span>' if note else ""
+    if safe is None:
+        shown = safe_text(url, 200) if url else "no URL"
+        return f'<div class="mh-link">{text}: not shown: {shown}{tail}</div>'
+    link = f'<a href="{html.escape(safe, quote=True)}" target="_blank" rel="noopener noreferrer">{text}</a>'
+    return f'<div class="mh-link">{link}{tail}</div>'
+
+
+def media_html(url: str | None, fmt: str | None, caption: str, width: int = 256) -> str:
+    """A ``<figure>`` with a video, image or audio element, a labelled link for a format that
+    cannot be shown inline, or a note if the URL is unsafe."""
     cap = f'<figcaption style="font-size:11px;color:#57606a">{safe_text(caption, 120)}</figcaption>'
     style = f'style="display:inline-block;margin:4px;width:{width}px;vertical-align:top"'
-    if safe is None or kind is None:
+    element = media_element(url, fmt, width=width, alt=caption)
+    if element is None and safe_url(url) is not None:
+        element = link_html(url, f"{fmt or 'file'} result", "cannot be shown inline")
+    if element is None:
         note = safe_text(url, 200) if url else "no URL"
-        return f'<figure {style}><div style="color:#82071e">not shown: {note}</div>{cap}</figure>'
-    src = html.escape(safe, quote=True)
-    element = {
-        "video": f'<video src="{src}" controls muted playsinline preload="metadata" width="{width}"></video>',
-        "image": f'<img src="{src}" width="{width}" alt="{safe_text(caption, 120)}">',
-        "audio": f'<audio src="{src}" controls preload="metadata" style="width:{width}px"></audio>',
-    }[kind]
+        element = f'<div style="color:#82071e">not shown: {note}</div>'
     return f"<figure {style}>{element}{cap}</figure>"
 
 
-_KINDS = {
-    "video": {"mp4", "webm", "mov", "m4v", "ogv"},
-    "image": {"png", "jpg", "jpeg", "webp", "gif", "bmp"},
-    "audio": {"mp3", "wav", "ogg", "m4a", "aac", "flac", "opus"},
-}
+@dataclass(frozen=True)
+class MediaEntry:
+    """One result as the static (saved-notebook) view lists it."""
+
+    kind: str | None
+    """``image``, ``video``, ``audio`` or ``None`` (another format)."""
+    caption: str
+    """Who made it: model and task id."""
+    detail: str
+    """Format, duration, size, and where the bytes are (saved path, or why they were not kept)."""
+    thumbnail: str | None = None
+    """A ``data:image/jpeg;base64,...`` URI made by this package (images only)."""
 
 
-def media_kind(fmt: str | None) -> str | None:
-    """``video``, ``image`` or ``audio`` for a result ``format``; ``None`` if unknown."""
-    fmt = (fmt or "").lower().lstrip(".")
-    return next((kind for kind, formats in _KINDS.items() if fmt in formats), None)
+_THUMBNAIL = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$")
+_ICONS = {"image": "🖼", "video": "🎞", "audio": "🔊"}
+
+
+def _entry_html(entry: MediaEntry) -> str:
+    thumb = entry.thumbnail if entry.thumbnail and _THUMBNAIL.match(entry.thumbnail) else None
+    if thumb is not None:
+        visual = f'<img src="{thumb}" alt="{safe_text(entry.caption, 120)}" style="max-width:128px">'
+    else:
+        icon = _ICONS.get(entry.kind or "", "📄")
+        visual = (
+            '<div style="width:128px;height:60px;display:flex;align-items:center;justify-content:center;'
+            f'background:#f6f8fa;border:1px solid #d0d7de;border-radius:4px">{icon} '
+            f"{safe_text(entry.kind or 'file', 12)}</div>"
+        )
+    return (
+        '<figure style="display:inline-block;margin:4px;width:136px;vertical-align:top">'
+        f'{visual}<figcaption style="font-size:10px;color:#57606a;word-break:break-all">'
+        f"{safe_text(entry.caption, 120)}<br>{safe_text(entry.detail, 300)}</figcaption></figure>"
+    )
+
+
+def static_html(snapshot: Snapshot, entries: Sequence[MediaEntry], css_class: str, note: str) -> str:
+    """The saved-notebook view: summary, task table and the newest results (thumbnails for
+    images, labelled entries for the rest), in a ``div`` of class ``css_class``."""
+    gallery = ""
+    if entries:
+        gallery = '<div class="mh-static-gallery">' + "".join(map(_entry_html, entries)) + "</div>"
+    foot = f'<div style="color:#57606a;font-size:11px;margin-top:4px">{safe_text(note, 300)}</div>'
+    body = summary_html(snapshot) + table_html(snapshot.rows, snapshot.total, snapshot.counts)
+    return f'<div class="{html.escape(css_class, quote=True)}">{body}{gallery}{foot}</div>'
+
+
+def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) -> str:
+    """The plain-text twin of :func:`static_html`: the same counts, rows and results."""
+    state = "stopped" if snapshot.stopped else "paused" if snapshot.paused else "live"
+    names = [s for s in _ORDER if snapshot.counts.get(s)]
+    names += sorted(s for s in snapshot.counts if s not in _ORDER)
+    lines = [f"ModelHunter tasks · {snapshot.total} watched · {state}"]
+    lines.append(" · ".join(f"{_plain(s, 24)} {snapshot.counts[s]}" for s in names) or "no tasks")
+    if snapshot.notice:
+        lines.append(f"! {_plain(snapshot.notice, 400)}")
+    lines += [_text_row(row) for row in snapshot.rows]
+    hidden = snapshot.total - len(snapshot.rows)
+    if hidden > 0:
+        lines.append(f"… and {hidden} more tasks not shown")
+    if entries:
+        lines.append(f"results ({len(entries)} newest):")
+        lines += [
+            f"  [{e.kind or 'file'}] {_plain(e.caption, 120)} · {_plain(e.detail, 300)}" for e in entries
+        ]
+    lines.append(_plain(note, 300))
+    return "\n".join(lines)
+
+
+def _plain(value: object, limit: int) -> str:
+    """Untrusted text for ``text/plain``: control characters dropped, truncated."""
+    text = _CONTROL.sub("", "" if value is None else str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _text_row(row: Row) -> str:
+    model = f"{row.provider}/{row.model}" if row.model else ""
+    error = " ".join(x for x in (row.error_code, row.error_message) if x)
+    cells = [row.task_id, row.type or "", model, row.status, _seconds(row.seconds), _result_cell(row), error]
+    return "  " + "  ".join(_plain(c, 80) for c in cells if c)
 
 
 def text_line(row: Row) -> str:

@@ -15,13 +15,14 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
+from .dialect import Dialect, SQLiteDialect, is_postgres_url, sqlite_transaction
 from .errors import ModelHunterError
 from .models import Task
 
@@ -30,7 +31,9 @@ __all__ = [
     "JournalBusyError",
     "JournalError",
     "MemoryStore",
+    "SQLJournal",
     "SQLiteStore",
+    "SavedResult",
     "Store",
     "Watched",
     "default_journal_path",
@@ -87,6 +90,21 @@ class Watched(NamedTuple):
     """The first prediction of ``completed_at - created_at`` (seconds) made for the task."""
 
 
+class SavedResult(NamedTuple):
+    """A result file saved on this machine (``TaskWatcher(save_to=...)``)."""
+
+    task_id: str
+    idx: int
+    """The result's index in the task's ``result`` list."""
+    local_path: str
+    """Absolute path of the file."""
+    sha256: str
+    """Hex SHA-256 of the file's bytes."""
+    size_bytes: int
+    saved_at: float
+    """Wall-clock seconds (``time.time()`` of this machine) the file was renamed into place."""
+
+
 def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
     """The event for ``task`` as fetched at ``observed_at`` after ``polls`` requests."""
     first = task.result[0] if task.result else None
@@ -126,6 +144,13 @@ class Store(Protocol):
         One transaction (``wait`` as for :meth:`add_watched`).
         """
 
+    def add_results(self, items: Iterable[SavedResult], *, wait: float | None = None) -> None:
+        """Record saved result files, one transaction; a file saved again replaces its row
+        (``wait`` as for :meth:`add_watched`)."""
+
+    def results(self, task_ids: Iterable[str] | None = None) -> list[SavedResult]:
+        """The saved result files (of these tasks), by task id and index."""
+
     def events(self) -> list[Event]:
         """Every event, in the order observed."""
 
@@ -158,6 +183,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._cols: dict[str, list[Any]] = {name: [] for name in Event._fields}
         self._watched: dict[str, Watched] = {}
+        self._results: dict[tuple[str, int], SavedResult] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -190,6 +216,20 @@ class MemoryStore:
         with self._lock:
             for column, values in zip(self._cols.values(), zip(*rows, strict=True), strict=False):
                 column.extend(values)
+
+    def add_results(self, items: Iterable[SavedResult], *, wait: float | None = None) -> None:
+        """Record saved result files (``wait`` is ignored)."""
+        rows = [SavedResult(*item) for item in items]
+        with self._lock:
+            for row in rows:
+                self._results[(row.task_id, row.idx)] = row
+
+    def results(self, task_ids: Iterable[str] | None = None) -> list[SavedResult]:
+        """The saved result files (of these tasks), by task id and index."""
+        wanted = None if task_ids is None else set(task_ids)
+        with self._lock:
+            rows = [r for r in self._results.values() if wanted is None or r.task_id in wanted]
+        return sorted(rows, key=lambda r: (r.task_id, r.idx))
 
     def columns(self) -> dict[str, list[Any]]:
         """The events column by column (copies)."""
@@ -240,18 +280,18 @@ def _unfinished(watched: list[Watched], events: list[Event], base_url: str) -> l
 
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS watched (
-    task_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, first_seen_at REAL NOT NULL
+    task_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, first_seen_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL, status TEXT NOT NULL, observed_at REAL NOT NULL, polls INTEGER NOT NULL,
-    type TEXT, provider TEXT, model TEXT, created_at REAL, completed_at REAL, n_results INTEGER,
-    format TEXT, duration_s REAL, size_bytes INTEGER, error_code TEXT, error_message TEXT, raw TEXT
+    seq {serial},
+    task_id TEXT NOT NULL, status TEXT NOT NULL, observed_at {real} NOT NULL, polls {int} NOT NULL,
+    type TEXT, provider TEXT, model TEXT, created_at {real}, completed_at {real}, n_results {int},
+    format TEXT, duration_s {real}, size_bytes {int}, error_code TEXT, error_message TEXT, raw TEXT
 );
 CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
 CREATE TABLE IF NOT EXISTS task_summary (
-    task_id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    last_informative_seq INTEGER, first_seen_at REAL, started_at REAL, seen_end REAL, polls INTEGER
+    task_id TEXT PRIMARY KEY, first_seq {int} NOT NULL, last_seq {int} NOT NULL,
+    last_informative_seq {int}, first_seen_at {real}, started_at {real}, seen_end {real}, polls {int}
 );
 """
 _MIGRATIONS: tuple[str, ...] = (
@@ -261,25 +301,183 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_status ON events(status);
     """,  # 1 -> 2: the journal is queried per base URL and for recent ends
     """
-    ALTER TABLE watched ADD COLUMN predicted_latency_s REAL
+    ALTER TABLE watched ADD COLUMN predicted_latency_s {real}
     """,  # 2 -> 3: the poller's first latency prediction per task (NULL for older rows)
+    """
+    CREATE TABLE results (
+        task_id TEXT NOT NULL, idx {int} NOT NULL, local_path TEXT NOT NULL, sha256 TEXT NOT NULL,
+        size_bytes {int} NOT NULL, saved_at {real} NOT NULL, PRIMARY KEY (task_id, idx)
+    )
+    """,  # 3 -> 4: result files saved on this machine (TaskWatcher(save_to=...))
+    """
+    DELETE FROM events WHERE seq NOT IN (
+        SELECT MIN(seq) FROM events GROUP BY task_id, status, observed_at, polls);
+    UPDATE task_summary SET last_seq = (
+        SELECT MAX(e.seq) FROM events AS e WHERE e.task_id = task_summary.task_id)
+    WHERE last_seq NOT IN (SELECT seq FROM events);
+    UPDATE task_summary SET last_informative_seq = (
+        SELECT MAX(e.seq) FROM events AS e WHERE e.task_id = task_summary.task_id AND e.status <> 'expired')
+    WHERE last_informative_seq NOT IN (SELECT seq FROM events);
+    CREATE UNIQUE INDEX events_once ON events(task_id, status, observed_at, polls);
+    CREATE TABLE leases (task_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at {real} NOT NULL)
+    """,  # 4 -> 5: an event is written once however often its transaction is retried; leases
 )
-"""SQL scripts; ``_MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
+"""SQL scripts (dialect slots in braces); ``_MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this package writes (it reads and upgrades every older one)."""
 _BUSY_MS = 30_000
 
 
-class SQLiteStore:
-    """A journal in one SQLite file (WAL): durable, shareable between processes.
+class SQLJournal:
+    """The journal's schema, migrations and queries, written once for every SQL database.
+
+    A subclass opens the database and provides ``_cursor(write=, wait=)`` (a cursor in a
+    transaction, ``JournalBusyError`` when ``wait`` runs out) and ``location`` (for messages,
+    never with a password); :mod:`mh_notebook.dialect` fills in what differs.
+    """
+
+    location: str
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._sql: dict[str, str] = {}
+
+    def _q(self, text: str) -> str:
+        """``text`` in this database's dialect (cached)."""
+        if text not in self._sql:
+            self._sql[text] = self.dialect.sql(text)
+        return self._sql[text]
+
+    def _cursor(self, *, write: bool, wait: float | None) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _after_event(self, cur: Any, task_id: str) -> None:
+        """Called in the transaction that journalled a change of ``task_id`` (a hook)."""
+
+    def _check_version(self, cur: Any) -> int:
+        """The schema version; ``JournalError`` if it is newer than ours or not a journal."""
+        version, tables = self.dialect.schema_version(cur)
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {self.location} has schema version {version}, this mh_notebook "
+                f"reads versions up to {SCHEMA_VERSION}; upgrade mh_notebook or use another journal"
+            )
+        if version == 0 and tables:
+            raise JournalError(
+                f"{self.location} is not an mh_notebook journal (schema version 0 with tables "
+                f"{tables}); this mh_notebook reads versions up to {SCHEMA_VERSION}; use another journal"
+            )
+        return version
+
+    def _migrate(self, cur: Any) -> None:
+        """Apply every pending migration (the caller holds the write lock, in one transaction)."""
+        version = self._check_version(cur)
+        for script in _MIGRATIONS[version:]:
+            for statement in filter(str.strip, script.split(";")):
+                cur.execute(self._q(statement))
+        if version < SCHEMA_VERSION:
+            self.dialect.set_schema_version(cur, SCHEMA_VERSION)
+
+    def _write_rows(self, sql: str, rows: Iterable[Sequence[Any]], wait: float | None) -> None:
+        with self._cursor(write=True, wait=wait) as cur:
+            for row in rows:
+                cur.execute(self._q(sql), row)
+
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        """Record tasks a watcher started watching (one transaction; ``wait`` as for :meth:`add_many`)."""
+        self._write_rows(_WATCH_SQL, [Watched(*item) for item in items], wait)
+
+    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
+        """Record the first predicted latency of each watched task (one transaction; ``wait``
+        as for :meth:`add_many`): later predictions and unwatched tasks change nothing."""
+        self._write_rows(_PREDICT_SQL, [(p, task_id) for task_id, p in _predictions(items)], wait)
+
+    def add(self, event: Event, *, wait: float | None = None) -> None:
+        """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
+        self.add_many([event], wait=wait)
+
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        """Record events in one transaction (the per-task summary is kept up to date).
+
+        Idempotent: an event already journalled (same task, status, time and request count)
+        is not written again. Without ``wait``, waits as long as the database's own limit for
+        another writer; with ``wait``, gives up after about ``wait`` seconds with
+        :class:`JournalBusyError` and writes nothing.
+        """
+        with self._cursor(write=True, wait=wait) as cur:
+            for event in events:
+                cur.execute(self._q(_EVENT_SQL), event)
+                row = cur.fetchone()
+                if row is not None:  # new: the summary and the others hear of it
+                    cur.execute(self._q(_SUMMARY_SQL), _summary_args(event, row[0]))
+                    self._after_event(cur, event.task_id)
+
+    def add_results(self, items: Iterable[SavedResult], *, wait: float | None = None) -> None:
+        """Record saved result files in one transaction; a file saved again replaces its row
+        (``wait`` as for :meth:`add_many`)."""
+        self._write_rows(_SAVE_RESULT_SQL, [SavedResult(*item) for item in items], wait)
+
+    def results(self, task_ids: Iterable[str] | None = None) -> list[SavedResult]:
+        """The saved result files (of these tasks), by task id and index."""
+        select = f"SELECT {_RESULT_COLS} FROM results"
+        rows = (
+            self._query(select) if task_ids is None else self._query_in(select + " WHERE task_id", task_ids)
+        )
+        return sorted((SavedResult(*row) for row in rows), key=lambda r: (r.task_id, r.idx))
+
+    def latest_events(self, task_ids: Iterable[str]) -> list[Event]:
+        """The last informative event (not ``expired``, if any) of each of these tasks."""
+        return [Event(*row) for row in self._query_in(_LATEST_SQL, task_ids)]
+
+    def events(self) -> list[Event]:
+        """Every event, in the order written."""
+        return [Event(*row) for row in self._query(f"SELECT {_COLS} FROM events ORDER BY seq")]
+
+    def reduced_rows(self) -> list[tuple[Any, ...]]:
+        """One row per task, watched or observed (``history.REDUCED_COLUMNS``), by the database."""
+        return self._query(_REDUCE_SQL)
+
+    def watched(self) -> list[Watched]:
+        """Every task ever watched."""
+        rows = self._query(f"SELECT {_WATCHED_COLS} FROM watched ORDER BY first_seen_at")
+        return [Watched(*row) for row in rows]
+
+    def unfinished(self, base_url: str) -> list[str]:
+        """Ids watched against ``base_url`` whose last event is not an end."""
+        return [r[0] for r in self._query(_UNFINISHED_SQL, (base_url, *sorted(ENDED)))]
+
+    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
+        """The latest ``limit`` succeeded/failed events (of tasks watched against ``base_url``)."""
+        scope, args = ("", ()) if base_url is None else (_SCOPE_SQL, (base_url,))
+        rows = self._query(_RECENT_ENDS_SQL.format(scope=scope), (*args, *_LEARNED_ENDS, max(limit, 0)))
+        return [Event(*row) for row in reversed(rows)]
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._cursor(write=False, wait=None) as cur:
+            cur.execute(self._q(sql), args)
+            return [tuple(row) for row in cur.fetchall()]
+
+    def _query_in(self, prefix: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
+        """``prefix IN (...)`` over ``values``, in bounded chunks."""
+        wanted, rows = sorted(set(values)), []
+        for at in range(0, len(wanted), 500):
+            chunk = tuple(wanted[at : at + 500])
+            rows += self._query(f"{prefix} IN ({', '.join('?' * len(chunk))})", chunk)
+        return rows
+
+
+class SQLiteStore(SQLJournal):
+    """A journal in one SQLite file (WAL): durable, shareable between processes on one machine.
 
     Opening applies the pending schema migrations (one transaction). With ``create=False``
     a missing file is a ``JournalError`` and nothing is created.
     """
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        _refuse_url(path)
+        _refuse_url(path, "SQLiteStore takes a file path")
+        super().__init__(SQLiteDialect())
         self.path = Path(path).expanduser()
+        self.location = repr(str(self.path))
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = self._open(create)
 
@@ -288,7 +486,7 @@ class SQLiteStore:
 
     def _open(self, create: bool) -> sqlite3.Connection:
         if not create and not self.path.exists():
-            raise JournalError(f"no journal at {str(self.path)!r}")
+            raise JournalError(f"no journal at {self.location}")
         try:
             db = self._connect(create)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -297,7 +495,7 @@ class SQLiteStore:
             # Switching a new file to WAL can answer "locked" at once while another process
             # sets it up (the busy timeout does not cover it): retry for a while.
             for attempt in Retrying(
-                retry=retry_if_exception(_locked),
+                retry=retry_if_exception(self.dialect.is_busy),
                 stop=stop_after_delay(30),
                 wait=wait_random(0.01, 0.2),
                 reraise=True,
@@ -322,40 +520,17 @@ class SQLiteStore:
         )
 
     def _cannot_open(self, exc: BaseException) -> JournalError:
-        return JournalError(f"cannot open the journal {str(self.path)!r}: {exc}")
+        return JournalError(f"cannot open the journal {self.location}: {exc}")
 
     def _set_up(self, db: sqlite3.Connection) -> None:
         """Refuse a file this package cannot read (untouched), then WAL mode and pending migrations."""
         db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        current = self._schema_version(db)
+        current = self._check_version(db.cursor())
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
         if current < SCHEMA_VERSION:
-            self._migrate(db)
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Apply every pending migration in one transaction (many processes may open a new file)."""
-        with _transaction(db):
-            for script in _MIGRATIONS[self._schema_version(db) :]:  # read again, under the lock
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _schema_version(self, db: sqlite3.Connection) -> int:
-        """The file's schema version; ``JournalError`` if it is newer or not a journal."""
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"the journal {str(self.path)!r} has schema version {version}, this mh_notebook "
-                f"reads versions up to {SCHEMA_VERSION}; upgrade mh_notebook or use another file"
-            )
-        tables = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'"))
-        if version == 0 and tables:
-            raise JournalError(
-                f"{str(self.path)!r} is not an mh_notebook journal (schema version 0 with tables "
-                f"{tables}); this mh_notebook reads versions up to {SCHEMA_VERSION}; use another file"
-            )
-        return version
+            with sqlite_transaction(db):  # many processes may open a new file at once
+                self._migrate(db.cursor())  # reads the version again, under the lock
 
     @property
     def closed(self) -> bool:
@@ -367,14 +542,21 @@ class SQLiteStore:
         """The connection, held under the store's lock (``JournalError`` once closed)."""
         with self._lock:
             if self._db is None:
-                raise JournalError(f"the journal {str(self.path)!r} is closed")
+                raise JournalError(f"the journal {self.location} is closed")
             yield self._db
 
     @contextmanager
-    def _write(self, wait: float | None) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``wait``: see :meth:`add_many`)."""
-        with self._connection() as db, self._bounded_wait(db, wait), _transaction(db):
-            yield db
+    def _cursor(self, *, write: bool, wait: float | None) -> Iterator[Any]:
+        """Reads as they come; writes in ``BEGIN IMMEDIATE`` (``wait``: see :meth:`add_many`)."""
+        with self._connection() as db:
+            if write:
+                with self._bounded_wait(db, wait), sqlite_transaction(db):
+                    yield db.cursor()
+                return
+            try:
+                yield db.cursor()
+            except sqlite3.DatabaseError as exc:
+                raise JournalError(f"the journal {self.location} cannot be read: {exc}") from None
 
     @contextmanager
     def _bounded_wait(self, db: sqlite3.Connection, wait: float | None) -> Iterator[None]:
@@ -386,79 +568,14 @@ class SQLiteStore:
         try:
             yield
         except sqlite3.OperationalError as exc:
-            if not _locked(exc):
+            if not self.dialect.is_busy(exc):
                 raise
             raise JournalBusyError(
-                f"the journal {str(self.path)!r} stayed locked by another connection for {wait} s; "
+                f"the journal {self.location} stayed locked by another connection for {wait} s; "
                 "nothing was written"
             ) from None
         finally:
             db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-
-    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
-        """Record tasks a watcher started watching (one transaction; ``wait`` as for :meth:`add_many`)."""
-        rows = [Watched(*item) for item in items]
-        with self._write(wait) as db:
-            db.executemany(f"INSERT OR IGNORE INTO watched ({_WATCHED_COLS}) VALUES ({_WATCHED_MARKS})", rows)
-
-    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
-        """Record the first predicted latency of each watched task (one transaction; ``wait``
-        as for :meth:`add_many`): later predictions and unwatched tasks change nothing."""
-        rows = [(predicted, task_id) for task_id, predicted in _predictions(items)]
-        with self._write(wait) as db:
-            db.executemany(_PREDICT_SQL, rows)
-
-    def add(self, event: Event, *, wait: float | None = None) -> None:
-        """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
-        self.add_many([event], wait=wait)
-
-    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
-        """Record events in one transaction (the per-task summary is kept up to date).
-
-        Without ``wait``, waits up to 30 s for another writer; with ``wait``, gives up after
-        about ``wait`` seconds with :class:`JournalBusyError` and writes nothing.
-        """
-        with self._write(wait) as db:
-            for event in events:
-                seq = db.execute(f"INSERT INTO events ({_COLS}) VALUES ({_MARKS})", event).lastrowid
-                db.execute(_SUMMARY_SQL, _summary_args(event, seq))
-
-    def events(self) -> list[Event]:
-        """Every event, in the order written."""
-        return [Event(*row) for row in self._query(f"SELECT {_COLS} FROM events ORDER BY seq")]
-
-    def reduced_rows(self) -> list[tuple[Any, ...]]:
-        """One row per task, watched or observed (``history.REDUCED_COLUMNS``), by SQLite itself."""
-        return self._query(_REDUCE_SQL)
-
-    def watched(self) -> list[Watched]:
-        """Every task ever watched."""
-        rows = self._query(f"SELECT {_WATCHED_COLS} FROM watched ORDER BY first_seen_at")
-        return [Watched(*row) for row in rows]
-
-    def unfinished(self, base_url: str) -> list[str]:
-        """Ids watched against ``base_url`` whose last event is not an end."""
-        query = """
-            SELECT w.task_id FROM watched w
-            LEFT JOIN task_summary s ON s.task_id = w.task_id
-            LEFT JOIN events e ON e.seq = s.last_seq
-            WHERE w.base_url = ? AND (e.status IS NULL OR e.status NOT IN ({}))
-            ORDER BY w.first_seen_at
-        """.format(",".join("?" * len(ENDED)))
-        return [r[0] for r in self._query(query, (base_url, *sorted(ENDED)))]
-
-    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
-        """The latest ``limit`` succeeded/failed events (of tasks watched against ``base_url``)."""
-        scope, args = ("", ()) if base_url is None else (_SCOPE_SQL, (base_url,))
-        rows = self._query(_RECENT_ENDS_SQL.format(scope=scope), (*args, *_LEARNED_ENDS, max(limit, 0)))
-        return [Event(*row) for row in reversed(rows)]
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._connection() as db:
-            try:
-                return db.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise JournalError(f"the journal {str(self.path)!r} cannot be read: {exc}") from None
 
     def close(self) -> None:
         """Close the connection (a second call does nothing)."""
@@ -469,14 +586,40 @@ class SQLiteStore:
 
 
 _COLS = ", ".join(Event._fields)
-_MARKS = ", ".join("?" * len(Event._fields))
 _WATCHED_COLS = ", ".join(Watched._fields)
-_WATCHED_MARKS = ", ".join("?" * len(Watched._fields))
+_RESULT_COLS = ", ".join(SavedResult._fields)
+
+
+def _marks(fields: Sequence[str]) -> str:
+    return ", ".join("?" * len(fields))
+
+
+_EVENT_SQL = f"""
+INSERT INTO events ({_COLS}) VALUES ({_marks(Event._fields)}) ON CONFLICT DO NOTHING RETURNING seq
+"""
+_WATCH_SQL = (
+    f"INSERT INTO watched ({_WATCHED_COLS}) VALUES ({_marks(Watched._fields)}) ON CONFLICT DO NOTHING"
+)
+_SAVE_RESULT_SQL = f"""
+INSERT INTO results ({_RESULT_COLS}) VALUES ({_marks(SavedResult._fields)})
+ON CONFLICT (task_id, idx) DO UPDATE SET local_path = excluded.local_path, sha256 = excluded.sha256,
+    size_bytes = excluded.size_bytes, saved_at = excluded.saved_at
+"""
 _PREDICT_SQL = "UPDATE watched SET predicted_latency_s = ? WHERE task_id = ? AND predicted_latency_s IS NULL"
 _SCOPE_SQL = "JOIN watched AS w ON w.task_id = e.task_id AND w.base_url = ?"
 _RECENT_ENDS_SQL = f"""
 SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM events AS e {{scope}}
 WHERE e.status IN ({", ".join("?" * len(_LEARNED_ENDS))}) ORDER BY e.seq DESC LIMIT ?
+"""
+_LATEST_SQL = f"""
+SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM task_summary AS s
+JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq) WHERE s.task_id"""
+_UNFINISHED_SQL = f"""
+SELECT w.task_id FROM watched AS w
+LEFT JOIN task_summary AS s ON s.task_id = w.task_id
+LEFT JOIN events AS e ON e.seq = s.last_seq
+WHERE w.base_url = ? AND (e.status IS NULL OR e.status NOT IN ({", ".join("?" * len(ENDED))}))
+ORDER BY w.first_seen_at
 """
 _EVENT_PART = """e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
        e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message"""
@@ -484,12 +627,14 @@ _REDUCE_SQL = f"""
 SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
-       s.started_at, s.seen_end, s.polls, w.predicted_latency_s
+       s.started_at, s.seen_end, s.polls, w.predicted_latency_s,
+       (SELECT r.local_path FROM results AS r WHERE r.task_id = w.task_id AND r.idx = 0)
 FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 UNION ALL
-SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL
+SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL,
+       (SELECT r.local_path FROM results AS r WHERE r.task_id = s.task_id AND r.idx = 0)
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 WHERE s.task_id NOT IN (SELECT task_id FROM watched)
 """
@@ -498,20 +643,23 @@ WHERE s.task_id NOT IN (SELECT task_id FROM watched)
 
 def _earliest(col: str) -> str:
     """SQL for the earlier of the stored and the new value, either of which may be NULL."""
-    new = f"excluded.{col}"
-    return f"CASE WHEN {col} IS NULL THEN {new} WHEN {new} IS NULL THEN {col} ELSE MIN({col}, {new}) END"
+    old, new = f"task_summary.{col}", f"excluded.{col}"
+    return (
+        f"CASE WHEN {old} IS NULL THEN {new} WHEN {new} IS NULL THEN {old} ELSE {{least}}({old}, {new}) END"
+    )
 
 
 _SUMMARY_SQL = f"""
 INSERT INTO task_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(task_id) DO UPDATE SET
-    last_seq = MAX(last_seq, excluded.last_seq),
-    last_informative_seq = COALESCE(MAX(last_informative_seq, excluded.last_informative_seq),
-                                    last_informative_seq, excluded.last_informative_seq),
+    last_seq = {{greatest}}(task_summary.last_seq, excluded.last_seq),
+    last_informative_seq = COALESCE(
+        {{greatest}}(task_summary.last_informative_seq, excluded.last_informative_seq),
+        task_summary.last_informative_seq, excluded.last_informative_seq),
     first_seen_at = {_earliest("first_seen_at")},
     started_at = {_earliest("started_at")},
     seen_end = {_earliest("seen_end")},
-    polls = MAX(polls, excluded.polls)
+    polls = {{greatest}}(task_summary.polls, excluded.polls)
 """
 _TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -525,23 +673,6 @@ def _summary_args(event: Event, seq: int | None) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE ... COMMIT`` on an autocommit connection; ROLLBACK if anything fails."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
-def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-
-
 def default_journal_path() -> Path:
     """Where the default journal lives: the per-user data directory of mh_notebook."""
     from platformdirs import user_data_path
@@ -549,24 +680,30 @@ def default_journal_path() -> Path:
     return user_data_path("mh_notebook") / "journal.sqlite"
 
 
-def _refuse_url(path: str | Path) -> None:
-    """``JournalError`` for ``scheme://...``: this version journals to files only."""
+def _refuse_url(path: str | Path, what: str = "a journal is a file path or a postgresql:// URL") -> None:
+    """``JournalError`` for ``scheme://...`` that is not a journal this version can open."""
     text = str(path)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise JournalError(
-            f"journal URLs ({scheme}://...) are not supported by this version of mh_notebook; "
-            "a file path is expected"
+            f"journal URLs ({scheme}://...) are not supported here by this version of mh_notebook: {what}"
         )
 
 
 def open_store(store: Store | str | Path | None, *, create: bool = True) -> Store:
-    """A store from what a user passes: a store, a path, ``"default"`` or ``None`` (memory).
+    """A store from what a user passes: a store, a path, ``"default"``, a ``postgresql://``
+    URL (a team journal) or ``None`` (memory).
 
-    With ``create=False`` a journal file that does not exist is a ``JournalError``.
+    With ``create=False`` a journal that does not exist is a ``JournalError``.
     """
     if store is None:
         return MemoryStore()
     if isinstance(store, str | Path):
-        return SQLiteStore(default_journal_path() if str(store) == "default" else store, create=create)
+        text = str(store)
+        if is_postgres_url(text):
+            from .pgstore import PostgresStore
+
+            return PostgresStore(text, create=create)
+        _refuse_url(text)
+        return SQLiteStore(default_journal_path() if text == "default" else store, create=create)
     return store

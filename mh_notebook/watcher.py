@@ -7,6 +7,14 @@ watched by several watchers are polled once. Every change of a watched task is h
 to :meth:`TaskWatcher.observe` in the engine's thread, once journalled; the view (the
 widget panel in a Jupyter kernel, text lines elsewhere) is redrawn there at most every
 ``refresh_interval`` seconds.
+
+Results outlive their URLs: when a task succeeds, the engine keeps its results once (see
+:mod:`mh_notebook.results`): the newest ``gallery_limit`` in memory for the live gallery
+(each up to ``inline_limit`` bytes), and every one on disk with ``save_to``. A succeeded
+task counts as done for :meth:`~TaskWatcher.wait`, :meth:`~TaskWatcher.as_completed` and
+``on_done`` once its results are kept. The static twin of the panel (``text/html`` and
+``text/plain`` for saved notebooks) is updated by display id when tasks end, at most every
+``static_interval`` seconds, and at once when every task is done and when the watcher stops.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import queue
 import sys
@@ -31,20 +40,30 @@ from .errors import AuthenticationError, ModelHunterError
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
-from .render import Row, Snapshot, media_html, safe_text, summary_html, table_html, text_line
+from .render import (
+    MediaEntry,
+    Row,
+    Snapshot,
+    human_size,
+    safe_text,
+    static_html,
+    static_text,
+    text_line,
+)
+from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
 from .store import SQLiteStore, Store, Watched, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .panel import Panel
+    from .panel import Panel, StaticView
 
 __all__ = ["TaskWatcher"]
 
 log = logging.getLogger("mh_notebook.watcher")
 DisplayMode = Literal["auto", "widget", "text", "none"]
 Callback = Callable[[Task], object]
-_ACTIVE_ROWS, _RECENT_ROWS, _GALLERY = 30, 15, 24
+_ACTIVE_ROWS, _RECENT_ROWS = 30, 15
 _FeedItem = tuple[str, Task | None] | None
 """``(task_id, final task)`` when a task ends (``None`` task: not found); ``None``: stop."""
 
@@ -61,6 +80,13 @@ class TaskWatcher:
     durations are divided by N and ``rate_limit`` multiplied by N. ``store`` is the
     journal: ``"default"`` (SQLite in the per-user data directory), a file path, a store
     object, or ``None`` (memory only). Use it as a context manager or call :meth:`stop`.
+
+    Results: with ``save_to`` (a directory), every succeeded result is saved there as it
+    arrives (``download()``'s file names, atomic, SHA-256 in the journal, ``local_path`` in
+    :meth:`history`); without it nothing is written to disk. The live gallery keeps the
+    newest ``gallery_limit`` results in kernel memory, each up to ``inline_limit`` bytes
+    (larger ones get a note saying how to download them). ``static_interval`` is the
+    shortest time between two updates of the static view saved notebooks show.
     """
 
     def __init__(
@@ -79,6 +105,10 @@ class TaskWatcher:
         timeout: float | None = 10.0,
         embed_media: bool = False,
         allow_insecure_http: bool = False,
+        save_to: str | Path | None = None,
+        gallery_limit: int = 24,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
+        static_interval: float = 3.0,
     ) -> None:
         key, url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
         if not rate_limit > 0 or not time_scale > 0:
@@ -92,6 +122,10 @@ class TaskWatcher:
         self.rate_limit = rate_limit * time_scale
         self.burst = burst
         self.refresh_interval = refresh_interval
+        self.save_to = Path(save_to).expanduser().resolve() if save_to is not None else None
+        """Where every succeeded result is saved (``None``: nowhere)."""
+        self.gallery_limit, self.inline_limit = max(1, gallery_limit), max(0, inline_limit)
+        self.static_interval = static_interval
         self._mode = _resolve_display(display)
         self._lock = threading.RLock()
         self._ids: dict[str, None] = {}
@@ -103,7 +137,13 @@ class TaskWatcher:
         """Exceptions raised by callbacks (they are logged, never fatal)."""
         self._dirty = True
         self._last_draw = 0.0
-        self._media_queue: list[str] = []
+        self._kept: dict[tuple[str, int], tuple[KeptResult, str]] = {}
+        self._gallery_queue: list[tuple[KeptResult, str]] = []
+        self._keeping: set[str] = set()
+        self._keep_started: set[str] = set()
+        self._static: StaticView | None = None
+        self._static_dirty = True
+        self._static_at = 0.0
         self._panel: Panel | None = None
         self._stopped = False
         self._final: list[TaskState] | None = None
@@ -133,7 +173,9 @@ class TaskWatcher:
             fresh = [task_id for task_id in dict.fromkeys(ids) if task_id not in self._ids]
             self._ids.update(dict.fromkeys(ids))
         self._engine.watch(self, items, self.policy, fresh)
-        self._dirty = True
+        self._dirty = self._static_dirty = True
+        with contextlib.suppress(RuntimeError):  # results of tasks that had ended before
+            self._engine.poller.call_soon(self._adopt_ended, ids)
         self._settle_soon()
         return ids
 
@@ -201,6 +243,8 @@ class TaskWatcher:
             for feed in self._feeds:
                 feed.put(None)
         self.redraw(force=True)
+        self._static_dirty = True  # "stopped"
+        self._publish_static(force=True)
 
     def _close_store(self) -> None:
         if self._owns_store:
@@ -217,6 +261,16 @@ class TaskWatcher:
     def tasks(self) -> dict[str, Task]:
         """Task id → the latest ``Task`` fetched (tasks not fetched yet are absent)."""
         return {s.task_id: s.task for s in self._states() if s.task is not None}
+
+    @property
+    def saved_files(self) -> dict[str, list[Path]]:
+        """Task id → the result files saved on this machine (``save_to``), from the journal."""
+        with self._journal() as store:
+            rows = store.results(self.task_ids)
+        files: dict[str, list[Path]] = {}
+        for row in rows:
+            files.setdefault(row.task_id, []).append(Path(row.local_path))
+        return files
 
     @property
     def not_found(self) -> list[str]:
@@ -279,17 +333,21 @@ class TaskWatcher:
         """
         future = self._wait_future()
         try:
-            return future.result(timeout)
+            final = future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise self._timeout_error(timeout) from None
+        self._publish_static(force=True)  # from the caller's cell: saved by any front end
+        return final
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
         """``await`` form of :meth:`wait`, for top-level await in a cell."""
         future = asyncio.wrap_future(self._wait_future())
         try:
-            return await asyncio.wait_for(future, timeout)
+            final = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise self._timeout_error(timeout) from None
+        self._publish_static(force=True)
+        return final
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
         """Yield each watched task as it ends (already ended ones first).
@@ -342,10 +400,10 @@ class TaskWatcher:
             self._settle_waiters()
 
     def _settle_waiters(self) -> None:
-        """Resolve the waiters whose tasks have all ended (engine thread)."""
+        """Resolve the waiters once every task has ended and its results are kept (engine thread)."""
         states = self._states()
         error = self.auth_error
-        done = all(s.ended for s in states)
+        done = all(s.ended for s in states) and not self._keeping
         with self._lock:
             for fut in [f for f in self._waiters if not f.done()]:
                 if error is not None:
@@ -355,9 +413,11 @@ class TaskWatcher:
             self._waiters = [f for f in self._waiters if not f.done()]
 
     def _timeout_error(self, timeout: float | None) -> TimeoutError:
-        ids = self.pending
+        ids, what = self.pending, "tasks had not ended"
+        if not ids and self._keeping:  # every task ended; their results were still downloading
+            ids, what = sorted(self._keeping), "tasks' results were still being downloaded"
         shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        return TimeoutError(f"{len(ids)} tasks had not ended after {timeout} s: {shown}")
+        return TimeoutError(f"{len(ids)} {what} after {timeout} s: {shown}")
 
     def _open_feed(self) -> tuple[queue.SimpleQueue[_FeedItem], set[str]]:
         feed: queue.SimpleQueue[_FeedItem] = queue.SimpleQueue()
@@ -365,7 +425,7 @@ class TaskWatcher:
             self._feeds.append(feed)
             states = self._states()
         for s in states:
-            if s.ended:
+            if s.ended and s.task_id not in self._keeping:  # the others come once kept
                 feed.put((s.task_id, s.task))
         return feed, {s.task_id for s in states}
 
@@ -382,6 +442,8 @@ class TaskWatcher:
     def observe(self, obs: Observation) -> None:
         """One change of a watched task, already journalled (called in the engine's thread)."""
         self._dirty = True
+        if obs.kind != "error":  # a status, an end or a refused key: the saved view shows it too
+            self._static_dirty = True
         if obs.kind == "auth":
             self._settle_waiters()
             self._feed(None)
@@ -402,14 +464,85 @@ class TaskWatcher:
             self._settle_waiters()
 
     def _finished(self, task: Task) -> None:
+        """A task ended: done now, or once its results are kept (engine thread)."""
+        if task.id in self._keep_started:
+            return  # already being kept (it had ended before this watcher watched it)
+        if not self._start_keep(task, announce=True):
+            self._done(task)
+
+    def _done(self, task: Task) -> None:
+        """``task`` is done for this watcher: ``on_done``, ``as_completed`` and waits."""
+        self._static_dirty = True
         self._run_callbacks(self._on_done, task)
         self._feed((task.id, task))
-        if task.status == "succeeded" and self._mode in ("widget", "auto"):
-            caption = f"{task.model or ''} · {task.id}"
-            for item in task.result:
-                self._media_queue.append(media_html(item.url, item.format, caption))
-            del self._media_queue[:-_GALLERY]
         self._settle_waiters()
+
+    # ------------------------------------------------ engine thread: results
+    @property
+    def _gallery_on(self) -> bool:
+        return self._mode in ("widget", "auto")
+
+    def _start_keep(self, task: Task, *, announce: bool) -> bool:
+        """Ask the engine to keep ``task``'s results; False if there is nothing to keep."""
+        if task.status != "succeeded" or not task.result or not (self._gallery_on or self.save_to):
+            return False
+        spec = KeepSpec(self.inline_limit if self._gallery_on else 0, self.save_to, self.store)
+        try:
+            future = self._engine.keep(task, spec)
+        except RuntimeError:  # the engine is stopping
+            return False
+        self._keep_started.add(task.id)
+        self._keeping.add(task.id)
+        future.add_done_callback(lambda f: self._kept_done(task, f, announce))
+        return True
+
+    def _adopt_ended(self, ids: list[str]) -> None:
+        """Keep the results of tasks that had succeeded before this watcher watched them."""
+        for state in self._engine.poller.states(ids):
+            task = state.task
+            if state.ended and task is not None and task.id not in self._keep_started:
+                self._start_keep(task, announce=False)
+
+    def _kept_done(
+        self, task: Task, future: concurrent.futures.Future[list[KeptResult]], announce: bool
+    ) -> None:
+        """The engine kept ``task``'s results (engine thread): add them to the gallery, then done."""
+        kept: list[KeptResult] = []
+        if not future.cancelled():
+            if future.exception() is not None:
+                log.error("keeping the results of %s failed", task.id, exc_info=future.exception())
+            else:
+                kept = future.result()
+        caption = f"{task.model or 'result'} · {task.id}"
+        with self._lock:
+            for item in kept:
+                self._kept.pop((item.task_id, item.index), None)
+                self._kept[(item.task_id, item.index)] = (item, caption)
+                self._gallery_queue.append((item, caption))
+            for key in list(self._kept)[: -self.gallery_limit]:  # the newest stay in memory
+                del self._kept[key]
+            del self._gallery_queue[: -self.gallery_limit]
+        self._keeping.discard(task.id)
+        self._dirty = self._static_dirty = True
+        if not self._stopped:
+            if announce:  # on_done is for ends this watcher saw, not for tasks it adopted ended
+                self._run_callbacks(self._on_done, task)
+            self._feed((task.id, task))
+        self._settle_waiters()
+
+    def _detail(self, kept: KeptResult) -> str:
+        """Format, size, where the bytes are, or why they are not here."""
+        bits = [kept.format or "file", human_size(kept.size_bytes)]
+        call = f"watcher.download({kept.task_id!r})"
+        if kept.problem:
+            bits.append(f"not kept: {kept.problem} (watcher.show({kept.task_id!r}) fetches it again)")
+        elif kept.too_large:
+            bits.append(f"too large to keep inline (over {human_size(self.inline_limit)}): {call}")
+        elif kept.kind is None:
+            bits.append(f"cannot be shown inline: {call}")
+        if kept.local_path:
+            bits.append(f"saved: {kept.local_path}")
+        return " · ".join(b for b in bits if b)
 
     def _run_callbacks(self, callbacks: list[Callback], task: Task) -> None:
         for fn in callbacks:
@@ -462,7 +595,7 @@ class TaskWatcher:
         recent = sorted((self._row(s) for s in ended[-(_RECENT_ROWS * 4) :]), key=lambda r: -r.sort_key)
         rows += recent[: max(_RECENT_ROWS, _ACTIVE_ROWS - len(rows))]
         error = self.auth_error
-        notice = f"Polling stopped: {error.message}" if error else self._engine.journal_error
+        notice = f"Polling stopped: {error.message}" if error else self._engine.notice
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
             notice=notice, rate_limit=self._engine.poller.rate_limit,
@@ -474,13 +607,32 @@ class TaskWatcher:
         if self._panel is None:
             from .panel import Panel
 
-            self._panel = Panel(on_pause=self.pause, on_resume=self.resume_polling, on_stop=self.stop)
-            self._panel.draw(self.snapshot())
-            self._mode = "widget"
+            panel = Panel(
+                on_pause=self.pause,
+                on_resume=self.resume_polling,
+                on_stop=self.stop,
+                gallery_limit=self.gallery_limit,
+                static_class=self._static_view().css_class,
+            )
+            panel.draw(self.snapshot())
+            with self._lock:  # what was kept before the panel existed; the engine adds the rest
+                for kept, caption in self._kept.values():
+                    panel.add_result(kept, caption, self._detail(kept))
+                self._gallery_queue = []
+            self._panel, self._mode = panel, "widget"
         return self._panel
 
+    def _static_view(self) -> StaticView:
+        if self._static is None:
+            from .panel import StaticView
+
+            self._static = StaticView()
+        return self._static
+
     def redraw(self, force: bool = False) -> None:
-        """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``."""
+        """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``;
+        the static view at most every ``static_interval`` (at once when all is done)."""
+        self._publish_static()
         panel = self._panel
         if panel is None:
             return
@@ -490,21 +642,56 @@ class TaskWatcher:
             return
         self._dirty, self._last_draw = False, time.monotonic()
         panel.draw(self.snapshot())
-        media, self._media_queue = self._media_queue, []
-        for figure in media:
-            panel.add_media(figure)
+        with self._lock:
+            media, self._gallery_queue = self._gallery_queue, []
+        for kept, caption in media:
+            panel.add_result(kept, caption, self._detail(kept))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The live widget, plus static ``text/html`` and ``text/plain`` for saved notebooks."""
-        snapshot = self.snapshot()
         bundle: dict[str, Any] = {}
-        if self._mode in ("widget", "auto"):
+        if self._gallery_on:
             bundle.update(self.panel.widget._repr_mimebundle_(include=include, exclude=exclude))
-        bundle["text/html"] = summary_html(snapshot) + table_html(
-            snapshot.rows, snapshot.total, snapshot.counts
-        )
-        bundle["text/plain"] = repr(self)
+        bundle.update(self._static_bundle())
         return bundle
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the live panel, then its static twin under a display id (kept
+        current by :meth:`redraw`, :meth:`wait` and :meth:`stop`) for saved notebooks."""
+        live = self.panel.widget if self._gallery_on else None
+        self._static_dirty = False
+        self._static_at = time.monotonic()
+        self._static_view().show(self._static_bundle(), live)
+
+    def _static_bundle(self) -> dict[str, str]:
+        """``text/html`` and ``text/plain`` of the same snapshot and results: tasks, counts,
+        thumbnails of images and labelled entries for the rest."""
+        snapshot = self.snapshot()
+        with self._lock:
+            kept = list(self._kept.values())
+        entries = [MediaEntry(k.kind, caption, self._detail(k), k.thumbnail) for k, caption in kept]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        note = f"Static view as of {stamp} (for saved notebooks; the live panel hides it)."
+        css_class = f"mh-static {self._static.css_class}" if self._static is not None else "mh-static"
+        return {
+            "text/html": static_html(snapshot, entries, css_class, note),
+            "text/plain": static_text(snapshot, entries, note),
+        }
+
+    def _publish_static(self, force: bool = False) -> None:
+        """Update the static view if it changed: at most every ``static_interval`` seconds,
+        at once with ``force`` or when every task is done."""
+        view = self._static
+        if view is None or not view.shown or not self._static_dirty:
+            return
+        settled = not self._keeping and all(s.ended for s in self._states())
+        if not (force or settled) and time.monotonic() - self._static_at < self.static_interval:
+            return
+        self._static_dirty, self._static_at = False, time.monotonic()
+        try:
+            view.update(self._static_bundle())
+        except Exception:
+            log.exception("the static view could not be updated")
 
     # -------------------------------------------------------------- history
     def history(self) -> pd.DataFrame:
@@ -582,24 +769,64 @@ class TaskWatcher:
         """Display a task's media inline (Video/Image/Audio by format).
 
         ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
-        20 MB) so the media survive the URL's expiry; otherwise the URL is used.
+        20 MB) so the media survive the URL's expiry: the bytes the gallery kept or
+        ``save_to`` saved are used when there are some, else they are downloaded. Otherwise
+        a URL that works now is used (the task is fetched again if the known one fails).
+        When the API cannot give the task any more (past the provider's retention, or the
+        watcher was stopped), a local copy is embedded.
         """
         from IPython.display import HTML, display
 
         from .media import DEFAULT_EMBED_LIMIT, display_object
 
-        task = self.fresh_task(task_id)
+        embed = self.embed_media if embed is None else embed
+        known = self.tasks.get(task_id)
+        local = self._local_copies(known) if known is not None and embed else None
+        if known is not None and local is not None:
+            task = known  # every byte is here: no request at all
+        else:
+            try:
+                task = self.fresh_task(task_id)
+            except (ModelHunterError, RuntimeError):
+                local = self._local_copies(known) if known is not None else None
+                if known is None or local is None:
+                    raise
+                task, embed = known, True
         if task.status != "succeeded" or not task.result:
             display(HTML(f"<i>{safe_text(task_id)} is {safe_text(task.status)}: nothing to show</i>"))
             return
         for index, item in enumerate(task.result):
             obj = display_object(
                 item,
-                embed=self.embed_media if embed is None else embed,
+                embed=embed,
                 embed_limit=embed_limit or DEFAULT_EMBED_LIMIT,
                 refresh_url=self._url_refresher(task_id, index),
+                data=local[index] if local is not None and index < len(local) else None,
+                label=f"{task.model or 'result'} · {task_id}",
             )
             display(obj)
+
+    def _local_copies(self, task: Task) -> list[bytes] | None:
+        """Every result's bytes without the network, or ``None`` if one is missing."""
+        if task.status != "succeeded" or not task.result:
+            return None
+        copies = [self._local_bytes(task.id, i) for i in range(len(task.result))]
+        return None if any(c is None for c in copies) else [c for c in copies if c is not None]
+
+    def _local_bytes(self, task_id: str, index: int) -> bytes | None:
+        """A result's bytes without the network: kept in memory, or saved (checksum verified)."""
+        with self._lock:
+            kept = self._kept.get((task_id, index))
+        if kept is not None and kept[0].data is not None:
+            return kept[0].data
+        with contextlib.suppress(Exception), self._journal() as store:
+            for row in store.results([task_id]):
+                path = Path(row.local_path)
+                if row.idx == index and path.is_file():
+                    data = path.read_bytes()
+                    if hashlib.sha256(data).hexdigest() == row.sha256:
+                        return data
+        return None
 
     def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
         """Save a task's result files into ``directory``; returns their paths.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine, then runs it all:
 # a virtualenv with the package and its test extra, Debian's chromium for the browser
-# tests, then ruff, mypy and pytest. Exits non-zero on any failure.
+# tests and postgresql for the team-journal tests, then ruff, mypy and pytest. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +9,14 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "mh_notebook needs Python >= 3.11 (set PYTHON=...)" >&2; exit 1; }
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's chromium (browser tests) and postgresql (initdb/pg_ctl: the team-journal tests
+# start their own server on 127.0.0.1).
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

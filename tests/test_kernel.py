@@ -74,7 +74,7 @@ def _html_updates(messages: list[tuple[float, dict[str, Any]]]) -> list[float]:
 def test_panel_updates_while_a_cell_is_busy(kernel: BlockingKernelClient) -> None:
     shown = run(kernel, SETUP)
     assert any(
-        m["msg_type"] == "execute_result"
+        m["msg_type"] in ("execute_result", "display_data")
         and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
         for _, m in shown
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import ipywidgets as widgets
 import pytest
 
 from mh_notebook.render import Row, human_size, media_html, safe_text, safe_url, table_html
@@ -64,7 +65,7 @@ def test_javascript_media_url_is_text_not_a_source() -> None:
     assert "src=" not in out
     assert "not shown: javascript:alert(1)" in out
     ok = media_html("https://cdn/x.mp4", "mp4", HOSTILE)
-    assert '<video src="https://cdn/x.mp4"' in ok
+    assert '<source src="https://cdn/x.mp4" type="video/mp4">' in ok
     assert "<script>" not in ok
     assert "<img src=x" not in ok
 
@@ -101,8 +102,11 @@ def test_panel_shows_hostile_failure_as_text(sim: Simulator) -> None:
         assert "<script>" not in table and "<img src=x" not in table
         assert "&lt;b&gt;X&lt;/b&gt;" in table
         assert "succeeded</span> 1" in panel.summary.value and "failed</span> 1" in panel.summary.value
-        (media,) = panel.gallery.outputs
-        assert '<img src="' + sim.url in media["data"]["text/html"]
+        (tile,) = panel.gallery.children
+        image, caption = tile.children
+        assert isinstance(image, widgets.Image) and image.format == "png"
+        assert image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the bytes, not the expiring URL
+        assert ok_id in caption.value
         bundle = w._repr_mimebundle_()
         assert {WIDGET_VIEW, "text/html", "text/plain"} <= bundle.keys()
         assert bundle[WIDGET_VIEW]["model_id"] == panel.widget.model_id

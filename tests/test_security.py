@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import sqlite3
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from IPython.display import Video
 
 from mh_notebook import Client, ModelHunterError, ResultItem, Task
 from mh_notebook.media import display_object
@@ -36,7 +36,8 @@ def test_key_appears_nowhere(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
             w.wait(timeout=60)
             time.sleep(0.2)
             texts = [repr(w), str(w), repr(w.panel), repr(w.store), repr(Client(sim.api_key, sim.url))]
-            texts += [w.panel.summary.value, w.panel.table.value, json.dumps(w.panel.gallery.outputs)]
+            texts += [w.panel.summary.value, w.panel.table.value]
+            texts += [t.children[-1].value for t in w.panel.gallery.children]  # the tiles' captions
             texts += [json.dumps(w._repr_mimebundle_(), default=str)]
             texts += [w.history().to_csv(), w.events().to_csv(), w.latency_summary().to_csv()]
         try:
@@ -89,10 +90,12 @@ def test_unsafe_url_in_a_watched_task_stays_text(sim: Simulator) -> None:
         w.watch(task)
         w.wait(timeout=5)
         time.sleep(0.2)
-        (figure,) = w.panel.gallery.outputs
-    html = figure["data"]["text/html"]
-    assert "<video" not in html
-    assert "not shown: javascript:alert(1)" in html
+        (tile,) = w.panel.gallery.children
+        static = w._repr_mimebundle_()["text/html"]
+    (caption,) = tile.children  # no media widget: only the note
+    assert "not kept: the result URL is not plain http(s)" in caption.value
+    for shown in (caption.value, static):
+        assert "<video" not in shown and "javascript:" not in shown
 
 
 def test_media_over_the_embed_cap_are_not_embedded(sim: Simulator) -> None:
@@ -100,7 +103,7 @@ def test_media_over_the_embed_cap_are_not_embedded(sim: Simulator) -> None:
     time.sleep(0.05)
     item = Client(sim.api_key, sim.url).get_task(task_id).result[0]
     small_cap = display_object(item, embed=True, embed_limit=1000)
-    assert isinstance(small_cap, Video)
-    assert small_cap.embed is False and small_cap.url == item.url
+    assert f'<source src="{html.escape(item.url or "")}" type="video/mp4">' in small_cap.data  # the URL
+    assert "base64" not in small_cap.data
     embedded = display_object(item, embed=True)
     assert embedded.embed is True and "base64" in embedded._repr_html_()

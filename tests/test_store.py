@@ -25,6 +25,7 @@ from mh_notebook.store import (
     JournalBusyError,
     JournalError,
     MemoryStore,
+    SavedResult,
     SQLiteStore,
     Watched,
     open_store,
@@ -85,18 +86,20 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
     path = _v1_copy(tmp_path)
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     SQLiteStore(path).close()
-    assert _sql(path, "PRAGMA user_version") == [(3,)] and SCHEMA_VERSION == 3
+    assert _sql(path, "PRAGMA user_version") == [(5,)] and SCHEMA_VERSION == 5
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"events_task", "watched_base_url", "events_status"} <= indexes
+    assert {"events_task", "watched_base_url", "events_status", "events_once"} <= indexes
     _assert_reads_as_0_1_0(path, expected)
 
 
 def _assert_reads_as_0_1_0(path: Path, expected: dict[str, Any]) -> None:
-    """The history of an upgraded fixture is what 0.1.0 read, with no predictions."""
+    """The history of an upgraded fixture is what 0.1.0 read, with no predictions and no saved files."""
     frame = read_history(path)
-    assert _script().summarise(frame.drop(columns=["base_url", "predicted_latency_s"])) == expected["tasks"]
+    later = ["base_url", "predicted_latency_s", "local_path"]  # columns added since 0.1.0
+    assert _script().summarise(frame.drop(columns=later)) == expected["tasks"]
     assert dict(zip(frame["task_id"], frame["base_url"].astype(str), strict=True)) == expected["base_urls"]
     assert frame["predicted_latency_s"].isna().all()
+    assert frame["local_path"].isna().all()
 
 
 def test_a_v2_journal_is_upgraded_with_its_data_intact(tmp_path: Path) -> None:
@@ -104,7 +107,7 @@ def test_a_v2_journal_is_upgraded_with_its_data_intact(tmp_path: Path) -> None:
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     watched, events = _sql(path, "SELECT * FROM watched"), _sql(path, "SELECT * FROM events")
     store = SQLiteStore(path)
-    assert _sql(path, "PRAGMA user_version") == [(3,)]
+    assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _sql(path, "SELECT * FROM watched") == [(*row, None) for row in watched]
     assert _sql(path, "SELECT * FROM events") == events
     assert all(w.predicted_latency_s is None for w in store.watched())
@@ -165,6 +168,7 @@ def test_a_new_journal_runs_every_migration(tmp_path: Path) -> None:
     assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_task", "watched_base_url", "events_status"} <= indexes
+    assert _sql(path, "SELECT name FROM sqlite_master WHERE name = 'results'") == [("results",)]
 
 
 def test_migrations_are_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,6 +195,13 @@ def _filled(store: MemoryStore | SQLiteStore) -> MemoryStore | SQLiteStore:
     store.add(_ev("c", "running", 113.0, 2))
     store.add(_ev("c", "failed", 114.0, 4, completed_at=113.5))
     store.set_predictions([("a", 9.5), ("c", 12.0), ("d", 3.0)])  # d was never watched
+    store.add_results(
+        [
+            SavedResult("a", 1, "/r/a_1.png", "a1", 5, 115.0),  # the history shows the first result's
+            SavedResult("a", 0, "/r/a_0.png", "a0", 4, 115.0),
+            SavedResult("d", 0, "/r/d_0.png", "d0", 6, 116.0),  # observed, never watched
+        ]
+    )
     return store
 
 
@@ -229,6 +240,12 @@ def test_history_has_base_url_and_keeps_to_task_ids(tmp_path: Path) -> None:
     assert frame["predicted_latency_s"].to_dict() == pytest.approx(
         {"a": 9.5, "b": math.nan, "c": 12.0, "d": math.nan}, nan_ok=True
     )
+    assert frame["local_path"].fillna("-").to_dict() == {
+        "a": "/r/a_0.png",
+        "b": "-",
+        "c": "-",
+        "d": "/r/d_0.png",
+    }
     wanted = {"c", "d", "unknown"}
     mine = [store_history(s, {"c": 9}, task_ids=wanted) for s in (memory, sqlite)]
     pd.testing.assert_frame_equal(*mine)
@@ -298,13 +315,19 @@ def test_reading_a_missing_journal_creates_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://user:s3cret@db.example/journal", "sqlite:///x.sqlite", "file://x"]
+    ("url", "opens"),
+    [
+        ("postgresql://user:s3cret@db.example/journal", [SQLiteStore]),  # a team journal, not a file
+        ("sqlite:///x.s3cret.sqlite", [open_store, read_history, SQLiteStore]),
+        ("file://s3cret", [open_store, read_history, SQLiteStore]),
+    ],
 )
-def test_journal_urls_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+def test_journal_urls_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, opens: list[Callable[[str], object]]
+) -> None:
     monkeypatch.chdir(tmp_path)
-    opens: list[Callable[[str], object]] = [open_store, read_history, SQLiteStore]
     for open_ in opens:
-        with pytest.raises(JournalError, match=r"URLs .* not supported by this version.*file path") as info:
+        with pytest.raises(JournalError, match=r"URLs .* not supported here") as info:
             open_(url)
         assert "s3cret" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
@@ -372,3 +395,29 @@ def test_close_is_idempotent_and_a_closed_journal_refuses_use(tmp_path: Path) ->
     for call in calls:
         with pytest.raises(JournalError, match=r"the journal '.*j\.sqlite' is closed"):
             call()
+
+
+def test_a_retried_write_counts_nothing_twice(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "j.sqlite")
+    store.add_watched([Watched("a", "u", 100.0)])
+    events = [_ev("a", "running", 110.0), _ev("a", "succeeded", 120.0, 2, completed_at=119.0)]
+    store.add_many(events)
+    store.add_many(events)  # the same transaction again, e.g. after a lost connection
+    assert [e.status for e in store.events()] == ["running", "succeeded"]
+    assert read_history(store)["polls"].tolist() == [2]
+    store.close()
+
+
+def test_duplicates_an_older_version_wrote_are_merged_on_upgrade(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path)
+    db = sqlite3.connect(path)
+    db.execute(f"INSERT INTO events ({COLS}) SELECT {COLS} FROM events")  # every event twice
+    db.commit()
+    db.close()
+    before = len(_sql(path, "SELECT seq FROM events"))
+    SQLiteStore(path).close()
+    assert len(_sql(path, "SELECT seq FROM events")) == before // 2
+    _assert_reads_as_0_1_0(path, json.loads((DATA / "journal-v1.expected.json").read_text()))
+
+
+COLS = ", ".join(Event._fields)

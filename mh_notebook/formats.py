@@ -1,0 +1,48 @@
+"""Result formats, URLs and file names: pure helpers every layer may use (no I/O).
+
+Everything here takes untrusted input from the API: a ``format`` becomes a MIME type
+through the stdlib's :mod:`mimetypes` (no hand-written table), only plain ``http(s)`` URLs
+pass :func:`safe_url`, and :func:`safe_filename` cannot leave its directory.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+
+__all__ = ["media_kind", "mime_subtype", "mime_type", "safe_filename", "safe_url"]
+
+_KINDS = ("video", "image", "audio")
+
+
+def mime_type(fmt: str | None) -> str | None:
+    """The MIME type of a result ``format`` (``mp3`` → ``audio/mpeg``), from the stdlib's
+    :mod:`mimetypes`; ``None`` if it knows none."""
+    ext = re.sub(r"[^a-z0-9]", "", (fmt or "").lower())[:8]
+    return mimetypes.guess_type(f"result.{ext}", strict=False)[0] if ext else None
+
+
+def media_kind(fmt: str | None) -> str | None:
+    """``video``, ``image`` or ``audio`` for a result ``format`` (its MIME type's); ``None`` otherwise."""
+    major = (mime_type(fmt) or "").split("/")[0]
+    return major if major in _KINDS else None
+
+
+def mime_subtype(fmt: str | None) -> str | None:
+    """The subtype of ``format``'s MIME type (``jpg`` → ``jpeg``, ``mp3`` → ``mpeg``), or ``None``."""
+    mime = mime_type(fmt)
+    return mime.split("/", 1)[1] if mime else None
+
+
+def safe_url(url: object) -> str | None:
+    """The URL if it is plain ``http(s)`` with no quote or space tricks, else ``None``."""
+    if not isinstance(url, str) or not re.match(r"^https?://[^\s\"'<>`\\]+$", url, re.IGNORECASE):
+        return None
+    return url
+
+
+def safe_filename(task_id: str, index: int, fmt: str | None) -> str:
+    """A file name made from untrusted parts: only ``[A-Za-z0-9._-]``, no leading dots."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:80].lstrip("._-") or "task"
+    ext = re.sub(r"[^A-Za-z0-9]", "", fmt or "")[:8].lower() or "bin"
+    return f"{stem}_{index}.{ext}"
