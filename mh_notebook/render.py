@@ -86,6 +86,9 @@ class Snapshot:
     notice: str | None = None
     """A problem for everyone, e.g. the key was refused."""
     rate_limit: float | None = None
+    """The ceiling of the shared request budget (requests per second)."""
+    rate: float | None = None
+    """The rate allowed now, under the ceiling once 429s showed the server's limit."""
 
 
 def safe_text(value: object, limit: int = 160) -> str:
@@ -132,6 +135,8 @@ def summary_html(snapshot: Snapshot) -> str:
     state = "stopped" if snapshot.stopped else "paused" if snapshot.paused else "live"
     dot = {"live": "#1a7f37", "paused": "#9a6700", "stopped": "#57606a"}[state]
     limit = f" · ≤ {snapshot.rate_limit:g} req/s" if snapshot.rate_limit else ""
+    if snapshot.rate_limit and snapshot.rate is not None and snapshot.rate < 0.99 * snapshot.rate_limit:
+        limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s (server limit learned from 429s)"
     head = (
         f'<b style="font-size:13px">ModelHunter tasks</b> · {snapshot.total} watched · '
         f'<span style="color:{dot}">● {state}</span><span style="color:#57606a">{limit}</span>'

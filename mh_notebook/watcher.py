@@ -598,7 +598,7 @@ class TaskWatcher:
         notice = f"Polling stopped: {error.message}" if error else self._engine.notice
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
-            notice=notice, rate_limit=self._engine.poller.rate_limit,
+            notice=notice, rate_limit=self._engine.poller.rate_limit, rate=self._engine.poller.effective_rate,
         )  # fmt: skip
 
     @property

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mh_notebook.render import eta_text
+from mh_notebook.render import eta_text, summary_html
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 
@@ -72,11 +72,13 @@ def test_a_server_limit_below_the_ceiling_is_learned() -> None:
             start = time.time()
             time.sleep(6.0)
             rate = w.engine.poller.effective_rate
+            summary = summary_html(w.snapshot())
         answers = [code for t, _, code in sim.request_log if t >= start]
     share_429 = answers.count(429) / len(answers)
     assert share_429 < 0.15, share_429  # bouncing off the limit at 40 req/s would be ~70%
     assert answers.count(200) / 6.0 > 0.6 * 12.0  # and the server's budget is used
     assert rate < 12.0 * 1.2
+    assert "of 40 req/s (server limit learned from 429s)" in summary
 
 
 def test_short_tasks_jump_the_queue_when_the_budget_is_short() -> None:
