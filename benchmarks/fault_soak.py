@@ -160,7 +160,7 @@ def main() -> int:
         f"tasks with a wrong final status: {len(r.wrong_status)}; missing or wrong in the history: {len(r.missing_from_history)}"
     )
     print(
-        f"peak requests in any simulated second at the simulator: {r.peak_per_second} (limit {args.rate_limit:g}/s + burst {args.rate_limit:g})"
+        f"peak requests in any simulated second at the simulator: {r.peak_per_second} (ceiling {args.rate_limit:g}/s; checked against {r.limit_per_second:g})"
     )
     print(f"exceptions escaping the poller (thread hooks, error logs): {len(r.escaped_errors)}")
     print(f"expired result URLs refreshed on demand: {r.refreshed_urls}/10")

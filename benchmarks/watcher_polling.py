@@ -84,13 +84,22 @@ def _run_phase(
     return watched_at
 
 
-def _outcomes(
-    sim: Simulator, watcher: TaskWatcher, watched_at: dict[str, float], cls_of: dict[str, str]
-) -> list[Outcome]:
+def _seen_at(sim: Simulator, ids: set[str]) -> dict[str, float]:
+    """When the simulator first answered each task with its end (real epoch seconds).
+
+    Measured at the simulator (its request log), not from the watcher's journal: the
+    journal records observations on the server's clock as the watcher learned it.
+    """
+    ends = {i: sim.timeline(i)["end"] for i in ids}
     seen: dict[str, float] = {}
-    for event in watcher.store.events():
-        if event.task_id in watched_at and event.status in ("succeeded", "failed", "cancelled"):
-            seen.setdefault(event.task_id, event.observed_at)
+    for t, task_id, code in sim.request_log:
+        if code == 200 and task_id in ends and task_id not in seen and t >= ends[task_id]:
+            seen[task_id] = t
+    return seen
+
+
+def _outcomes(sim: Simulator, watched_at: dict[str, float], cls_of: dict[str, str]) -> list[Outcome]:
+    seen = _seen_at(sim, set(watched_at))
     s = sim.speed
     out = []
     for task_id, watched in watched_at.items():
@@ -196,25 +205,27 @@ def main() -> int:
         "display": "none",
         "time_scale": args.speed,
         "rate_limit": args.rate_limit,
-        "seed": args.seed,
     }
     with Simulator(seed=args.seed, speed=args.speed) as sim:
         with TaskWatcher(sim.api_key, sim.url, **options) as watcher:
+            first_engine = watcher.engine
             started = time.time()
             mixed_at = _run_phase(sim, watcher, arrivals)
-            mixed = _outcomes(sim, watcher, mixed_at, {i: sim.timeline(i)["type"] for i in mixed_at})
+            mixed = _outcomes(sim, mixed_at, {i: sim.timeline(i)["type"] for i in mixed_at})
         # a fresh watcher: what it knows of the model comes from the warm-up tasks alone
         with TaskWatcher(sim.api_key, sim.url, **options) as watcher:
+            # one engine per API per process: the first one ended with its last watcher
+            assert watcher.engine is not first_engine, "the steady phase must start from a fresh engine"
             _run_phase(sim, watcher, steady[:WARM_UP])  # these teach the watcher the model
             steady_at = _run_phase(
                 sim, watcher, [(at - steady[WARM_UP][0], kw) for at, kw in steady[WARM_UP:]]
             )
-            steady_out = _outcomes(sim, watcher, steady_at, dict.fromkeys(steady_at, "steady"))
+            steady_out = _outcomes(sim, steady_at, dict.fromkeys(steady_at, "steady"))
         elapsed = (time.time() - started) * args.speed
         peak = _peak_rate(sim)
     total = sum(sim.requests.values())
     print(
-        f"ran {elapsed:,.0f} simulated seconds; {total} requests in all, peak {peak:.0f} in one simulated second (limit {args.rate_limit:g}, burst {args.rate_limit:g})"
+        f"ran {elapsed:,.0f} simulated seconds; {total} requests in all, peak {peak:.0f} in one simulated second (ceiling {args.rate_limit:g}/s, bursts of {max(1.0, args.rate_limit / 5):g})"
     )
     m = _report("Mixed workload (simulated seconds; 'on time' = seen within max(1 s, 5% of latency))", mixed)
     s = _report(f"Steady model, after {WARM_UP} warm-up tasks had finished", steady_out)
