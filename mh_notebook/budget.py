@@ -13,10 +13,13 @@ no clock of their own, every method takes the time.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["AdaptiveRate", "poll_priority"]
+__all__ = ["AdaptiveRate", "TokenBucket", "poll_priority"]
 
 
 @dataclass
@@ -72,6 +75,38 @@ class AdaptiveRate:
         growth = self.slow_growth if near else self.fast_growth
         self.rate = min(self.ceiling, self.rate * (1.0 + growth * seconds))
         return True
+
+
+class TokenBucket:
+    """An asyncio token bucket whose rate can change without being refilled.
+
+    aiolimiter's leaky bucket cannot change its rate in place, and a new one starts full:
+    an adaptive rate that changes every tick would then send a burst every tick.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._tokens, self._at = burst, clock()
+
+    def set(self, rate: float, burst: float) -> None:
+        """A new rate and size; the tokens already there stay (at most the new size)."""
+        self._refill()
+        self.rate, self.burst = rate, burst
+        self._tokens = min(self._tokens, burst)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    async def acquire(self) -> None:
+        """Wait for a token and take it."""
+        while True:
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return
+            await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
 
 def poll_priority(overdue: float, gap: float, since_polled: float, max_interval: float) -> float:

@@ -133,7 +133,7 @@ class Engine:
                 self.team = TeamPolling(sub.store, self.poller)  # type: ignore[arg-type]
         if fresh:
             ends = sub.store.recent_ends(2000, self.base_url)
-            self.poller.call_soon(_learn, self.poller.latency, ends)
+            self.poller.call_soon(self.poller.learn, _learned(ends))
 
     def detach(self, sub: Subscriber) -> None:
         """Remove a watcher: its journal is flushed, tasks nobody else watches are dropped,
@@ -347,12 +347,19 @@ def _event(obs: Observation, observed_at: float) -> Event:
     return Event(obs.task_id, "not_found", observed_at, obs.polls)
 
 
-def _learn(latency: LatencyModel, ends: list[Event]) -> None:
-    """Seed ``latency`` with journalled ends (real seconds, as the server timed them)."""
-    for end in ends:
-        if end.created_at is not None and end.completed_at is not None:
-            key = (end.provider or "?", end.model or "?")
-            latency.add(key, end.completed_at - end.created_at, end.status == "succeeded")
+def _learned(ends: list[Event]) -> list[tuple[str, str, str, float, bool]]:
+    """Journalled ends as the poller learns them: latencies in seconds, as the server timed them."""
+    return [
+        (
+            e.provider or "?",
+            e.model or "?",
+            e.type or "?",
+            e.completed_at - e.created_at,
+            e.status == "succeeded",
+        )
+        for e in ends
+        if e.created_at is not None and e.completed_at is not None
+    ]
 
 
 _REGISTRY: dict[tuple[str, str], Engine] = {}

@@ -219,12 +219,21 @@ class LatencyModel:
             return None
         return math.exp(self._fit(samples)[0])
 
+    def _early(self, key: tuple[str, str], lo: float) -> tuple[list[float], int]:
+        """Recent failures and cancellations before ``lo``, and how many recent ends there were.
+
+        Successes below ``lo`` are the success model's own tail, not early ends: counting
+        them would poll every task of a steady model from its start.
+        """
+        ends = list(self._ends.get(key, ()))[-int(4 * self.half_life) :]
+        return [lat for lat, ok in ends if not ok and lat < lo], len(ends)
+
     def early_share(self, key: tuple[str, str], lo: float) -> float:
-        """Share of recent ended tasks of ``key`` that ended before ``lo`` seconds."""
-        ends = self._recent(key, succeeded_only=False)
-        return sum(lat < lo for lat in ends) / len(ends) if ends else 1.0
+        """Share of recent ended tasks of ``key`` that failed before ``lo`` seconds."""
+        early, n = self._early(key, lo)
+        return len(early) / n if n else 1.0
 
     def early_until(self, key: tuple[str, str], lo: float) -> float | None:
-        """How late recent ends before ``lo`` came (``None`` if there were none)."""
-        early = [lat for lat in self._recent(key, succeeded_only=False) if lat < lo]
+        """How late recent early ends (before ``lo``) came (``None`` if there were none)."""
+        early, _ = self._early(key, lo)
         return max(early) if early else None

@@ -1,10 +1,11 @@
 """The polling engine: one daemon thread, one asyncio loop, one ``AsyncClient``.
 
 It decides which task to ask about next (each task has its own next-poll time from
-:class:`~mh_notebook.policy.PollPolicy`), keeps a global rate limit (aiolimiter's leaky
-bucket) and a cap on requests in flight that every request takes its turn in (polls and
-refreshes alike), pauses everyone on a 429, backs off per task on errors, and stops on
-401/403 (probing the key again every ``max_interval`` until it works). It knows nothing
+:class:`~mh_notebook.policy.PollPolicy`), keeps a global rate limit (a token bucket
+whose rate follows the learned budget) and a cap on requests in flight that every request
+takes its turn in (polls and refreshes alike), pauses everyone on a 429, backs off per
+task on errors, and stops on 401/403 (probing the key again every ``max_interval`` until
+it works). It knows nothing
 of widgets or journals: every change it sees is handed to ``on_observation`` (in the
 poller thread), and ``on_tick`` is called on a fixed period.
 """
@@ -25,9 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from aiolimiter import AsyncLimiter
-
-from .budget import AdaptiveRate, poll_priority
+from .budget import AdaptiveRate, TokenBucket, poll_priority
 from .client import AsyncClient, check_task_id, is_transient
 from .clock import ClockOffset
 from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
@@ -124,10 +123,13 @@ class Poller:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
         self.policy = policy or PollPolicy()
         self.latency = latency or LatencyModel(min_samples=self.policy.min_samples)
+        self.prior = LatencyModel(min_samples=self.policy.min_samples, half_life=16.0, keep=400)
+        """Latencies per task type (all models of it): the window of a model not learned yet."""
         self._check_rate(rate_limit, burst)
         self.budget = AdaptiveRate(rate_limit)
         self._burst = burst
         self.clock = clock or ClockOffset()
+        self._limiter: TokenBucket | None = None
         self._sent = 0
         self._max_in_flight, self._tick_interval = max_in_flight, tick_interval
         self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
@@ -332,9 +334,13 @@ class Poller:
             self._tick()
 
     def _new_limiter(self) -> None:
+        """The token bucket follows the budget's rate (its tokens are kept)."""
         rate = self.budget.rate
         burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate / 5)
-        self._limiter = AsyncLimiter(burst, burst / rate)
+        if self._limiter is None:
+            self._limiter = TokenBucket(rate, burst)
+        else:
+            self._limiter.set(rate, burst)
 
     def _set_ceiling(self, rate_limit: float, burst: float | None) -> None:
         self.budget.set_ceiling(rate_limit)
@@ -379,6 +385,7 @@ class Poller:
         A 429's pause holds everyone back; ``honour_pause`` adds the user's pause and a
         refused key (refreshes asked for by the user and key probes pass those).
         """
+        assert self._limiter is not None
         await self._limiter.acquire()
         await self._slots.acquire()
         held = self._loop.time() < self._pause_until or (
@@ -497,12 +504,21 @@ class Poller:
                 Observation("change", state.task_id, now, task, previous, state.polls, None, elsewhere)
             )
 
+    def learn(self, ends: Iterable[tuple[str, str, str, float, bool]]) -> None:
+        """Seed the latency models with ``(provider, model, type, latency, succeeded)`` ends
+        (a journal's, say); poller thread."""
+        for provider, model, kind, latency, ok in ends:
+            self.latency.add((provider, model), latency, ok)
+            self.prior.add(("*", kind), latency, ok)
+
     def _learn(self, task: Task, latency: float) -> None:
-        """Add an end to the latency model; if it fell outside the window the others of its
+        """Add an end to the latency models; if it fell outside the window the others of its
         kind were scheduled by, schedule them again (a provider got faster, or failed early)."""
         key = _key(task)
         before = self.latency.window(key)
-        self.latency.add(key, latency, task.status == TaskStatus.SUCCEEDED)
+        ok = task.status == TaskStatus.SUCCEEDED
+        self.latency.add(key, latency, ok)
+        self.prior.add(_type_key(task), latency, ok)
         if before is None or before[0] <= latency <= before[1]:
             return
         for other in self.states():
@@ -519,11 +535,14 @@ class Poller:
         else:
             elapsed = time.time() - (state.first_seen_at or time.time())
         elapsed = max(0.0, elapsed)
-        key = _key(task)
-        window = self.latency.window(key)
+        model, key = self.latency, _key(task)
+        window = model.window(key)
+        if window is None:  # a model not learned yet: what tasks of its type took
+            model, key = self.prior, _type_key(task)
+            window = model.window(key)
         if window is None:
             return state.policy.next_delay(task.status, elapsed, None, self._rng)
-        early, until = self.latency.early_share(key, window[0]), self.latency.early_until(key, window[0])
+        early, until = model.early_share(key, window[0]), model.early_until(key, window[0])
         return state.policy.next_delay(task.status, elapsed, window, self._rng, early, until)
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:
@@ -618,6 +637,10 @@ class Poller:
             self._on_tick()
         except Exception:
             log.exception("tick callback failed")
+
+
+def _type_key(task: Task) -> tuple[str, str]:
+    return ("*", task.type or "?")
 
 
 def _key(task: Task) -> tuple[str, str]:

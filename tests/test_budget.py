@@ -76,3 +76,23 @@ def test_poll_priority_orders_due_polls(
     first: tuple[float, float, float], second: tuple[float, float, float]
 ) -> None:
     assert poll_priority(*first, max_interval=30.0) > poll_priority(*second, max_interval=30.0)
+
+
+def test_a_token_bucket_changes_rate_without_refilling() -> None:
+    import asyncio
+
+    from mh_notebook.budget import TokenBucket
+
+    now = [0.0]
+    bucket = TokenBucket(10.0, 2.0, clock=lambda: now[0])
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire()
+
+    asyncio.run(take(2))  # the burst
+    bucket.set(12.0, 2.0)  # a new rate: no new burst with it
+    assert bucket._tokens < 1.0
+    now[0] += 0.5
+    bucket.set(4.0, 1.0)  # 0.5 s at 12/s is 6 tokens, capped at the new size
+    assert bucket._tokens == 1.0

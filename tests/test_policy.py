@@ -159,3 +159,14 @@ def test_early_ends_are_modelled_apart() -> None:
     assert window is not None
     assert model.early_share(key, window[0]) == pytest.approx(2 / 6)
     assert model.early_until(key, window[0]) == 2.5
+
+
+def test_successes_below_the_window_are_not_early_ends() -> None:
+    model = LatencyModel()
+    key = ("p", "m")
+    for lat in (8.0, 8.1, 7.9, 8.05, 6.5):  # one quick success: the model's own tail
+        model.add(key, lat)
+    window = model.window(key)
+    assert window is not None
+    assert model.early_share(key, 7.0) == 0.0
+    assert model.early_until(key, 7.0) is None

@@ -138,3 +138,27 @@ def test_progress_stays_below_one_while_running() -> None:
 
     assert eta(30.0, 14.0) == (0.0, 0.95)
     assert eta(7.0, 14.0) == (7.0, 0.5)
+
+
+def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
+    from datetime import UTC, datetime
+
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.models import Task
+    from mh_notebook.poller import Poller, TaskState
+
+    poller = Poller(
+        lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"), on_observation=lambda _: None
+    )
+    try:
+        poller.learn([("vidu", "viduq3-turbo", "video", lat, True) for lat in (40.0, 42.0, 45.0, 50.0, 44.0)])
+        now = datetime.now(UTC)
+        new_model = Task(
+            id="t1", status="running", type="video", provider="kling", model="kling-v3.0", created_at=now
+        )
+        other_type = Task(id="t2", status="running", type="image", provider="x", model="y", created_at=now)
+        # a video of a model never seen: nothing asked before the videos' window opens
+        assert poller._next_delay(TaskState("t1"), new_model) > 30.0
+        assert poller._next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
+    finally:
+        poller.stop()
