@@ -313,7 +313,7 @@ def test_learned_latencies_are_real_seconds_and_stay_with_their_api(sim: Simulat
         assert elsewhere.engine.latency.window(key) is None
 
 
-def test_notebook_style_events_are_journalled_once_per_file(sim: Simulator, tmp_path: Path) -> None:
+def test_two_watchers_of_one_journal_file_write_each_change_once(sim: Simulator, tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite"
     task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=3)
     with (
