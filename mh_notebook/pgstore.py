@@ -131,7 +131,7 @@ class PostgresStore(SQLJournal):
     def claim_leases(self, task_ids: list[str], holder: str, until: float, now: float) -> set[str]:
         """Take or renew the leases of these tasks that are free, expired or ours already
         (rows another process is taking at this moment are skipped); returns the ones held."""
-        with self._cursor(write=True, wait=2.0) as cur:
+        with self._cursor(write=True, wait=0.5) as cur:
             cur.execute(
                 "INSERT INTO leases (task_id, holder, expires_at) "
                 "SELECT t, '', 0 FROM unnest(%s::text[]) AS t ON CONFLICT DO NOTHING",
@@ -148,7 +148,7 @@ class PostgresStore(SQLJournal):
 
     def release_leases(self, task_ids: list[str], holder: str) -> None:
         """Give up our leases of these tasks."""
-        with self._cursor(write=True, wait=2.0) as cur:
+        with self._cursor(write=True, wait=0.5) as cur:
             cur.execute(
                 "UPDATE leases SET holder = '', expires_at = 0 WHERE task_id = ANY(%s) AND holder = %s",
                 (task_ids, holder),
@@ -159,7 +159,7 @@ class PostgresStore(SQLJournal):
         psycopg, _ = _psycopg()
         try:
             if self._listener is None:
-                self._listener = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+                self._listener = psycopg.connect(self._url, autocommit=True, connect_timeout=2)
                 self._listener.execute("LISTEN mh_journal")
             return [n.payload for n in self._listener.notifies(timeout=0)]
         except psycopg.Error as exc:

@@ -77,6 +77,8 @@ class TeamPolling:
 
     def tick(self, now: float, active: list[str], watched: Callable[[str], bool]) -> None:
         """Every engine tick: renew leases when due, and show what the others saw."""
+        if self.error is not None and now < self._next_renew:
+            return  # unreachable: try again at the next renewal, not on every tick
         try:
             if now >= self._next_renew:
                 self._renew(now, active)
@@ -113,7 +115,7 @@ class TeamPolling:
             log.warning("%s", self.error)
             self.poller.set_leased(active, True)
             self._alone = True
-        self._next_renew = now + self.renew
+        self._next_renew = now + max(self.renew, self.ttl / 2)  # a database away is not asked every tick
 
     def watched_ended(self, task_ids: list[str]) -> None:
         """Leases of ended tasks are given back (best effort)."""
