@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 from .client import AsyncClient, RetryPolicy
 from .clock import ClockOffset
@@ -145,9 +145,7 @@ class Engine:
             ids = [s.task_id for s in self.poller.states() if sub.watches(s.task_id)]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
-            team, self.team = self.team, self.team if any(_is_team(o.store) for o in self._subs) else None
-            if team is not None and self.team is None:
-                self.poller.call_soon(team.close)
+            self._hand_over_team(sub)
             if last:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
@@ -155,6 +153,16 @@ class Engine:
         self.flush(sub.store)
         if last:
             self.poller.stop()
+
+    def _hand_over_team(self, leaving: Subscriber) -> None:
+        """Shared polling goes on through a journal a remaining watcher holds open (the
+        leaving one closes its own), or ends with the last team watcher."""
+        team = self.team
+        if team is None or team.journal is not cast(object, leaving.store):
+            return
+        remaining = next((o.store for o in self._subs if _is_team(o.store)), None)
+        self.team = TeamPolling(remaining, self.poller) if remaining is not None else None  # type: ignore[arg-type]
+        self.poller.call_soon(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
         self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy, fresh: Iterable[str] = ()

@@ -182,3 +182,17 @@ def test_the_password_never_shows(url: str) -> None:
     with pytest.raises(JournalError) as info:  # nobody listens on port 1
         PostgresStore("postgresql://postgres:hunter2-secret@127.0.0.1:1/x", connect_timeout=2)
     assert "hunter2-secret" not in str(info.value)
+
+
+def test_shared_polling_outlives_the_watcher_that_brought_the_journal(sim: Simulator, url: str) -> None:
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=60 + 5 * i) for i in range(4)]
+    first = TaskWatcher(sim.api_key, sim.url, store=url, display="none", time_scale=SPEED)
+    with TaskWatcher(sim.api_key, sim.url, store=url, display="none", time_scale=SPEED) as second:
+        first.watch(ids)
+        second.watch(ids)
+        first.stop()  # closes the journal the engine's shared polling was using
+        final = second.wait(timeout=60)
+        assert {str(t.status) for t in final.values()} == {"succeeded"}
+        time.sleep(1.5)  # a renewal or two
+        assert second.snapshot().notice is None
+        assert second.engine.team is not None and second.engine.team.journal is second.store
