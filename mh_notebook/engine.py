@@ -17,6 +17,10 @@ in order and written again on the next tick (the watchers show a notice meanwhil
 The results of succeeded tasks are kept by the engine's :class:`~mh_notebook.results.Keeper`
 (:meth:`Engine.keep`): fetched once on the poller's loop, never holding up a poll; saved
 files are journalled like events.
+
+A watcher whose journal is shared by several processes (PostgreSQL) brings shared polling
+(:mod:`mh_notebook.team`): its tasks are polled here only while this process holds their
+lease, and the others' changes arrive from the journal.
 """
 
 from __future__ import annotations
