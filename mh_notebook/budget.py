@@ -109,14 +109,17 @@ class TokenBucket:
             await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
 
-def poll_priority(overdue: float, gap: float, since_polled: float, max_interval: float) -> float:
-    """How much a poll is worth now, when more polls are due than the budget allows.
+def poll_priority(remaining: float, overdue: float, since_polled: float, max_interval: float) -> tuple[float, ...]:
+    """How much a due poll is worth now, when more polls are due than the budget allows
+    (the largest goes first).
 
-    ``overdue`` is how late the poll already is, ``gap`` the interval its schedule asked
-    for (small near a predicted end and for young, short tasks; large far from an end),
-    so ``overdue / gap`` is how much of its own tolerance is used up. A task not asked
-    for ``max_interval`` comes before everything: nothing starves.
+    A task not asked for ``max_interval`` comes before everything: nothing starves. Then
+    the task that needs the fewest more polls until its end is most likely seen
+    (``remaining``, :meth:`~mh_notebook.policy.PollPolicy.remaining_polls`): a short task,
+    or a long one near the end of its window. An on-time end is one task's worth whatever
+    it cost, so when not every task can be served, the cheap ones are served whole rather
+    than every one late. Among equals, the most overdue.
     """
     if since_polled >= max_interval:
-        return 1e9 + since_polled
-    return max(0.0, overdue) / max(gap, 0.05)
+        return (1.0, since_polled, 0.0)
+    return (0.0, -remaining, max(0.0, overdue))

@@ -37,17 +37,19 @@ _WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
 class PollPolicy:
     """Tuning of the poll schedule (seconds). The defaults suit the real API."""
 
-    running_fraction: float = 0.04
-    """While running (or unknown), ask every ``running_fraction * elapsed`` seconds."""
+    running_fraction: float = 0.048
+    """While running (or unknown), ask every ``running_fraction * elapsed`` seconds: an end
+    is then seen within 5% of the task's latency (its age is at most its latency), with
+    room for the request's own travel."""
     waiting_fraction: float = 0.09
     """While ``pending``/``queued``, ask every ``waiting_fraction * elapsed`` seconds."""
-    min_interval: float = 0.8
-    """Shortest gap between two polls of one task."""
-    waiting_min_interval: float = 1.0
-    """Shortest gap while the task is waiting."""
+    min_interval: float = 0.9
+    """Shortest gap between two polls of one task (an end within about a second)."""
+    waiting_min_interval: float = 2.0
+    """Shortest gap while the task is waiting (``pending``/``queued`` tasks rarely end)."""
     max_interval: float = 30.0
     """Longest gap between two polls of one task."""
-    jitter: float = 0.1
+    jitter: float = 0.05
     """Each gap is shortened by a random 0..jitter fraction (spreads bursts)."""
     min_samples: int = 3
     """Finished tasks of a model needed before its latencies shape the schedule."""
@@ -115,6 +117,22 @@ class PollPolicy:
             return max(0.05, min(self.interval(None, elapsed) * shrink, last - elapsed))
         return self.interval(status, elapsed) * shrink
 
+    def remaining_polls(self, elapsed: float, window: tuple[float, float] | None) -> float:
+        """About how many more polls a task ``elapsed`` seconds old needs until its end is
+        most likely seen (through ``window``'s end; without one, until three times its
+        age): what keeping its promise still costs. Budget-aware scheduling serves the
+        cheapest first."""
+        if window is None:
+            return self._polls_between(elapsed, max(3.0 * elapsed, 10.0))
+        lo, hi = window
+        return 1.0 + self._polls_between(max(elapsed, lo), max(hi, elapsed))
+
+    def _polls_between(self, start: float, end: float) -> float:
+        """Polls of the running schedule from age ``start`` to ``end`` (jitter aside)."""
+        knee = self.min_interval / self.running_fraction  # where the gap stops being the floor
+        floor = max(0.0, min(end, knee) - start) / self.min_interval
+        return floor + max(0.0, math.log(max(end, knee) / max(start, knee))) / math.log1p(self.running_fraction)
+
     def error_delay(self, consecutive_errors: int, rng: random.Random) -> float:
         """Backoff after ``consecutive_errors`` failed requests in a row (with jitter)."""
         base = self.error_backoff * 2 ** max(0, consecutive_errors - 1)
@@ -132,27 +150,57 @@ _DURATIONS = (
 )
 """The fields of :class:`PollPolicy` that are durations (scaled by :meth:`PollPolicy.scaled`)."""
 
-_T98 = (
-    (1, 15.9),
-    (2, 4.85),
-    (3, 3.48),
-    (4, 3.0),
-    (5, 2.76),
-    (6, 2.61),
-    (8, 2.45),
-    (10, 2.36),
-    (15, 2.25),
-    (20, 2.2),
-    (30, 2.15),
+_T96 = (
+    (1, 7.92),
+    (2, 3.32),
+    (3, 2.61),
+    (4, 2.33),
+    (5, 2.19),
+    (6, 2.1),
+    (8, 2.0),
+    (10, 1.95),
+    (15, 1.88),
+    (20, 1.84),
+    (30, 1.81),
 )
 
 
-def _t98(df: int) -> float:
-    """The 98th percentile of Student's t with ``df`` degrees of freedom (table, rounded)."""
-    for limit, value in _T98:
+def _t96(df: int) -> float:
+    """The 96th percentile of Student's t with ``df`` degrees of freedom (table, rounded).
+
+    Windows are ~92% prediction intervals: the 4% of ends that come before one are seen
+    at its first poll, and a wider window costs every task of the model polls.
+    """
+    for limit, value in _T96:
         if df <= limit:
             return value
-    return 2.06
+    return 1.75
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """Log-latency scatter within the models of one kind, and between their means."""
+
+    sd: float
+    df: int
+    mean: float
+    between: float | None
+
+    @classmethod
+    def of(cls, groups: list[list[float]]) -> _Pool | None:
+        """From each model's recent log-latencies; ``None`` with too few degrees of freedom."""
+        df = sum(len(g) - 1 for g in groups)
+        if df < 3:
+            return None
+        means = [sum(g) / len(g) for g in groups]
+        within = sum((x - m) ** 2 for g, m in zip(groups, means, strict=True) for x in g) / df
+        centre = sum(means) / len(means)
+        between = None
+        if len(groups) >= 2:
+            spread = sum((m - centre) ** 2 for m in means) / (len(means) - 1)
+            noise = sum(within / len(g) for g in groups) / len(groups)
+            between = max(0.01, spread - noise)
+        return cls(max(0.004, math.sqrt(within)), df, centre, between)
 
 
 @dataclass
@@ -166,6 +214,13 @@ class LatencyModel:
     middle. Ends before the window (failures, mostly: moderation rejects in seconds) are
     a model of their own: ``early_share`` says how often they happen and ``early_until``
     how late they come.
+
+    Keys added with a ``kind`` (the task type) borrow strength from the other models of
+    that kind (partial pooling): how much latencies of one model scatter is estimated
+    from all of them together, and a model's first latencies are pulled towards the
+    kind's typical model. So a window exists after one end instead of three, and is not
+    made wide by a Student t with one or two degrees of freedom while a model is new.
+    A model whose own scatter is clearly larger than its kind's keeps its own window.
     """
 
     min_samples: int = 3
@@ -173,11 +228,16 @@ class LatencyModel:
     half_life: float = 4.0
     """Samples after which an older latency weighs half as much."""
     _ends: dict[tuple[str, str], deque[tuple[float, bool]]] = field(default_factory=dict)
+    _kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    _pools: dict[str, _Pool | None] = field(default_factory=dict)
 
-    def add(self, key: tuple[str, str], latency: float, succeeded: bool = True) -> None:
-        """Record one ended task's latency in seconds."""
+    def add(self, key: tuple[str, str], latency: float, succeeded: bool = True, kind: str | None = None) -> None:
+        """Record one ended task's latency in seconds; ``kind`` (its type) enables pooling."""
         if latency >= 0 and math.isfinite(latency):
             self._ends.setdefault(key, deque(maxlen=self.keep)).append((latency, succeeded))
+            if kind is not None:
+                self._kinds[key] = kind
+                self._pools.pop(kind, None)
 
     def count(self, key: tuple[str, str]) -> int:
         """How many succeeded latencies are known for ``key``."""
@@ -204,20 +264,61 @@ class LatencyModel:
     def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
         """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples."""
         samples = self._recent(key, succeeded_only=True)
-        if len(samples) < self.min_samples:
+        fit = self._log_interval(key, samples)
+        if fit is None:
             return None
-        mu, sd, n_eff = self._fit(samples)
-        # a ~96% prediction interval for the next latency (Student t: few samples, wider)
-        spread = _t98(max(1, round(n_eff) - 1)) * sd * math.sqrt(1.0 + 1.0 / n_eff)
+        mu, spread = fit
         latest = samples[-int(2 * self.half_life) :]  # a regime change moves the bounds at once
         return min(min(latest), math.exp(mu - spread)), max(max(latest), math.exp(mu + spread))
 
     def predict(self, key: tuple[str, str]) -> float | None:
         """The most likely latency of the next task of ``key`` (``None`` with too few samples)."""
-        samples = self._recent(key, succeeded_only=True)
+        fit = self._log_interval(key, self._recent(key, succeeded_only=True))
+        return None if fit is None else math.exp(fit[0])
+
+    def _log_interval(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float] | None:
+        """Centre and half-width, in logs, of a ~92% prediction interval for the next latency."""
+        pooled = self._pooled(key, samples)
         if len(samples) < self.min_samples:
+            return pooled
+        mu, sd, n_eff = self._fit(samples)
+        # Student t: few samples, wider
+        own = (mu, _t96(max(1, round(n_eff) - 1)) * sd * math.sqrt(1.0 + 1.0 / n_eff))
+        pool = self._pool(self._kinds.get(key))
+        if pooled is None or pool is None or sd > 1.5 * pool.sd or pooled[1] >= own[1]:
+            return own  # its own evidence is narrower, or says it scatters more than its kind
+        return pooled
+
+    def _pooled(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float] | None:
+        """The interval from the model's own latencies and its kind's scatter (``None``
+        without a kind, a sample, or enough ends of the kind)."""
+        pool = self._pool(self._kinds.get(key))
+        if pool is None or not samples:
             return None
-        return math.exp(self._fit(samples)[0])
+        if len(samples) >= self.min_samples:
+            mean, _, n = self._fit(samples)
+        else:
+            n, mean = float(len(samples)), sum(map(math.log, samples)) / len(samples)
+        var = pool.sd**2
+        if pool.between is None:  # one model of the kind so far: no shrinkage
+            post_var = var / n
+        else:  # the model's mean is pulled towards its kind's typical model
+            post_var = 1.0 / (1.0 / pool.between + n / var)
+            mean = post_var * (pool.mean / pool.between + n * mean / var)
+        return mean, _t96(pool.df) * math.sqrt(var + post_var)
+
+    def _pool(self, kind: str | None) -> _Pool | None:
+        """Scatter of one model's latencies and of models' typical latencies, for ``kind``."""
+        if kind is None:
+            return None
+        if kind not in self._pools:
+            groups = [
+                [math.log(x) for x in self._recent(k, succeeded_only=True)]
+                for k, v in self._kinds.items()
+                if v == kind
+            ]
+            self._pools[kind] = _Pool.of([g for g in groups if g])
+        return self._pools[kind]
 
     def _early(self, key: tuple[str, str], lo: float) -> tuple[list[float], int]:
         """Recent failures and cancellations before ``lo``, and how many recent ends there were.

@@ -69,6 +69,9 @@ class TaskState:
     leased: bool = True
     """False while another process polls this task (a shared team journal): changes then
     arrive through :meth:`Poller.observe` instead."""
+    remaining: float = 0.0
+    """Polls it still needs, about, when its next one is due (the budget serves the
+    cheapest first; a task not seen yet needs its first)."""
     version: int = 0
     in_flight: bool = False
 
@@ -420,7 +423,7 @@ class Poller:
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
         """The most urgent due poll (``any_time``: the earliest, due or not), taken off the queue."""
         now = self._loop.time()
-        ready: list[tuple[float, tuple[float, int, str, int, float], TaskState]] = []
+        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int, float], TaskState]] = []
         while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
             entry = heapq.heappop(self._heap)
             at, _, task_id, version, gap = entry
@@ -430,7 +433,7 @@ class Poller:
             if not state.leased:  # polled elsewhere: queued again when the lease comes back
                 continue
             since = now - state.last_polled
-            ready.append((poll_priority(now - at, gap, since, state.policy.max_interval), entry, state))
+            ready.append((poll_priority(state.remaining, now - at, since, state.policy.max_interval), entry, state))
         if not ready:
             return None
         best = max(ready, key=lambda r: r[0])
@@ -508,7 +511,7 @@ class Poller:
         """Seed the latency models with ``(provider, model, type, latency, succeeded)`` ends
         (a journal's, say); poller thread."""
         for provider, model, kind, latency, ok in ends:
-            self.latency.add((provider, model), latency, ok)
+            self.latency.add((provider, model), latency, ok, kind)
             self.prior.add(("*", kind), latency, ok)
 
     def _learn(self, task: Task, latency: float) -> None:
@@ -517,7 +520,7 @@ class Poller:
         key = _key(task)
         before = self.latency.window(key)
         ok = task.status == TaskStatus.SUCCEEDED
-        self.latency.add(key, latency, ok)
+        self.latency.add(key, latency, ok, _type_key(task)[1])
         self.prior.add(_type_key(task), latency, ok)
         if before is None or before[0] <= latency <= before[1]:
             return
@@ -535,15 +538,19 @@ class Poller:
         else:
             elapsed = time.time() - (state.first_seen_at or time.time())
         elapsed = max(0.0, elapsed)
-        model, key = self.latency, _key(task)
-        window = model.window(key)
-        if window is None:  # a model not learned yet: what tasks of its type took
-            model, key = self.prior, _type_key(task)
-            window = model.window(key)
+        window = self.latency.window(_key(task))  # its model's, helped by its type's
+        if window is None:  # a model never seen to succeed: what tasks of its type took
+            window = self.prior.window(_type_key(task))
         if window is None:
-            return state.policy.next_delay(task.status, elapsed, None, self._rng)
-        early, until = model.early_share(key, window[0]), model.early_until(key, window[0])
-        return state.policy.next_delay(task.status, elapsed, window, self._rng, early, until)
+            delay = state.policy.next_delay(task.status, elapsed, None, self._rng)
+        else:  # early ends: its model's own record once it has one, else its type's
+            model, key = self.latency, _key(task)
+            if model.count(key) < model.min_samples:
+                model, key = self.prior, _type_key(task)
+            early, until = model.early_share(key, window[0]), model.early_until(key, window[0])
+            delay = state.policy.next_delay(task.status, elapsed, window, self._rng, early, until)
+        state.remaining = state.policy.remaining_polls(elapsed + delay, window)
+        return delay
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:
         state.last_error = exc.message

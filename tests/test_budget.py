@@ -66,10 +66,10 @@ def test_a_lower_ceiling_applies_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [
-        ((1.0, 0.8, 1.0), (1.0, 20.0, 1.0)),  # near its end (small gap) before far from it
-        ((2.0, 1.0, 2.0), (1.0, 1.0, 1.0)),  # later first, when the gaps are alike
-        ((0.0, 30.0, 31.0), (5.0, 0.8, 5.0)),  # not asked for max_interval: before anything
+    [  # (remaining polls, overdue, since polled)
+        ((3.0, 0.1, 1.0), (25.0, 2.0, 3.0)),  # a short task (or one near its end) before a long one
+        ((3.0, 0.5, 1.0), (3.0, 0.1, 1.0)),  # the later first, when they cost alike
+        ((40.0, 0.0, 31.0), (1.0, 5.0, 5.0)),  # not asked for max_interval: before anything
     ],
 )
 def test_poll_priority_orders_due_polls(

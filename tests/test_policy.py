@@ -10,7 +10,8 @@ import pytest
 from mh_notebook.models import TaskStatus
 from mh_notebook.policy import LatencyModel, PollPolicy
 
-NO_JITTER = PollPolicy(jitter=0.0)
+NO_JITTER = PollPolicy(running_fraction=0.04, min_interval=0.8, waiting_min_interval=1.0, jitter=0.0)
+"""Pinned numbers (not the defaults), so the cases below test the rules, not the tuning."""
 RNG = random.Random(0)
 
 
@@ -30,7 +31,7 @@ def test_plain_interval(status: TaskStatus, elapsed: float, expected: float) -> 
 
 
 def test_jitter_only_shortens() -> None:
-    policy = PollPolicy(jitter=0.1)
+    policy = PollPolicy(running_fraction=0.04, jitter=0.1)
     rng = random.Random(1)
     delays = [policy.next_delay(TaskStatus.RUNNING, 100.0, None, rng) for _ in range(200)]
     assert all(3.6 <= d <= 4.0 for d in delays)
@@ -170,3 +171,77 @@ def test_successes_below_the_window_are_not_early_ends() -> None:
     assert window is not None
     assert model.early_share(key, 7.0) == 0.0
     assert model.early_until(key, 7.0) is None
+
+
+def _kind_of_models(medians: dict[str, float], sd: float, per_model: int, seed: int = 11) -> LatencyModel:
+    """A latency model that has seen ``per_model`` ends of each model of one kind."""
+    rng = random.Random(seed)
+    model = LatencyModel()
+    for name, median in medians.items():
+        for _ in range(per_model):
+            model.add(("p", name), median * math.exp(rng.gauss(0, sd)), kind="video")
+    return model
+
+
+VIDEO_MEDIANS = {"a": 35.0, "b": 70.0, "c": 110.0, "d": 50.0}
+
+
+def test_a_new_model_borrows_its_kinds_scatter_after_one_end() -> None:
+    model = _kind_of_models(VIDEO_MEDIANS, 0.3, per_model=6)
+    kind_wide = LatencyModel(half_life=16.0, keep=400)  # as the poller keeps its type prior
+    for name in VIDEO_MEDIANS:
+        for lat, _ in model._ends[("p", name)]:
+            kind_wide.add(("*", "video"), lat)
+    model.add(("p", "new"), 80.0, kind="video")
+    assert LatencyModel().window(("p", "new")) is None  # without pooling: nothing yet
+    window, prior = model.window(("p", "new")), kind_wide.window(("*", "video"))
+    assert window is not None and prior is not None
+    assert window[0] < 80.0 < window[1]
+    assert window[1] / window[0] < 0.8 * prior[1] / prior[0]  # narrower than "any video"
+    predicted = model.predict(("p", "new"))
+    assert predicted is not None and 55.0 < predicted < 80.0  # pulled towards the typical video
+
+
+@pytest.mark.parametrize("true_median", [40.0, 80.0, 140.0])
+def test_pooled_windows_after_one_and_two_ends_are_real_prediction_intervals(true_median: float) -> None:
+    rng = random.Random(int(true_median))
+    covered = trials = 0
+    for _ in range(150):  # a fresh model each time: its first ends, then the next one
+        model = _kind_of_models(VIDEO_MEDIANS, 0.3, per_model=6, seed=rng.randrange(10**6))
+        for n in (1, 2):
+            model.add(("p", "new"), true_median * math.exp(rng.gauss(0, 0.3)), kind="video")
+            window = model.window(("p", "new"))
+            assert window is not None
+            covered += window[0] <= true_median * math.exp(rng.gauss(0, 0.3)) <= window[1]
+            trials += 1
+    assert 0.85 < covered / trials < 0.98  # ~92% intervals: neither too narrow nor useless
+
+
+def test_a_model_scattering_more_than_its_kind_keeps_its_own_window() -> None:
+    model = _kind_of_models(VIDEO_MEDIANS, 0.1, per_model=8)
+    for lat in (30.0, 90.0, 45.0, 120.0, 60.0):
+        model.add(("p", "wild"), lat, kind="video")
+    window = model.window(("p", "wild"))
+    assert window is not None and window[0] < 30.0 and window[1] > 120.0
+
+
+def test_a_steady_model_among_scattered_ones_keeps_its_narrow_window() -> None:
+    model = _kind_of_models(VIDEO_MEDIANS, 0.3, per_model=8)
+    for i in range(12):
+        model.add(("p", "steady"), 60.0 * (1 + 0.01 * (i % 3 - 1)), kind="video")
+    window = model.window(("p", "steady"))
+    assert window is not None and window[1] / window[0] < 1.1
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "window", "expected"),
+    [
+        (5.0, (4.0, 12.0), 1 + 7 / 0.8),  # a short task: polls on the floor through its window
+        (50.0, (40.0, 120.0), 1 + math.log(120 / 50) / math.log(1.04)),
+        (100.0, (40.0, 120.0), 1 + math.log(120 / 100) / math.log(1.04)),  # near its end: cheap
+        (150.0, (40.0, 120.0), 1.0),  # past its window
+        (10.0, None, 10 / 0.8 + math.log(30 / 20) / math.log(1.04)),  # unknown: until 3x its age
+    ],
+)
+def test_remaining_polls(elapsed: float, window: tuple[float, float] | None, expected: float) -> None:
+    assert NO_JITTER.remaining_polls(elapsed, window) == pytest.approx(expected)
