@@ -16,11 +16,13 @@ Arms (the condition is set on the simulator):
 - ``whole s, +30``: ``whole_seconds=True`` and ``clock_skew=+30``. The simulator floors
   real seconds, so at speed N the quantum is N simulated seconds (N times coarser than
   the real API's whole seconds);
-- ``limit 6/s``: the server allows 6 requests per simulated second per key
-  (``rate_limit = 6 * speed`` real requests/s, ``rate_burst = 6``: one simulated second's
-  worth); arrivals 0.5 task/s; the watcher keeps its default 10 req/s ceiling. The
-  simulator's ``Retry-After`` is whole real seconds (at least 1), i.e. at least ``speed``
-  simulated seconds of pause per 429;
+- ``limit 6/s``: the server allows 6 requests per second per key (``rate_burst = 6``:
+  one second's worth); arrivals 0.5 task/s; the watcher keeps its default 10 req/s
+  ceiling. This arm runs in real time (speed 1, about 4 minutes) whatever ``--speed``
+  says: the simulator's ``Retry-After`` is whole real seconds (at least 1), as the real
+  API's, and at speed N every 429 would pause N times longer than against the real API
+  (and the learned rate would regrow N times slower), a handicap of the compressed
+  clock, not of the schedule. ``--quick`` runs it at the quick speed;
 - ``arrivals 0.5/s``, ``arrivals 1/s``: the same tasks arriving faster, default limit.
 
 Measured at the simulator, not from the watcher: requests per task (``sim.requests``,
@@ -70,6 +72,7 @@ class Arm:
     clock_skew: float = 0.0
     whole_seconds: bool = False
     server_limit: float | None = None  # requests per simulated second
+    speed: float | None = None  # this arm's own speed (None: --speed)
 
     def describe(self) -> str:
         parts = []
@@ -88,7 +91,7 @@ ARMS = [
     Arm("skew +120", clock_skew=120.0),
     Arm("skew +600", clock_skew=600.0),
     Arm("whole s, +30", clock_skew=30.0, whole_seconds=True),
-    Arm("limit 6/s", rate=0.5, server_limit=SERVER_LIMIT),
+    Arm("limit 6/s", rate=0.5, server_limit=SERVER_LIMIT, speed=1.0),
     Arm("arrivals 0.5/s", rate=0.5),
     Arm("arrivals 1/s", rate=1.0),
 ]
@@ -242,7 +245,7 @@ def run_arm(arm: Arm, gaps: list[float], models: list[str], speed: float, seed: 
         rate_min=min(rates, default=poller.effective_rate) / speed,
         rate_end=rate_end,
         ceiling=ceiling,
-        durations=[round(r.latency, 6) for r in results],
+        durations=[r.latency for r in results],
         ended_in_watcher=sum(1 for t in final.values() if t.is_terminal),
     )
 
@@ -445,11 +448,12 @@ def main() -> int:
     results = []
     for arm in arms:
         began = time.time()
-        r = run_arm(arm, gaps, models, args.speed, args.seed)
+        speed = arm.speed if arm.speed is not None and not args.quick else args.speed
+        r = run_arm(arm, gaps, models, speed, args.seed)
         results.append(r)
         s = summary(r)
         print(
-            f"  {arm.name:<15} {time.time() - began:5.0f} s real, {r.seconds:6.0f} sim s; "
+            f"  {arm.name:<15} {time.time() - began:5.0f} s real at speed {speed:g}, {r.seconds:6.0f} sim s; "
             f"{r.ended_in_watcher}/{len(r.tasks)} ended in the watcher; learned {r.offset}; "
             f"rate ceiling {r.ceiling:g}/s, effective min {r.rate_min:.1f}/s end {r.rate_end:.1f}/s; "
             f"first poll wait p50 {_pct([t.first_poll_wait for t in r.tasks], 0.5):.2f} s "
@@ -457,8 +461,11 @@ def main() -> int:
             flush=True,
         )
         print(f"  {'':<15} {cost_split(r)}", flush=True)
-    same = all(r.durations == results[0].durations for r in results)
-    print(f"\nsame task timelines in every arm (latency of each task to 1 µs): {'yes' if same else 'NO'}")
+    same = all(
+        max(abs(a - b) for a, b in zip(r.durations, results[0].durations, strict=True)) < 1e-4
+        for r in results
+    )
+    print(f"\nsame task timelines in every arm (latency of each task to 0.1 ms): {'yes' if same else 'NO'}")
     print("'on time' = end seen within max(1 s, 5% of the task's latency); delays p50/p95 in simulated s;")
     print(
         "'vs 0.5s' = the 0.5 s poller's requests on the same tasks / this row's; 429 = share answered 429\n"

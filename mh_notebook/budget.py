@@ -109,7 +109,9 @@ class TokenBucket:
             await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
 
-def poll_priority(remaining: float, overdue: float, since_polled: float, max_interval: float) -> tuple[float, ...]:
+def poll_priority(
+    remaining: float, overdue: float, since_polled: float, max_interval: float
+) -> tuple[float, ...]:
     """How much a due poll is worth now, when more polls are due than the budget allows
     (the largest goes first).
 

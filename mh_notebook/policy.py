@@ -119,11 +119,12 @@ class PollPolicy:
 
     def remaining_polls(self, elapsed: float, window: tuple[float, float] | None) -> float:
         """About how many more polls a task ``elapsed`` seconds old needs until its end is
-        most likely seen (through ``window``'s end; without one, until three times its
-        age): what keeping its promise still costs. Budget-aware scheduling serves the
-        cheapest first."""
+        most likely seen (through ``window``'s end; without one, until four times its age:
+        with nothing known, a task that has run ``e`` seconds ends before ``4e`` about as
+        often as one ends inside its window): what keeping its promise still costs.
+        Budget-aware scheduling serves the cheapest first."""
         if window is None:
-            return self._polls_between(elapsed, max(3.0 * elapsed, 10.0))
+            return self._polls_between(elapsed, max(4.0 * elapsed, elapsed + 4.0 * self.min_interval))
         lo, hi = window
         return 1.0 + self._polls_between(max(elapsed, lo), max(hi, elapsed))
 
@@ -131,7 +132,8 @@ class PollPolicy:
         """Polls of the running schedule from age ``start`` to ``end`` (jitter aside)."""
         knee = self.min_interval / self.running_fraction  # where the gap stops being the floor
         floor = max(0.0, min(end, knee) - start) / self.min_interval
-        return floor + max(0.0, math.log(max(end, knee) / max(start, knee))) / math.log1p(self.running_fraction)
+        growth = max(0.0, math.log(max(end, knee) / max(start, knee)))
+        return floor + growth / math.log1p(self.running_fraction)
 
     def error_delay(self, consecutive_errors: int, rng: random.Random) -> float:
         """Backoff after ``consecutive_errors`` failed requests in a row (with jitter)."""
@@ -231,7 +233,9 @@ class LatencyModel:
     _kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     _pools: dict[str, _Pool | None] = field(default_factory=dict)
 
-    def add(self, key: tuple[str, str], latency: float, succeeded: bool = True, kind: str | None = None) -> None:
+    def add(
+        self, key: tuple[str, str], latency: float, succeeded: bool = True, kind: str | None = None
+    ) -> None:
         """Record one ended task's latency in seconds; ``kind`` (its type) enables pooling."""
         if latency >= 0 and math.isfinite(latency):
             self._ends.setdefault(key, deque(maxlen=self.keep)).append((latency, succeeded))

@@ -69,9 +69,10 @@ class TaskState:
     leased: bool = True
     """False while another process polls this task (a shared team journal): changes then
     arrive through :meth:`Poller.observe` instead."""
-    remaining: float = 0.0
-    """Polls it still needs, about, when its next one is due (the budget serves the
-    cheapest first; a task not seen yet needs its first)."""
+    due_age: float = 0.0
+    """Its age (server seconds) when its next poll is due."""
+    window: tuple[float, float] | None = None
+    """The latency window its next poll was scheduled by."""
     version: int = 0
     in_flight: bool = False
 
@@ -141,7 +142,7 @@ class Poller:
         self._rng = random.Random(seed)
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
-        self._heap: list[tuple[float, int, str, int, float]] = []
+        self._heap: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()
         self._paused = False
         self._pause_until = 0.0
@@ -412,10 +413,10 @@ class Poller:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
         state.version += 1
         at = 0.0 if first else self._loop.time() + max(0.0, delay)
-        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version, max(0.0, delay)))
+        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
         self._wakeup.set()
 
-    def _valid(self, entry: tuple[float, int, str, int, float]) -> bool:
+    def _valid(self, entry: tuple[float, int, str, int]) -> bool:
         """True if the queued poll still stands (its task watched, leased, not ended, not rescheduled)."""
         state = self.state(entry[2])
         return state is not None and state.version == entry[3] and state.leased and not state.ended
@@ -423,17 +424,16 @@ class Poller:
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
         """The most urgent due poll (``any_time``: the earliest, due or not), taken off the queue."""
         now = self._loop.time()
-        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int, float], TaskState]] = []
+        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
         while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
             entry = heapq.heappop(self._heap)
-            at, _, task_id, version, gap = entry
+            at, _, task_id, version = entry
             state = self.state(task_id)
             if state is None or state.version != version or state.ended or state.in_flight:
                 continue
             if not state.leased:  # polled elsewhere: queued again when the lease comes back
                 continue
-            since = now - state.last_polled
-            ready.append((poll_priority(state.remaining, now - at, since, state.policy.max_interval), entry, state))
+            ready.append((self._priority(state, now - at, now), entry, state))
         if not ready:
             return None
         best = max(ready, key=lambda r: r[0])
@@ -441,6 +441,14 @@ class Poller:
             if entry is not best[1]:
                 heapq.heappush(self._heap, entry)
         return best[2]
+
+    def _priority(self, state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
+        """:func:`poll_priority` of a due poll: a task never seen first (its first answer
+        tells its model and age), then the fewest polls still needed at its age now."""
+        policy = state.policy
+        age = state.due_age + overdue
+        remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
+        return poll_priority(remaining, overdue, now - state.last_polled, policy.max_interval)
 
     def _set_leased(self, task_ids: list[str], leased: bool) -> None:
         for state in self.states(task_ids):
@@ -549,7 +557,7 @@ class Poller:
                 model, key = self.prior, _type_key(task)
             early, until = model.early_share(key, window[0]), model.early_until(key, window[0])
             delay = state.policy.next_delay(task.status, elapsed, window, self._rng, early, until)
-        state.remaining = state.policy.remaining_polls(elapsed + delay, window)
+        state.due_age, state.window = elapsed + delay, window
         return delay
 
     def _on_error(self, state: TaskState, exc: ModelHunterError) -> None:

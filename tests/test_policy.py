@@ -208,7 +208,7 @@ def test_pooled_windows_after_one_and_two_ends_are_real_prediction_intervals(tru
     covered = trials = 0
     for _ in range(150):  # a fresh model each time: its first ends, then the next one
         model = _kind_of_models(VIDEO_MEDIANS, 0.3, per_model=6, seed=rng.randrange(10**6))
-        for n in (1, 2):
+        for _ in (1, 2):
             model.add(("p", "new"), true_median * math.exp(rng.gauss(0, 0.3)), kind="video")
             window = model.window(("p", "new"))
             assert window is not None
@@ -240,7 +240,7 @@ def test_a_steady_model_among_scattered_ones_keeps_its_narrow_window() -> None:
         (50.0, (40.0, 120.0), 1 + math.log(120 / 50) / math.log(1.04)),
         (100.0, (40.0, 120.0), 1 + math.log(120 / 100) / math.log(1.04)),  # near its end: cheap
         (150.0, (40.0, 120.0), 1.0),  # past its window
-        (10.0, None, 10 / 0.8 + math.log(30 / 20) / math.log(1.04)),  # unknown: until 3x its age
+        (10.0, None, 10 / 0.8 + math.log(40 / 20) / math.log(1.04)),  # unknown: until 4x its age
     ],
 )
 def test_remaining_polls(elapsed: float, window: tuple[float, float] | None, expected: float) -> None:
