@@ -119,12 +119,12 @@ class PollPolicy:
 
     def remaining_polls(self, elapsed: float, window: tuple[float, float] | None) -> float:
         """About how many more polls a task ``elapsed`` seconds old needs until its end is
-        most likely seen (through ``window``'s end; without one, until four times its age:
-        with nothing known, a task that has run ``e`` seconds ends before ``4e`` about as
-        often as one ends inside its window): what keeping its promise still costs.
+        most likely seen (through ``window``'s end; without one, until three times its age:
+        with nothing known, a poll of a task of age ``e`` finds its end about as often as
+        one inside a window does): what keeping its promise still costs.
         Budget-aware scheduling serves the cheapest first."""
         if window is None:
-            return self._polls_between(elapsed, max(4.0 * elapsed, elapsed + 4.0 * self.min_interval))
+            return self._polls_between(elapsed, max(3.0 * elapsed, elapsed + 3.0 * self.min_interval))
         lo, hi = window
         return 1.0 + self._polls_between(max(elapsed, lo), max(hi, elapsed))
 

@@ -101,7 +101,7 @@ class Poller:
     watched with. ``rate_limit`` is the most requests per second for the whole poller,
     bursts of ``burst`` (default: a fifth of a second's worth, at least 1); the rate sent
     settles under the server's own limit when 429s show one (:class:`AdaptiveRate`).
-    When more polls are due than the budget allows, the most urgent go first
+    When more polls are due than the budget allows, the cheapest task goes first
     (:func:`poll_priority`). Server timestamps are compared with local time through
     ``clock``, the learned offset of the server's clock.
     """
@@ -422,7 +422,8 @@ class Poller:
         return state is not None and state.version == entry[3] and state.leased and not state.ended
 
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
-        """The most urgent due poll (``any_time``: the earliest, due or not), taken off the queue."""
+        """The due poll worth most now (:meth:`_priority`), taken off the queue; with
+        ``any_time``, the earliest if none is due."""
         now = self._loop.time()
         ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
         while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):

@@ -313,6 +313,31 @@ def test_learned_latencies_are_real_seconds_and_stay_with_their_api(sim: Simulat
         assert elsewhere.engine.latency.window(key) is None
 
 
+def test_a_models_first_end_borrows_its_types_scatter_live_and_from_the_journal(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.sqlite"
+    known = [
+        sim.submit(model=model, outcome="succeeded", latency=lat)
+        for model, lats in (("seedream-4.5", (5, 6, 7)), ("seedream-4.0", (4, 5, 4.5)))
+        for lat in lats
+    ]
+    new = sim.submit(model="nano-banana-2", outcome="succeeded", latency=6)
+    key = ("google", "nano-banana-2")
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        w.watch(known)
+        w.wait(timeout=30)
+        w.watch(new)
+        w.wait(timeout=30)
+        _settled(w)
+        assert w.engine.latency.count(key) == 1
+        assert w.engine.latency.window(key) is not None  # one end of its own is enough
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as again:
+        _settled(again)
+        window = again.engine.latency.window(key)
+        assert window is not None and window[0] < 0.06 < window[1]  # real seconds at speed 100
+
+
 def test_two_watchers_of_one_journal_file_write_each_change_once(sim: Simulator, tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite"
     task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=3)

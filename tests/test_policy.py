@@ -240,7 +240,7 @@ def test_a_steady_model_among_scattered_ones_keeps_its_narrow_window() -> None:
         (50.0, (40.0, 120.0), 1 + math.log(120 / 50) / math.log(1.04)),
         (100.0, (40.0, 120.0), 1 + math.log(120 / 100) / math.log(1.04)),  # near its end: cheap
         (150.0, (40.0, 120.0), 1.0),  # past its window
-        (10.0, None, 10 / 0.8 + math.log(40 / 20) / math.log(1.04)),  # unknown: until 4x its age
+        (10.0, None, 10 / 0.8 + math.log(30 / 20) / math.log(1.04)),  # unknown: until 3x its age
     ],
 )
 def test_remaining_polls(elapsed: float, window: tuple[float, float] | None, expected: float) -> None:
