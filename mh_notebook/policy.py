@@ -37,10 +37,10 @@ _WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
 class PollPolicy:
     """Tuning of the poll schedule (seconds). The defaults suit the real API."""
 
-    running_fraction: float = 0.048
+    running_fraction: float = 0.05
     """While running (or unknown), ask every ``running_fraction * elapsed`` seconds: an end
-    is then seen within 5% of the task's latency (its age is at most its latency), with
-    room for the request's own travel."""
+    is then seen within 5% of the task's latency (its age is at most its latency); the
+    jitter keeps gaps a little shorter, room for the request's own travel."""
     waiting_fraction: float = 0.09
     """While ``pending``/``queued``, ask every ``waiting_fraction * elapsed`` seconds."""
     min_interval: float = 0.9
