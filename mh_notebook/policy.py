@@ -179,6 +179,30 @@ def _t96(df: int) -> float:
     return 1.75
 
 
+_Z96 = 1.75
+"""The 96th percentile of the standard normal."""
+_POLLS_PER_END = 125.0
+"""What an on-time end is worth in polls when placing a window's start: a start one poll
+earlier must catch at least 1/125 of the model's ends (the 2nd percentile at log-sd 0.3)."""
+
+
+def _lower_z(scale: float) -> float:
+    """How many standard deviations (of log latency) below the centre a window starts.
+
+    Moving the start down by ``dz`` costs every task ``scale * dz / log(1 + fraction)``
+    polls and catches ``phi(z) * dz`` more ends on time; the start is where the two are
+    worth the same (:data:`_POLLS_PER_END`): 2.05 at a log-sd of 0.3, 2.5 for a narrow
+    window (0.1), 1.8 for a wide one (0.5), never less than 1.64 (the 5th percentile).
+    """
+    ratio = math.log1p(0.05) * _POLLS_PER_END / (max(scale, 1e-3) * math.sqrt(2.0 * math.pi))
+    return max(1.64, math.sqrt(2.0 * math.log(max(ratio, 1.0))))
+
+
+def _width(fit: tuple[float, float, int]) -> float:
+    """How wide a prediction is (its scale, widened for few degrees of freedom)."""
+    return _t96(fit[2]) * fit[1]
+
+
 @dataclass(frozen=True)
 class _Pool:
     """Log-latency scatter within the models of one kind, and between their means."""
@@ -266,35 +290,44 @@ class LatencyModel:
         return mu, max(0.004, math.sqrt(var)), n_eff
 
     def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
-        """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples."""
+        """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples.
+
+        ``hi`` is the 96th percentile of the prediction (ends after it are still seen by
+        the plain schedule). ``lo`` is where polls begin: each poll before the window
+        costs every task of the model, and buys only the few that end that early, so
+        ``lo`` sits further out for a narrow window (cheap) than for a wide one (see
+        :func:`_lower_z`): the 2nd percentile for a typical model.
+        """
         samples = self._recent(key, succeeded_only=True)
         fit = self._log_interval(key, samples)
         if fit is None:
             return None
-        mu, spread = fit
+        mu, scale, df = fit
+        widen = _t96(df) / _Z96  # Student t: few samples, wider
+        lo, hi = mu - widen * _lower_z(scale) * scale, mu + widen * _Z96 * scale
         latest = samples[-int(2 * self.half_life) :]  # a regime change moves the bounds at once
-        return min(min(latest), math.exp(mu - spread)), max(max(latest), math.exp(mu + spread))
+        return min(min(latest), math.exp(lo)), max(max(latest), math.exp(hi))
 
     def predict(self, key: tuple[str, str]) -> float | None:
         """The most likely latency of the next task of ``key`` (``None`` with too few samples)."""
         fit = self._log_interval(key, self._recent(key, succeeded_only=True))
         return None if fit is None else math.exp(fit[0])
 
-    def _log_interval(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float] | None:
-        """Centre and half-width, in logs, of a ~92% prediction interval for the next latency."""
+    def _log_interval(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float, int] | None:
+        """Centre, scale (the prediction's standard deviation) and degrees of freedom, in
+        logs, of the next latency of ``key``."""
         pooled = self._pooled(key, samples)
         if len(samples) < self.min_samples:
             return pooled
         mu, sd, n_eff = self._fit(samples)
-        # Student t: few samples, wider
-        own = (mu, _t96(max(1, round(n_eff) - 1)) * sd * math.sqrt(1.0 + 1.0 / n_eff))
+        own = (mu, sd * math.sqrt(1.0 + 1.0 / n_eff), max(1, round(n_eff) - 1))
         pool = self._pool(self._kinds.get(key))
-        if pooled is None or pool is None or sd > 1.5 * pool.sd or pooled[1] >= own[1]:
+        if pooled is None or pool is None or sd > 1.5 * pool.sd or _width(pooled) >= _width(own):
             return own  # its own evidence is narrower, or says it scatters more than its kind
         return pooled
 
-    def _pooled(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float] | None:
-        """The interval from the model's own latencies and its kind's scatter (``None``
+    def _pooled(self, key: tuple[str, str], samples: list[float]) -> tuple[float, float, int] | None:
+        """The prediction from the model's own latencies and its kind's scatter (``None``
         without a kind, a sample, or enough ends of the kind)."""
         pool = self._pool(self._kinds.get(key))
         if pool is None or not samples:
@@ -309,7 +342,7 @@ class LatencyModel:
         else:  # the model's mean is pulled towards its kind's typical model
             post_var = 1.0 / (1.0 / pool.between + n / var)
             mean = post_var * (pool.mean / pool.between + n * mean / var)
-        return mean, _t96(pool.df) * math.sqrt(var + post_var)
+        return mean, math.sqrt(var + post_var), pool.df
 
     def _pool(self, kind: str | None) -> _Pool | None:
         """Scatter of one model's latencies and of models' typical latencies, for ``kind``."""
