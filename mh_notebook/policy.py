@@ -168,11 +168,9 @@ _T96 = (
 
 
 def _t96(df: int) -> float:
-    """The 96th percentile of Student's t with ``df`` degrees of freedom (table, rounded).
-
-    Windows are ~92% prediction intervals: the 4% of ends that come before one are seen
-    at its first poll, and a wider window costs every task of the model polls.
-    """
+    """The 96th percentile of Student's t with ``df`` degrees of freedom (table, rounded):
+    where a window ends, and how much wider than a normal one a window learned from few
+    samples is."""
     for limit, value in _T96:
         if df <= limit:
             return value

@@ -245,3 +245,23 @@ def test_a_steady_model_among_scattered_ones_keeps_its_narrow_window() -> None:
 )
 def test_remaining_polls(elapsed: float, window: tuple[float, float] | None, expected: float) -> None:
     assert NO_JITTER.remaining_polls(elapsed, window) == pytest.approx(expected)
+
+
+def _share_below_start(sd: float, seed: int = 8) -> float:
+    """How often the next latency of a well-learned model falls before its window."""
+    rng = random.Random(seed)
+    model, key = LatencyModel(), ("p", "m")
+    for _ in range(60):
+        model.add(key, 30.0 * math.exp(rng.gauss(0, sd)))
+    window = model.window(key)
+    assert window is not None
+    return sum(30.0 * math.exp(rng.gauss(0, sd)) < window[0] for _ in range(20_000)) / 20_000
+
+
+def test_a_window_starts_further_out_the_cheaper_that_is() -> None:
+    # polls before a narrow window are few, before a wide one many: a narrow window
+    # misses fewer early ends, a wide one accepts a few more
+    narrow, typical, wide = (_share_below_start(sd) for sd in (0.1, 0.3, 0.6))
+    assert narrow < typical < wide
+    assert 0.005 < typical < 0.045
+    assert wide < 0.08
