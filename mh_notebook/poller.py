@@ -92,6 +92,10 @@ class Observation:
     error: ModelHunterError | None = None
     elsewhere: bool = False
     """Seen by another process of a shared journal (already journalled there)."""
+    ended: bool = False
+    """The task's end: the first terminal status seen for it. A ``succeeded`` answering the
+    refresh of an expired URL is not one; a ``succeeded`` first seen right after
+    ``expired`` (the task ended and its URL expired between two polls) is."""
 
 
 class Poller:
@@ -507,13 +511,15 @@ class Poller:
             self._wakeup.set()
         if previous is None and task.model is not None:  # the prediction made at first sight
             state.predicted_latency = self.latency.predict(_key(task))
-        if task.is_terminal and not state.ended:  # learn each latency once, not on refreshes
+        ended = task.is_terminal and not state.ended  # once, not on refreshes of its URLs
+        if ended:
             state.ended = True
             if task.latency is not None:
                 self._learn(task, task.latency)
         if previous != task.status:
+            task_id, polls = state.task_id, state.polls
             self._emit(
-                Observation("change", state.task_id, now, task, previous, state.polls, None, elsewhere)
+                Observation("change", task_id, now, task, previous, polls, elsewhere=elsewhere, ended=ended)
             )
 
     def learn(self, ends: Iterable[tuple[str, str, str, float, bool]]) -> None:

@@ -455,7 +455,7 @@ class TaskWatcher:
             state = self._engine.poller.state(obs.task_id)
             if self._mode == "text" and state is not None:
                 print(text_line(self._row(state)), file=sys.stdout, flush=True)
-            if task.is_terminal and obs.previous != "expired":
+            if obs.ended:  # not the refresh of an expired URL
                 self._finished(task)
         elif obs.kind == "not_found":
             if self._mode == "text":

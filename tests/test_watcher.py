@@ -302,3 +302,20 @@ def test_watching_a_task_object_skips_the_first_poll(sim: Simulator) -> None:
         time.sleep(0.3)
         assert sim.requests[task_id] == 1  # its age and model were known: nothing asked yet
         assert w.tasks[task_id].status == task.status
+
+
+def test_a_task_first_seen_expired_still_ends_for_waits_feeds_and_callbacks() -> None:
+    # it ended, and its URL expired, before the first poll after its end: the API answers
+    # "expired" (not terminal), then "succeeded" with a fresh URL
+    with Simulator(seed=3, speed=100, url_lifetime=0.05) as sim:
+        task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=3)
+        time.sleep(0.03 + 0.05 + 0.05)  # its end, then its URL's lifetime
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as w:
+            done: list[str] = []
+            w.on_done(lambda t: done.append(t.id))
+            w.watch(task_id)
+            final = w.wait(timeout=10)
+            assert [t.id for t in w.as_completed(timeout=5)] == [task_id]
+        assert final[task_id].status == "succeeded" and final[task_id].result
+        assert done == [task_id]
+        assert sim.requests[task_id] >= 2  # "expired" first, then "succeeded" with a fresh URL
