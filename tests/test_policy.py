@@ -206,7 +206,7 @@ def test_a_new_model_borrows_its_kinds_scatter_after_one_end() -> None:
 def test_pooled_windows_after_one_and_two_ends_are_real_prediction_intervals(true_median: float) -> None:
     rng = random.Random(int(true_median))
     covered = trials = 0
-    for _ in range(150):  # a fresh model each time: its first ends, then the next one
+    for _trial in range(150):  # a fresh model each time: its first ends, then the next one
         model = _kind_of_models(VIDEO_MEDIANS, 0.3, per_model=6, seed=rng.randrange(10**6))
         for _ in (1, 2):
             model.add(("p", "new"), true_median * math.exp(rng.gauss(0, 0.3)), kind="video")
@@ -214,7 +214,7 @@ def test_pooled_windows_after_one_and_two_ends_are_real_prediction_intervals(tru
             assert window is not None
             covered += window[0] <= true_median * math.exp(rng.gauss(0, 0.3)) <= window[1]
             trials += 1
-    assert 0.85 < covered / trials < 0.98  # ~92% intervals: neither too narrow nor useless
+    assert 0.85 < covered / trials < 0.98  # ~93% windows: neither too narrow nor useless
 
 
 def test_a_model_scattering_more_than_its_kind_keeps_its_own_window() -> None:
