@@ -187,8 +187,9 @@ earlier must catch at least 1/125 of the model's ends (the 2nd percentile at log
 def _lower_z(scale: float) -> float:
     """How many standard deviations (of log latency) below the centre a window starts.
 
-    Moving the start down by ``dz`` costs every task ``scale * dz / log(1 + fraction)``
-    polls and catches ``phi(z) * dz`` more ends on time; the start is where the two are
+    Moving the start down by ``dz`` costs every task about ``scale * dz / log(1.05)``
+    polls (in-window gaps keep the 5% promise) and catches ``phi(z) * dz`` more ends on
+    time; the start is where the two are
     worth the same (:data:`_POLLS_PER_END`): 2.05 at a log-sd of 0.3, 2.5 for a narrow
     window (0.1), 1.8 for a wide one (0.5), never less than 1.64 (the 5th percentile).
     """
