@@ -30,7 +30,7 @@ def _sim(args: argparse.Namespace) -> int:
     sim.start()
     print(f"ModelHunter simulator serving at {sim.url}")
     print(f"  export MODELHUNTER_BASE_URL={sim.url}")
-    print(f"  export MODELHUNTER_API_KEY={sim.api_key}")
+    print(f"  export MODELHUNTER_KEY={sim.api_key}")
     print('Create a task: POST /sim/v1/tasks {"model": "viduq3-turbo"}. Ctrl-C stops.', flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()

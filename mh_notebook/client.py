@@ -43,13 +43,17 @@ from .errors import (
 )
 from .models import Task
 
-__all__ = ["AsyncClient", "Client", "RetryPolicy", "is_transient", "resolve_settings"]
+__all__ = ["AsyncClient", "Client", "RetryPolicy", "is_sandbox_key", "is_transient", "resolve_settings"]
 
 log = logging.getLogger("mh_notebook.client")
 
-DEFAULT_BASE_URL = "https://modelhunter.ai"
-KEY_ENV = "MODELHUNTER_API_KEY"
+DEFAULT_BASE_URL = "https://api.modelhunter.ai"
+"""The documented API host; every path is under ``/api/v1/``."""
+KEY_ENVS = ("MODELHUNTER_KEY", "MODELHUNTER_API_KEY")
+"""Where the key is looked for, in order: the docs' own name first, 0.2's second."""
+KEY_ENV = KEY_ENVS[0]
 URL_ENV = "MODELHUNTER_BASE_URL"
+_API_PREFIX = "/api/v1"
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _BAD_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
 
@@ -96,11 +100,12 @@ def resolve_settings(
     for a plain ``http://`` URL to anything but this machine (the key would travel in
     clear text) unless ``allow_insecure_http`` is set.
     """
-    key = api_key if api_key is not None else os.environ.get(KEY_ENV)
+    key = api_key if api_key is not None else _key_from_environment()
     if not key or not key.strip():
         raise ConfigurationError(
             f"no ModelHunter API key: pass api_key=... or set the {KEY_ENV} environment "
-            "variable (for the embedded simulator use sim.api_key)"
+            f"variable ({' or '.join(KEY_ENVS[1:])} is read too; for the embedded simulator use "
+            "sim.api_key)"
         )
     url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
     if not url.startswith(("http://", "https://")):
@@ -110,7 +115,24 @@ def resolve_settings(
             f"refusing plain http to {url!r}: the API key would be sent unencrypted; use https://, "
             "or pass allow_insecure_http=True if you really mean it"
         )
-    return key.strip(), url.rstrip("/")
+    url = url.rstrip("/")
+    if url.endswith(_API_PREFIX):  # the docs write the API's address with its prefix
+        url = url[: -len(_API_PREFIX)]
+    return key.strip(), url
+
+
+def _key_from_environment() -> str | None:
+    """The first non-empty key of :data:`KEY_ENVS`."""
+    for name in KEY_ENVS:
+        value = os.environ.get(name)
+        if value and value.strip():
+            return value
+    return None
+
+
+def is_sandbox_key(api_key: str) -> bool:
+    """True for a ``river_test_`` key: ModelHunter's sandbox, which charges nothing."""
+    return api_key.strip().startswith("river_test_")
 
 
 def _is_loopback(url: str) -> bool:
@@ -287,8 +309,9 @@ def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
 class Client:
     """Synchronous client: ``Client(api_key=None, base_url=None).get_task(task_id)``.
 
-    The key comes from ``api_key`` or ``MODELHUNTER_API_KEY``; the base URL from
-    ``base_url`` or ``MODELHUNTER_BASE_URL`` (default ``https://modelhunter.ai``).
+    The key comes from ``api_key``, then ``MODELHUNTER_KEY``, then ``MODELHUNTER_API_KEY``;
+    the base URL from ``base_url`` or ``MODELHUNTER_BASE_URL`` (default
+    ``https://api.modelhunter.ai``).
     ``timeout`` is per request in seconds (``None``: no limit but 5 s to connect);
     ``retry`` bounds how long transient failures (network errors, 429, 502/503/504,
     non-JSON bodies) are ridden out. A plain ``http://`` URL is refused except to this

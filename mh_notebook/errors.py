@@ -83,7 +83,7 @@ class APIError(ModelHunterError):
 
 
 class AuthenticationError(APIError):
-    """401/403: the API refused the key. Set another with ``MODELHUNTER_API_KEY``."""
+    """401/403: the API refused the key. Set another with ``MODELHUNTER_KEY``."""
 
 
 class NotFoundError(APIError):

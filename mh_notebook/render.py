@@ -89,6 +89,8 @@ class Snapshot:
     """The ceiling of the shared request budget (requests per second)."""
     rate: float | None = None
     """The rate allowed now, under the ceiling once 429s showed the server's limit."""
+    sandbox: bool = False
+    """The key is a ``river_test_`` key: ModelHunter's sandbox, nothing is charged."""
 
 
 def safe_text(value: object, limit: int = 160) -> str:
@@ -127,6 +129,12 @@ def _badge(status: str) -> str:
     )
 
 
+_SANDBOX = (
+    ' <span class="mh-sandbox" style="background:#ddf4ff;color:#0969da;border-radius:9px;'
+    'padding:1px 8px;font-size:11px" title="a river_test_ key: nothing is charged">sandbox</span>'
+)
+
+
 def summary_html(snapshot: Snapshot) -> str:
     """The summary line: counts per status, colour-coded, plus the engine's state."""
     known = [s for s in _ORDER if snapshot.counts.get(s)]
@@ -138,7 +146,8 @@ def summary_html(snapshot: Snapshot) -> str:
     if snapshot.rate_limit and snapshot.rate is not None and snapshot.rate < 0.99 * snapshot.rate_limit:
         limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s (server limit learned from 429s)"
     head = (
-        f'<b style="font-size:13px">ModelHunter tasks</b> · {snapshot.total} watched · '
+        f'<b style="font-size:13px">ModelHunter tasks</b>{_SANDBOX if snapshot.sandbox else ""} · '
+        f"{snapshot.total} watched · "
         f'<span style="color:{dot}">● {state}</span><span style="color:#57606a">{limit}</span>'
     )
     notice = ""
@@ -340,7 +349,8 @@ def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) ->
     state = "stopped" if snapshot.stopped else "paused" if snapshot.paused else "live"
     names = [s for s in _ORDER if snapshot.counts.get(s)]
     names += sorted(s for s in snapshot.counts if s not in _ORDER)
-    lines = [f"ModelHunter tasks · {snapshot.total} watched · {state}"]
+    sandbox = " (sandbox)" if snapshot.sandbox else ""
+    lines = [f"ModelHunter tasks{sandbox} · {snapshot.total} watched · {state}"]
     lines.append(" · ".join(f"{_plain(s, 24)} {snapshot.counts[s]}" for s in names) or "no tasks")
     if snapshot.notice:
         lines.append(f"! {_plain(snapshot.notice, 400)}")

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .client import check_task_id, resolve_settings
+from .client import check_task_id, is_sandbox_key, resolve_settings
 from .clock import ClockOffset
 from .engine import engine_for
 from .errors import AuthenticationError, ModelHunterError
@@ -114,6 +114,8 @@ class TaskWatcher:
         if not rate_limit > 0 or not time_scale > 0:
             raise ValueError(f"rate_limit and time_scale must be > 0, got {rate_limit!r} and {time_scale!r}")
         self.base_url = url
+        self.sandbox = is_sandbox_key(key)
+        """True for a ``river_test_`` key (ModelHunter's sandbox: nothing is charged)."""
         self._owns_store = store is None or isinstance(store, str | Path)
         self.store: Store = open_store(store)
         self.time_scale, self.embed_media = time_scale, embed_media
@@ -156,7 +158,9 @@ class TaskWatcher:
     def __repr__(self) -> str:
         counts = self._counts()
         detail = ", ".join(f"{n} {s}" for s, n in counts.most_common())
-        return f"TaskWatcher(base_url={self.base_url!r}, tasks={sum(counts.values())}: {detail or 'none'})"
+        sandbox = ", sandbox" if self.sandbox else ""
+        tasks = f"tasks={sum(counts.values())}: {detail or 'none'}"
+        return f"TaskWatcher(base_url={self.base_url!r}{sandbox}, {tasks})"
 
     # ------------------------------------------------------------- watching
     def watch(self, *tasks: str | Task | Iterable[str | Task]) -> list[str]:
@@ -599,6 +603,7 @@ class TaskWatcher:
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
             notice=notice, rate_limit=self._engine.poller.rate_limit, rate=self._engine.poller.effective_rate,
+            sandbox=self.sandbox,
         )  # fmt: skip
 
     @property

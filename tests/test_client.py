@@ -25,7 +25,7 @@ from mh_notebook import (
     ServerError,
     Task,
 )
-from mh_notebook.client import parse_retry_after
+from mh_notebook.client import parse_retry_after, resolve_settings
 from mh_notebook.sim import Simulator
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_time=10)
@@ -92,7 +92,7 @@ def test_wrong_key_is_refused_without_retry_or_leak(sim: Simulator, get: Getter)
     with pytest.raises(AuthenticationError) as info:
         get(sim, task_id, api_key=bad_key)
     assert info.value.status_code == 401
-    assert "MODELHUNTER_API_KEY" in str(info.value)
+    assert "MODELHUNTER_KEY" in str(info.value)
     assert bad_key not in str(info.value) and bad_key not in repr(info.value)
     assert sim.requests[task_id] == 1  # not retried
 
@@ -212,7 +212,8 @@ def test_bad_task_ids_are_rejected_before_any_request(sim: Simulator, bad: Any) 
 
 
 def test_key_and_url_from_environment(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELHUNTER_API_KEY", sim.api_key)
+    monkeypatch.delenv("MODELHUNTER_API_KEY", raising=False)
+    monkeypatch.setenv("MODELHUNTER_KEY", sim.api_key)
     monkeypatch.setenv("MODELHUNTER_BASE_URL", sim.url)
     task_id = sim.submit(latency=0.1)
     with Client() as client:
@@ -220,14 +221,48 @@ def test_key_and_url_from_environment(sim: Simulator, monkeypatch: pytest.Monkey
         assert client.get_task(task_id).id == task_id
 
 
-def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_base_url_is_the_documented_api_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODELHUNTER_BASE_URL", raising=False)
-    assert Client(api_key="k").base_url == "https://modelhunter.ai"
+    client = Client(api_key="k")
+    assert client.base_url == "https://api.modelhunter.ai"
+    assert client._core.url("task_1") == "https://api.modelhunter.ai/api/v1/tasks/task_1"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "https://api.modelhunter.ai/api/v1",
+        "https://api.modelhunter.ai/api/v1/",
+        "https://api.modelhunter.ai/",
+    ],
+)
+def test_base_url_given_with_the_api_prefix(given: str) -> None:
+    assert Client(api_key="k", base_url=given).base_url == "https://api.modelhunter.ai"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MODELHUNTER_KEY": "river_live_docs", "MODELHUNTER_API_KEY": "river_live_old"}, "river_live_docs"),
+        ({"MODELHUNTER_API_KEY": "river_live_old"}, "river_live_old"),
+        ({"MODELHUNTER_KEY": "  ", "MODELHUNTER_API_KEY": "river_live_old"}, "river_live_old"),
+    ],
+)
+def test_key_from_the_documented_variable_first(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name in ("MODELHUNTER_KEY", "MODELHUNTER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_settings(None, None)[0] == expected
+    assert resolve_settings("river_live_arg", None)[0] == "river_live_arg"  # the argument wins
 
 
 def test_missing_key_says_how_to_set_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODELHUNTER_API_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="MODELHUNTER_API_KEY"):
+    monkeypatch.delenv("MODELHUNTER_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="MODELHUNTER_KEY"):
         Client()
 
 

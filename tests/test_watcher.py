@@ -86,6 +86,19 @@ def test_429_pauses_everyone_for_retry_after(sim: Simulator) -> None:
     assert min(after) - first_429 >= 0.5
 
 
+@pytest.mark.parametrize(
+    ("key", "sandbox"), [("river_test_x", True), ("river_live_x", False), ("other", False)]
+)
+def test_a_sandbox_key_is_named_never_shown(sim: Simulator, key: str, sandbox: bool) -> None:
+    with TaskWatcher(key, sim.url, store=None, display="none") as w:
+        from mh_notebook.render import static_text, summary_html
+
+        snap = w.snapshot()
+        texts = [repr(w), summary_html(snap), static_text(snap, [], "")]
+        assert all(("sandbox" in t) is sandbox for t in texts)
+        assert all(key not in t for t in texts)
+
+
 def test_auth_error_stops_polling(sim: Simulator) -> None:
     ids = [sim.submit(latency=100) for _ in range(10)]
     with TaskWatcher("river_live_wrong-key-for-tests", sim.url, display="none", max_in_flight=2) as w:
