@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from mh_notebook.sim import Simulator
 
@@ -56,3 +57,9 @@ def sim() -> Iterator[Simulator]:
     """A simulator at speed 100 (a 35 s video takes 0.35 s), seeded."""
     with Simulator(seed=1, speed=100) as s:
         yield s
+
+
+# Hypothesis sized for a loaded 2-core CI machine: few examples, no deadline (timing on a
+# shared machine is noise, not a property), and the same examples every run.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("ci")
