@@ -9,6 +9,10 @@ from .errors import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    ConflictError,
+    CreationUnknownError,
+    InsufficientBalanceError,
+    InvalidRequestError,
     MalformedResponseError,
     ModelHunterError,
     NetworkError,
@@ -16,7 +20,7 @@ from .errors import (
     RateLimitedError,
     ServerError,
 )
-from .models import ResultItem, Task, TaskError, TaskStatus
+from .models import Balance, ResultItem, Task, TaskError, TaskPage, TaskStatus
 from .policy import PollPolicy
 from .store import JournalError, MemoryStore, SQLiteStore, default_journal_path
 from .watcher import TaskWatcher
@@ -25,8 +29,13 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AuthenticationError",
+    "Balance",
     "Client",
     "ConfigurationError",
+    "ConflictError",
+    "CreationUnknownError",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
     "JournalError",
     "MalformedResponseError",
     "MemoryStore",
@@ -41,9 +50,11 @@ __all__ = [
     "ServerError",
     "Task",
     "TaskError",
+    "TaskPage",
     "TaskStatus",
     "TaskWatcher",
     "default_journal_path",
+    "list_tasks",
     "read_history",
 ]
 
@@ -51,9 +62,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    """``read_history`` is loaded on first use: ``import mh_notebook`` does not import pandas."""
+    """``read_history`` and ``list_tasks`` are loaded on first use: ``import mh_notebook``
+    does not import pandas."""
     if name == "read_history":
         from .history import read_history
 
         return read_history
+    if name == "list_tasks":
+        from .tasks import list_tasks
+
+        return list_tasks
     raise AttributeError(f"module 'mh_notebook' has no attribute {name!r}")

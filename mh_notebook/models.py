@@ -8,15 +8,25 @@ as-is and are not terminal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from .errors import MalformedResponseError
 
-__all__ = ["ResultItem", "Task", "TaskError", "TaskStatus"]
+__all__ = ["Balance", "ResultItem", "Task", "TaskError", "TaskPage", "TaskStatus"]
 
 
 class TaskStatus(StrEnum):
@@ -54,6 +64,8 @@ class TaskStatus(StrEnum):
         return self.value in _KNOWN
 
 
+_OPTIONAL = ("started_at", "progress", "cost", "metadata", "estimated_seconds", "original_task_id")
+"""Fields the API sends in some answers only (list items, creation and retry answers)."""
 _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 _KNOWN = frozenset(s.value for s in TaskStatus.__members__.values())
 
@@ -116,6 +128,18 @@ class Task(BaseModel):
     """When the task was created (timezone-aware UTC)."""
     completed_at: datetime | None = None
     """When it ended, once it has (timezone-aware UTC)."""
+    started_at: datetime | None = None
+    """When it started running, if the API said (list items carry it)."""
+    progress: float | None = None
+    """0-100 as the API reports it (list items carry it), else ``None``."""
+    cost: float | None = None
+    """USD charged for the task, if the API said (list items carry it)."""
+    metadata: dict[str, Any] | None = None
+    """The object given at creation, if the API sent it back (list items carry it)."""
+    estimated_seconds: float | None = None
+    """The API's estimate of the task's duration (creation and retry answers)."""
+    original_task_id: str | None = None
+    """The failed or expired task this one retries (retry answers)."""
 
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -131,10 +155,20 @@ class Task(BaseModel):
     def _null_result(cls, value: object) -> object:
         return [] if value is None else value
 
-    @field_validator("created_at", "completed_at", mode="after")
+    @field_validator("created_at", "completed_at", "started_at", mode="after")
     @classmethod
     def _to_utc(cls, value: datetime | None) -> datetime | None:
         return _utc(value)
+
+    @field_validator(*_OPTIONAL, mode="wrap")
+    @classmethod
+    def _lenient(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """A field the docs do not promise never fails a task: unreadable means ``None``
+        (the value stays in ``raw``)."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -196,3 +230,71 @@ def _malformed(exc: ValidationError, task_id: str | None) -> MalformedResponseEr
     if len(exc.errors()) > 1:
         msg += f" (and {len(exc.errors()) - 1} more problems)"
     return MalformedResponseError(msg, task_id=task_id, field=field)
+
+
+_CAPABILITY_TYPES = {
+    "video": "video",
+    "image": "image",
+    "speech": "audio",
+    "audio": "audio",
+    "music": "music",
+}
+
+
+def media_type(capability: str) -> str | None:
+    """The media type (``video``...) of a creation endpoint's capability
+    (``text-to-video``, ``multimodal-video``...), or ``None`` if it does not say."""
+    return _CAPABILITY_TYPES.get(capability.rsplit("-", 1)[-1])
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of ``GET /api/v1/tasks``: tasks newest first, and where the next starts."""
+
+    tasks: list[Task]
+    cursor: str | None
+    """Pass it back as ``cursor=`` for the next page (opaque)."""
+    has_more: bool
+    total: int | None
+    """Tasks matching the filters in all pages, if the API said."""
+
+    @classmethod
+    def from_api(cls, obj: object) -> TaskPage:
+        """Parse ``{"success": true, "data": [...], "pagination": {...}}``."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+            raise MalformedResponseError("a task list must be {'data': [...]}", field="data")
+        tasks = [Task.from_api(item) for item in obj["data"]]
+        page = obj.get("pagination")
+        page = page if isinstance(page, dict) else {}
+        cursor, total = page.get("cursor"), page.get("total")
+        return cls(
+            tasks=tasks,
+            cursor=str(cursor) if cursor else None,
+            has_more=bool(page.get("hasMore")) and bool(cursor),
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        )
+
+
+class Balance(BaseModel):
+    """``GET /api/v1/balance``: the account's balance in USD and billing settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    balance: float
+    """USD available."""
+    billing_mode: str | None = Field(
+        default=None, validation_alias=AliasChoices("billingMode", "billing_mode")
+    )
+    """``prepaid`` or ``postpaid``."""
+    monthly_spend_limit: float | None = Field(default=None, validation_alias="monthlySpendLimit")
+    auto_top_up_enabled: bool | None = Field(default=None, validation_alias="autoTopUpEnabled")
+
+    @classmethod
+    def from_api(cls, obj: object) -> Balance:
+        """Parse the envelope or a bare ``data`` object; an unreadable one raises
+        :class:`MalformedResponseError`."""
+        data = _unwrap(obj)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _malformed(exc, None) from None

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from .actions import Actions
 from .client import check_task_id, is_sandbox_key, resolve_settings
 from .clock import ClockOffset
 from .engine import engine_for
@@ -149,6 +150,7 @@ class TaskWatcher:
         self._panel: Panel | None = None
         self._stopped = False
         self._final: list[TaskState] | None = None
+        self._actions = Actions(key, url, timeout=timeout, allow_insecure_http=allow_insecure_http)
         try:
             self._engine = engine_for(self, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
@@ -182,6 +184,38 @@ class TaskWatcher:
             self._engine.poller.call_soon(self._adopt_ended, ids)
         self._settle_soon()
         return ids
+
+    def submit(
+        self,
+        endpoint: str,
+        *,
+        model: str,
+        input: dict[str, Any],  # noqa: A002 - the API's own name
+        metadata: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
+    ) -> str:
+        """Start a generation and watch it; returns its id. ``endpoint`` is
+        ``provider/capability``: ``w.submit("vidu/text-to-video", model="viduq3-turbo",
+        input={"prompt": "..."})``. Never resent blindly: a lost answer raises
+        :class:`~mh_notebook.CreationUnknownError` saying how to find the task."""
+        return self._actions.submit(
+            self, endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
+        )
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a task in progress (cannot be undone); an ended task raises
+        :class:`~mh_notebook.ConflictError` (``.code`` says why)."""
+        return self._actions.cancel(task_id)
+
+    def retry(self, task_id: str) -> str:
+        """Retry a ``failed`` or ``expired`` task and watch the new one; returns its id.
+        The retry is a new task and is **charged again**; its ``original_task_id`` is
+        ``task_id``. Other states raise :class:`~mh_notebook.ConflictError`."""
+        return self._actions.retry(self, task_id)
+
+    def balance(self) -> float:
+        """The account's balance in USD (``GET /api/v1/balance``)."""
+        return self._actions.balance()
 
     def watches(self, task_id: str) -> bool:
         """True if this watcher watches ``task_id``."""
@@ -239,6 +273,7 @@ class TaskWatcher:
         self._dirty = True
         self._final = self._states()  # what it knew stays readable (and drawn) after stop
         self._engine.detach(self)
+        self._actions.close()
         self._close_store()
         with self._lock:
             for fut in self._waiters:

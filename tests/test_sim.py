@@ -174,10 +174,10 @@ def test_create_over_http_and_errors(sim: Simulator) -> None:
 
 def test_cancel(sim: Simulator) -> None:
     task_id = sim.submit(model="veo-3.1", latency=10_000)
-    answer = httpx.post(f"{sim.url}/sim/v1/tasks/{task_id}/cancel", headers=_headers(sim))
+    answer = httpx.post(f"{sim.url}/api/v1/tasks/{task_id}/cancel", headers=_headers(sim))
     assert answer.json()["data"]["status"] == "cancelled"
     assert Client(sim.api_key, sim.url).get_task(task_id).status == "cancelled"
-    again = httpx.post(f"{sim.url}/sim/v1/tasks/{task_id}/cancel", headers=_headers(sim))
+    again = httpx.post(f"{sim.url}/api/v1/tasks/{task_id}/cancel", headers=_headers(sim))
     assert again.status_code == 409
 
 
@@ -188,7 +188,7 @@ def test_error_envelopes(sim: Simulator) -> None:
     assert (r401.status_code, r401.json()["success"], r401.json()["error"]["code"]) == (
         401,
         False,
-        "UNAUTHORIZED",
+        "AUTH_INVALID_TOKEN",
     )
     assert (r404.status_code, r404.json()["error"]["code"]) == (404, "TASK_NOT_FOUND")
 

@@ -47,6 +47,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import random
 import secrets
 import threading
@@ -55,17 +56,30 @@ import urllib.parse
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from aiohttp import web
 
-from .catalogue import CATALOGUE, ERRORS, ModelSpec
+from .api import ListQuery, SimError, encode_cursor, envelope, parse_creation, parse_list_query
+from .catalogue import ERRORS, SIM_ENDPOINTS, ModelSpec, endpoint_of
 from .media import MediaFile, media_for
 
-__all__ = ["Faults", "SimTask", "Simulator"]
+__all__ = ["KEY_STATES", "Faults", "SimError", "SimTask", "Simulator"]
 
 URL_LIFETIME = 900.0
 _OUTCOMES = ("succeeded", "failed", "cancelled")
+GET_LIST_FIELDS_ENV = "MH_SIM_GET_HAS_LIST_FIELDS"
+"""Set to ``0`` to make every simulator's GET leave out the list-only fields by default
+(``progress``, ``cost``, ``started_at``, ``metadata``): runs a whole test suite that way."""
+KEY_STATES: dict[str, tuple[int, str, str]] = {
+    "revoked": (403, "KEY_REVOKED", "This API key has been revoked"),
+    "expired": (403, "KEY_EXPIRED", "This API key has expired"),
+    "forbidden": (403, "FORBIDDEN", "This API key may not access this resource"),
+    "permission_denied": (403, "KEY_PERMISSION_DENIED", "This API key lacks the permission to create tasks"),
+    "token_expired": (401, "AUTH_TOKEN_EXPIRED", "The authentication token has expired"),
+}
+"""``Simulator.key_state`` values and the error each gives (``permission_denied`` refuses
+creations and retries only; the others refuse every ``/api/v1`` request)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,17 @@ class SimTask:
     url_issued: float = 0.0
     url_version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    """Creation order (the list's cursor)."""
+    endpoint: str = ""
+    """``provider/capability`` it was created through."""
+    inputs: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    cost: float = 0.0
+    """USD charged at creation."""
+    original_task_id: str | None = None
+    """The failed or expired task this one retries."""
+    webhook_url: str | None = None
 
 
 def _iso(t: float, whole_seconds: bool = False) -> str:
@@ -145,6 +170,39 @@ class _TokenBucket:
 def _envelope_error(status: int, code: str, message: str, **headers: str) -> web.Response:
     body = json.dumps({"success": False, "error": {"code": code, "message": message}})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+class _Knobs(NamedTuple):
+    """The simulator's extras of a creation (``sim.submit``, ``POST /sim/v1/tasks``)."""
+
+    outcome: str | None = None
+    latency: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def _error(exc: SimError) -> web.Response:
+    return web.json_response(envelope(exc), status=exc.status)
+
+
+def _matches(query: ListQuery, task: SimTask, data: dict[str, Any], skew: float) -> bool:
+    """Whether a list item passes the query's filters (dates on the server's clock)."""
+    created = task.created + skew
+    return (
+        (query.status is None or data["status"] == query.status)
+        and (query.provider is None or data["provider"] == query.provider)
+        and (query.model is None or data["model"] == query.model)
+        and (query.start is None or created >= query.start)
+        and (query.end is None or created < query.end)
+    )
+
+
+def _before(query: ListQuery, tasks: list[SimTask], now: float, sim: Simulator) -> int:
+    """Matching tasks on earlier pages (``total`` counts them all, whatever the cursor)."""
+    if query.after is None:
+        return 0
+    newer = [t for t in tasks if t.seq >= query.after]
+    return sum(_matches(query, t, sim.data(t, now, view="list"), sim.clock_skew) for t in newer)
 
 
 _HTML_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
@@ -182,6 +240,8 @@ class Simulator:
         whole_seconds: bool = False,
         rate_limit: float | None = None,
         rate_burst: float | None = None,
+        balance: float = 10_000.0,
+        get_has_list_fields: bool | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
@@ -215,6 +275,24 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.balance = float(balance)
+        """The account's balance in USD; each creation (and retry) takes its price."""
+        if get_has_list_fields is None:
+            get_has_list_fields = os.environ.get(GET_LIST_FIELDS_ENV, "1") != "0"
+        self.get_has_list_fields = get_has_list_fields
+        """Whether ``GET /api/v1/tasks/{id}`` carries ``progress``, ``cost``, ``started_at``
+        and ``metadata`` as list items do (the docs do not say)."""
+        self.key_state: str | None = None
+        """``None`` (the key works) or a :data:`KEY_STATES` name: its error answers."""
+        self.drop_creations = 0
+        """How many coming creation/retry requests create their task, then close the
+        connection without answering (a lost answer, for tests of clients)."""
+        self.creation_delay = 0.0
+        """Seconds a creation/retry answer is held back after the task exists."""
+        self._errors: deque[SimError] = deque()
+        self.calls: Counter[str] = Counter()
+        """Requests received per documented call: ``get``, ``list``, ``create``, ``cancel``,
+        ``retry``, ``balance`` (refused and dropped ones included)."""
 
     @property
     def rate_limit(self) -> float | None:
@@ -260,34 +338,66 @@ class Simulator:
         latency: float | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
+        input: dict[str, Any] | None = None,  # noqa: A002 - the API's own name
+        metadata: dict[str, Any] | None = None,
+        endpoint: str | None = None,
     ) -> str:
-        """Create a task and return its id.
+        """Create a task through the documented creation call's rules and return its id.
 
-        ``outcome`` forces ``succeeded``/``failed``/``cancelled``; ``latency`` forces the
-        total seconds at ``speed=1``; ``error_code``/``error_message`` force the failure.
-        Raises ``ValueError`` for an unknown model or a type that does not match it.
+        The task is created as ``POST /api/v1/{endpoint}`` would (validated, priced, the
+        balance charged); ``endpoint`` defaults to the model's (an earlier simulator id
+        keeps its own provider). ``input`` and ``metadata`` are the body's; an empty
+        ``prompt`` becomes a placeholder. Simulator extras: ``outcome`` forces
+        ``succeeded``/``failed``/``cancelled``; ``latency`` forces the total seconds at
+        ``speed=1``; ``error_code``/``error_message`` force the failure. Raises
+        :class:`SimError` (a ``ValueError``) for what the API would refuse, an unknown
+        model, or a type that does not match it.
         """
-        spec = CATALOGUE.get(model)
-        if spec is None:
-            raise ValueError(f"unknown model {model!r}; known models: {', '.join(CATALOGUE)}")
-        if type is not None and type != spec.type:
-            raise ValueError(f"model {model!r} makes {spec.type}, not {type!r}")
         if outcome is not None and outcome not in _OUTCOMES:
             raise ValueError(f"outcome must be one of {_OUTCOMES}, got {outcome!r}")
-        with self._lock:
-            task = self._new_task(spec, prompt, outcome, latency, error_code, error_message)
-            self._tasks[task.id] = task
-        return task.id
+        try:
+            endpoint = endpoint or endpoint_of(model)
+        except StopIteration:
+            known = ", ".join(dict.fromkeys(m for models in SIM_ENDPOINTS.values() for m in models))
+            message = f"unknown model {model!r}; known models: {known}"
+            raise SimError(400, "INVALID_REQUEST", message) from None
+        spec = SIM_ENDPOINTS.get(endpoint, {}).get(model)
+        if spec is not None and type is not None and type != spec.spec.type:
+            raise SimError(400, "INVALID_REQUEST", f"model {model!r} makes {spec.spec.type}, not {type!r}")
+        inputs = {"prompt": prompt or "a simulated task", **(input or {})}
+        if endpoint.split("/", 1)[1].startswith("image-to-"):
+            inputs.setdefault("image", "https://cdn.modelhunter.ai/files/sim-input.jpg")
+        body = {"model": model, "input": inputs, "metadata": metadata}
+        knobs = _Knobs(outcome, latency, error_code, error_message)
+        return self.create(endpoint, body, knobs).id
 
-    def _new_task(
-        self,
-        spec: ModelSpec,
-        prompt: str,
-        outcome: str | None,
-        latency: float | None,
-        error_code: str | None,
-        error_message: str | None,
+    def create(
+        self, endpoint: str, body: object, knobs: _Knobs | None = None, original: str | None = None
     ) -> SimTask:
+        """Validate, price and charge a creation body and create its task (what ``POST
+        /api/v1/{endpoint}`` does). Raises :class:`SimError` with the API's answer."""
+        request = parse_creation(endpoint, body)
+        cost = request.model.cost(request.inputs)
+        knobs = knobs or _Knobs()
+        with self._lock:
+            if cost > self.balance + 1e-9:
+                raise SimError(
+                    402,
+                    "INSUFFICIENT_BALANCE",
+                    f"Insufficient balance: this task costs ${cost:.4f}, the balance is ${self.balance:.4f}",
+                    {"balance": round(self.balance, 4), "required": cost},
+                )
+            self.balance -= cost
+            task = self._new_task(request.model.spec, str(request.inputs["prompt"]), knobs)
+            task.seq, task.endpoint, task.cost = len(self._tasks) + 1, endpoint, cost
+            task.inputs, task.metadata = request.inputs, request.metadata
+            task.webhook_url = request.webhook_url
+            task.original_task_id = original
+            self._tasks[task.id] = task
+        return task
+
+    def _new_task(self, spec: ModelSpec, prompt: str, knobs: _Knobs) -> SimTask:
+        outcome, latency, error_code, error_message = knobs
         rng = self._rng
         fail_rate = spec.fail_rate if self.fail_rate is None else self.fail_rate
         outcome = outcome or ("failed" if rng.random() < fail_rate else "succeeded")
@@ -374,8 +484,13 @@ class Simulator:
         task.url_issued = min(task.url_issued, time.time() - self.url_lifetime - 1)
 
     # ------------------------------------------------------------ rendering
-    def data(self, task: SimTask, now: float) -> dict[str, Any]:
-        """The ``data`` object the API would answer for ``task`` at ``now``."""
+    def data(self, task: SimTask, now: float, *, view: str = "get") -> dict[str, Any]:
+        """The ``data`` object the API would answer for ``task`` at ``now``.
+
+        ``view``: ``"get"`` (the task's own GET: ``result``, and the list's fields if
+        ``get_has_list_fields``), ``"list"`` (a list item: no ``result``, never re-issues
+        an expired URL).
+        """
         spec = task.spec
         data: dict[str, Any] = {
             "id": task.id,
@@ -392,7 +507,7 @@ class Simulator:
             data["completed_at"] = self.stamp(task.cancelled_at or now)
         elif now >= task.end:
             data["completed_at"] = self.stamp(task.end)
-            self._render_end(task, now, data)
+            self._render_end(task, now, data, reissue=view == "get")
         elif now >= task.running:
             data["status"] = "running"
         elif now >= task.queued:
@@ -402,16 +517,40 @@ class Simulator:
             data["status"] = task.extra["status"]
             data.pop("completed_at", None)
             data.pop("result", None)
+        if task.original_task_id is not None:
+            data["original_task_id"] = task.original_task_id
+        if view == "list":
+            data.pop("result", None)
+        if view == "list" or self.get_has_list_fields:
+            data.update(self._list_fields(task, now, data["status"]))
         return data
 
-    def _render_end(self, task: SimTask, now: float, data: dict[str, Any]) -> None:
+    def _list_fields(self, task: SimTask, now: float, status: str) -> dict[str, Any]:
+        """``progress`` (0-100), ``cost``, ``started_at`` and ``metadata`` of a task."""
+        stop = min(now, task.end, task.cancelled_at if task.cancelled_at is not None else task.end)
+        ran = task.running < task.end and stop >= task.running
+        if status in ("succeeded", "expired"):
+            progress = 100
+        elif ran and task.end > task.running:
+            progress = min(99, int(100 * (stop - task.running) / (task.end - task.running)))
+        else:
+            progress = 0
+        return {
+            "progress": progress,
+            "cost": task.cost,
+            "started_at": self.stamp(task.running) if ran else None,
+            "metadata": task.metadata,
+        }
+
+    def _render_end(self, task: SimTask, now: float, data: dict[str, Any], *, reissue: bool = True) -> None:
         if task.outcome == "failed":
             code, message = task.error or ("PROVIDER_ERROR", "failed")
             data.update(status="failed", error={"code": code, "message": message})
             return
         if now >= task.url_issued + self.url_lifetime:
             data["status"] = "expired"
-            task.url_issued, task.url_version = now, task.url_version + 1
+            if reissue:
+                task.url_issued, task.url_version = now, task.url_version + 1
             return
         data["status"] = "succeeded"
         expires = int((task.url_issued + self.url_lifetime) * 1000)
@@ -438,9 +577,28 @@ class Simulator:
         expected = f"Bearer {self.api_key}".encode()
         return hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected)
 
+    def _refusal(self, request: web.Request, *, creates: bool = False) -> SimError | None:
+        """The documented auth error for this request, or ``None`` if it may go on."""
+        if self._errors:
+            with self._lock:
+                if self._errors:
+                    return self._errors.popleft()
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return SimError(401, "AUTH_REQUIRED", "Missing API key: send Authorization: Bearer <key>")
+        if not self._authorised(request):
+            return SimError(401, "AUTH_INVALID_TOKEN", "Invalid or missing API key")
+        state = self.key_state
+        if state is None or (state == "permission_denied" and not creates):
+            return None
+        if state not in KEY_STATES:
+            raise ValueError(f"unknown key_state {state!r}; known: {sorted(KEY_STATES)}")
+        return SimError(*KEY_STATES[state])
+
     async def _get_task(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["id"]
         self.requests[task_id] += 1
+        self.calls["get"] += 1
         wait = self._rate_wait(request)
         if wait > 0:
             self._log(task_id, 429)
@@ -476,9 +634,10 @@ class Simulator:
         response.headers["Date"] = email.utils.formatdate(self.server_time(), usegmt=True)
 
     def _answer(self, request: web.Request, task_id: str) -> web.Response:
-        if not self._authorised(request):
-            self._log(task_id, 401)
-            return _envelope_error(401, "UNAUTHORIZED", "Invalid or missing API key")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            self._log(task_id, refusal.status)
+            return _error(refusal)
         task = self._tasks.get(task_id)
         if task is None:
             self._log(task_id, 404)
@@ -518,9 +677,10 @@ class Simulator:
             request.transport.close()
         raise asyncio.CancelledError  # aiohttp drops the request without answering
 
-    async def _create(self, request: web.Request) -> web.Response:
+    async def _sim_create(self, request: web.Request) -> web.Response:
+        """``POST /sim/v1/tasks``: a creation with the simulator's extras (201)."""
         if not self._authorised(request):
-            return _envelope_error(401, "UNAUTHORIZED", "Invalid or missing API key")
+            return _envelope_error(401, "AUTH_INVALID_TOKEN", "Invalid or missing API key")
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -533,21 +693,142 @@ class Simulator:
                 latency=body.get("latency"),
                 error_code=body.get("error_code"),
                 error_message=body.get("error_message"),
+                input=body.get("input"),
+                metadata=body.get("metadata"),
             )
+        except SimError as exc:
+            return _error(exc)
         except (ValueError, TypeError) as exc:
             return _envelope_error(400, "INVALID_REQUEST", str(exc))
         data = self.data(self._tasks[task_id], time.time())
         return web.json_response({"success": True, "data": data}, status=201)
 
-    async def _cancel(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return _envelope_error(401, "UNAUTHORIZED", "Invalid or missing API key")
+    async def _create(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/{provider}/{capability}``: the documented creation (202)."""
+        self.calls["create"] += 1
+        endpoint = f"{request.match_info['provider']}/{request.match_info['capability']}"
+        try:
+            self._check(request, creates=True)
+            try:
+                body = await request.json()
+            except ValueError:
+                raise SimError(400, "VALIDATION_ERROR", "The request body is not JSON") from None
+            task = self.create(endpoint, body)
+        except SimError as exc:
+            return _error(exc)
+        data = {
+            "id": task.id,
+            "status": "pending",
+            "type": endpoint.split("/", 1)[1],  # the capability, as documented
+            "provider": task.spec.provider,
+            "model": task.spec.model,
+            "created_at": self.stamp(task.created),
+            "estimated_seconds": self._estimate(task),
+        }
+        return await self._created(request, data)
+
+    def _estimate(self, task: SimTask) -> float:
+        return round(task.spec.median / self.speed, 3)
+
+    async def _created(self, request: web.Request, data: dict[str, Any]) -> web.Response:
+        """Answer a creation, or lose the answer (``drop_creations``, ``creation_delay``)."""
+        if self.creation_delay > 0:
+            await asyncio.sleep(self.creation_delay)
+        with self._lock:
+            drop, self.drop_creations = self.drop_creations > 0, max(0, self.drop_creations - 1)
+        if drop:
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError  # the task exists; its answer is lost
+        return web.json_response({"success": True, "data": data}, status=202)
+
+    def _check(self, request: web.Request, *, creates: bool = False) -> None:
+        refusal = self._refusal(request, creates=creates)
+        if refusal is not None:
+            raise refusal
+
+    def _task(self, request: web.Request) -> SimTask:
         task_id = request.match_info["id"]
-        if task_id not in self._tasks:
-            return _envelope_error(404, "TASK_NOT_FOUND", f"Task {task_id} not found")
-        if not self.cancel(task_id):
-            return _envelope_error(409, "TASK_ENDED", f"Task {task_id} has already ended")
-        return web.json_response({"success": True, "data": self.data(self._tasks[task_id], time.time())})
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise SimError(404, "TASK_NOT_FOUND", f"Task {task_id} not found")
+        return task
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/tasks/{id}/cancel``: 409 once the task has ended."""
+        self.calls["cancel"] += 1
+        try:
+            self._check(request)
+            task = self._task(request)
+            if not self.cancel(task.id):
+                status = self.data(task, time.time(), view="list")["status"]
+                raise SimError(409, "TASK_ALREADY_ENDED", f"Task {task.id} has already ended ({status})")
+        except SimError as exc:
+            return _error(exc)
+        return web.json_response({"success": True, "data": self.data(task, time.time())})
+
+    async def _retry(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/tasks/{id}/retry``: a new task (charged again) for a failed or
+        expired one; 409 for any other status."""
+        self.calls["retry"] += 1
+        try:
+            self._check(request, creates=True)
+            old = self._task(request)
+            status = self.data(old, time.time(), view="list")["status"]
+            if status not in ("failed", "expired"):
+                raise SimError(
+                    409,
+                    "TASK_NOT_RETRYABLE",
+                    f"Only failed or expired tasks can be retried; task {old.id} is {status}",
+                )
+            body = {"model": old.spec.model, "input": old.inputs, "metadata": old.metadata}
+            task = self.create(old.endpoint, body, original=old.id)
+        except SimError as exc:
+            return _error(exc)
+        data = self.data(task, time.time()) | {"estimated_seconds": self._estimate(task)}
+        return await self._created(request, data)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """``GET /api/v1/tasks``: filters, newest first, cursor pagination."""
+        self.calls["list"] += 1
+        try:
+            self._check(request)
+            query = parse_list_query(dict(request.query))
+        except SimError as exc:
+            return _error(exc)
+        now = time.time()
+        with self._lock:
+            tasks = list(self._tasks.values())
+        items = []
+        for task in reversed(tasks):
+            if query.after is not None and task.seq >= query.after:
+                continue
+            data = self.data(task, now, view="list")
+            if _matches(query, task, data, self.clock_skew):
+                items.append((task.seq, data))
+        page = items[: query.limit]
+        more = len(items) > query.limit
+        cursor = encode_cursor(page[-1][0], page[-1][1]["created_at"]) if page and more else None
+        total = len(items) + _before(query, tasks, now, self)
+        pagination = {"cursor": cursor, "hasMore": more, "total": total}
+        return web.json_response({"success": True, "data": [d for _, d in page], "pagination": pagination})
+
+    async def _balance(self, request: web.Request) -> web.Response:
+        """``GET /api/v1/balance``."""
+        self.calls["balance"] += 1
+        try:
+            self._check(request)
+        except SimError as exc:
+            return _error(exc)
+        data = {
+            "balance": round(self.balance, 4),
+            "billingMode": "prepaid",
+            "monthlySpendLimit": None,
+            "autoTopUpEnabled": False,
+            "autoTopUpThreshold": None,
+            "autoTopUpAmount": None,
+        }
+        return web.json_response({"success": True, "data": data})
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         task = self._tasks.get(request.match_info["id"])
@@ -566,9 +847,13 @@ class Simulator:
     def _app(self) -> web.Application:
         app = web.Application()
         app.on_response_prepare.append(self._date_header)
+        app.router.add_get("/api/v1/tasks", self._list)
         app.router.add_get("/api/v1/tasks/{id}", self._get_task)
-        app.router.add_post("/sim/v1/tasks", self._create)
-        app.router.add_post("/sim/v1/tasks/{id}/cancel", self._cancel)
+        app.router.add_post("/api/v1/tasks/{id}/cancel", self._cancel)
+        app.router.add_post("/api/v1/tasks/{id}/retry", self._retry)
+        app.router.add_get("/api/v1/balance", self._balance)
+        app.router.add_post("/api/v1/{provider}/{capability}", self._create)
+        app.router.add_post("/sim/v1/tasks", self._sim_create)
         app.router.add_get("/media/{id}/{name}", self._media)
         return app
 
@@ -642,6 +927,13 @@ class Simulator:
         if unknown:
             raise ValueError(f"unknown faults {unknown}; known: {sorted(known)}")
         self._script.extend(faults)
+
+    def inject_error(
+        self, status: int, code: str, message: str = "injected error", details: dict[str, Any] | None = None
+    ) -> None:
+        """Answer the next ``/api/v1`` request (any call) with this error envelope, once."""
+        with self._lock:
+            self._errors.append(SimError(status, code, message, details))
 
     def with_faults(self, **rates: float) -> Faults:
         """Set new fault rates (keyword arguments of :class:`Faults`); returns them."""

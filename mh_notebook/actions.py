@@ -1,0 +1,87 @@
+"""What a watcher does to tasks besides watching them: create, cancel, retry, balance.
+
+:class:`TaskWatcher` delegates ``submit``, ``cancel``, ``retry`` and ``balance`` here.
+These requests are not polls: they go through a synchronous :class:`~mh_notebook.Client`
+of their own, outside the poller's rate budget (they are few, started by the user, and
+must not queue behind polls), with the client's rule for requests that change things:
+a creation or retry is never resent blindly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .client import Client, _Secret
+
+if TYPE_CHECKING:
+    from .models import Task
+    from .watcher import TaskWatcher
+
+__all__ = ["Actions"]
+
+
+class Actions:
+    """A watcher's verbs; the HTTP client is made on first use and closed by :meth:`close`."""
+
+    def __init__(
+        self, api_key: str, base_url: str, *, timeout: float | None, allow_insecure_http: bool
+    ) -> None:
+        self._key = _Secret(api_key)
+        self._base_url, self._timeout, self._insecure = base_url, timeout, allow_insecure_http
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Actions(base_url={self._base_url!r}, api_key=<redacted>)"
+
+    @property
+    def client(self) -> Client:
+        """The synchronous client these requests go through."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(
+                    self._key.value,
+                    self._base_url,
+                    timeout=self._timeout,
+                    allow_insecure_http=self._insecure,
+                )
+            return self._client
+
+    def submit(
+        self,
+        watcher: TaskWatcher,
+        endpoint: str,
+        *,
+        model: str,
+        input: dict[str, Any],  # noqa: A002 - the API's own name
+        metadata: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
+    ) -> str:
+        """Create a task, have ``watcher`` watch it, return its id."""
+        task = self.client.create_task(
+            endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
+        )
+        watcher.watch(task)
+        return task.id
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a task in progress; an ended one raises ``ConflictError``."""
+        return self.client.cancel_task(task_id)
+
+    def retry(self, watcher: TaskWatcher, task_id: str) -> str:
+        """Retry a failed or expired task (a new, charged task), watch it, return its id."""
+        task = self.client.retry_task(task_id)
+        watcher.watch(task)
+        return task.id
+
+    def balance(self) -> float:
+        """The account's balance in USD."""
+        return self.client.balance().balance
+
+    def close(self) -> None:
+        """Close the HTTP client, if one was made."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
