@@ -62,6 +62,8 @@ class Actions:
         task = self.client.create_task(
             endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
         )
+        if task.metadata is None and metadata:  # the creation answer need not echo it: we know it
+            task = task.model_copy(update={"metadata": dict(metadata)})
         watcher.watch(task)
         return task.id
 

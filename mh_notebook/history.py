@@ -7,6 +7,7 @@ history of 100,000 tasks stays cheap (see ``benchmarks/history_build.py``).
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import Event, MemoryStore, SavedResult, SQLiteStore, Store, Watched, open_store
+from .store import SERVER_FIELDS, Event, MemoryStore, SavedResult, SQLiteStore, Store, Watched, open_store
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -42,8 +43,10 @@ HISTORY_COLUMNS: dict[str, str] = {
     "completed_at": "datetime64[ns, UTC]",
     "queue_s": "float64",
     "run_s": "float64",
+    "split_from": "category",
     "latency_s": "float64",
     "predicted_latency_s": "float64",
+    "estimated_seconds": "float64",
     "detection_delay_s": "float64",
     "polls": "Int64",
     "n_results": "Int64",
@@ -54,12 +57,19 @@ HISTORY_COLUMNS: dict[str, str] = {
     "error_code": "category",
     "error_message": "string",
     "not_found": "bool",
+    "cost": "float64",
+    "original_task_id": "string",
 }
 """The columns of :func:`history_frame` and their dtypes (an empty history has them too).
 ``base_url`` is the API the task was watched against (missing if it never was);
 ``predicted_latency_s`` the poller's first prediction of ``latency_s`` (NaN if none was made);
 ``local_path`` the file the first result was saved to (``TaskWatcher(save_to=...)``; missing
-if it was not saved)."""
+if it was not saved); ``started_at`` when the task started running, as the server said it
+(list items carry it) or else as first observed, and ``split_from`` says which (``"server"``
+or ``"observed"``): ``queue_s`` and ``run_s`` split ``latency_s`` there; ``estimated_seconds``
+the server's estimate at creation; ``cost`` the USD charged, if the server said;
+``original_task_id`` the task a retry retries. A ``metadata.<key>`` column follows for each
+key of the tasks' creation ``metadata`` (named as ``pandas.json_normalize`` names them)."""
 
 _EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
 _TERMINAL = ["succeeded", "failed", "cancelled"]
@@ -77,19 +87,22 @@ def _utc(seconds: pd.Series) -> pd.Series:
 
 _NUMERIC = frozenset(
     {"observed_at", "polls", "created_at", "completed_at", "n_results", "duration_s", "size_bytes"}
+    | {"server_started_at", "progress", "cost", "estimated_seconds"}
 )
 _FIELDS = [f for f in Event._fields if f != "raw"]
-_PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls")]
+_PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls", *SERVER_FIELDS)]
 REDUCED_COLUMNS = [
     "task_id", "base_url", "status", "type", "provider", "model", "created_at", "completed_at",
     "n_results", "format", "duration_s", "size_bytes", "error_code", "error_message",
     "first_seen_at", "started_at", "seen_end", "polls", "predicted_latency_s", "local_path",
+    *SERVER_FIELDS,
 ]  # fmt: skip
 """Per-task columns of a reduced journal: the task's last informative event (the last one
 that is not ``expired``, else the last) plus first observation, first ``running``, first
 end and the request count; ``base_url`` and ``predicted_latency_s`` come from the watched
-list and ``local_path`` from the saved results (events carry none of them).
-``SQLiteStore.reduced_rows`` computes the same in SQL."""
+list and ``local_path`` from the saved results (events carry none of them); each of
+``store.SERVER_FIELDS`` is the task's latest value that is not missing (the server sends them
+in some answers only). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
 
 
 def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
@@ -138,11 +151,7 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     def first_where(mask: Any) -> Any:
         return observed[mask].groupby(codes[mask]).min().reindex(last_any.index).to_numpy()
 
-    picked = {
-        name: _take(columns[name], last)
-        for name in _FIELDS
-        if name not in ("task_id", "observed_at", "polls")
-    }
+    picked = {name: _take(columns[name], last) for name in _PER_TASK if name != "task_id"}
     reduced = _event_columns({**picked, "task_id": list(uniques), "observed_at": [], "polls": []}, _PER_TASK)
     reduced["base_url"] = np.full(len(reduced), None, dtype=object)
     reduced["first_seen_at"] = observed.groupby(codes).min().to_numpy()
@@ -151,6 +160,10 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     reduced["polls"] = pd.Series(np.array(columns["polls"], dtype="float64")).groupby(codes).max().to_numpy()
     reduced["predicted_latency_s"] = np.full(len(reduced), np.nan)
     reduced["local_path"] = np.full(len(reduced), None, dtype=object)
+    for name in SERVER_FIELDS:  # the latest value sent (pandas' last skips missing values)
+        values = columns.get(name, ())
+        sent = pd.Series(np.array(values, dtype=object)) if len(values) else pd.Series([None] * len(status))
+        reduced[name] = sent.groupby(codes).last().reindex(last_any.index).to_numpy()
     return reduced[REDUCED_COLUMNS]
 
 
@@ -184,7 +197,8 @@ def history_frame(
     saved results (``local_path``: the first result's file).
 
     ``latency_s`` is exactly ``completed_at - created_at`` (server clock);
-    ``queue_s``/``run_s`` split it at the first observation of ``running``;
+    ``queue_s``/``run_s`` split it at ``started_at`` (the server's, else the first observation
+    of ``running``; ``split_from`` says which);
     ``detection_delay_s`` is the first observation of the end minus ``completed_at``;
     ``polls`` counts requests (``live_polls`` from a running watcher wins when larger).
     A task whose last answer was ``expired`` is reported from its last answer before
@@ -197,6 +211,11 @@ def history_frame(
     if live_polls:
         live = pd.Series(live_polls, dtype="float64").reindex(frame.index)
         frame["polls"] = np.fmax(frame["polls"].astype("float64"), live)
+    server = frame["server_started_at"].astype("float64")
+    observed = frame["started_at"].astype("float64")
+    split = pd.Series(None, index=frame.index, dtype=object)
+    frame["split_from"] = split.mask(observed.notna(), "observed").mask(server.notna(), "server")
+    frame["started_at"] = server.fillna(observed)
     created, started, completed = (_micros(frame[c]) for c in ("created_at", "started_at", "completed_at"))
     frame["latency_s"] = (completed - created) / 1e6
     frame["queue_s"] = (started - created) / 1e6
@@ -204,7 +223,29 @@ def history_frame(
     frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
     frame["not_found"] = (frame["status"] == "not_found").fillna(False).astype("bool")
     frame = frame.sort_values("first_seen_at", kind="stable")  # first seen first, whatever the source
-    return _typed(frame.rename_axis("task_id").reset_index())
+    typed = _typed(frame.rename_axis("task_id").reset_index())
+    return _with_metadata(typed, frame["metadata"].to_numpy())
+
+
+def _with_metadata(frame: pd.DataFrame, metadata: Any) -> pd.DataFrame:
+    """One ``metadata.<key>`` column per key of the tasks' metadata (JSON text or missing)."""
+    present = [i for i, text in enumerate(metadata) if isinstance(text, str)]
+    if not present:
+        return frame
+    objects = [_json_object(metadata[i]) for i in present]
+    keys = pd.json_normalize(objects, sep=".")
+    if keys.empty or len(keys.columns) == 0:
+        return frame
+    keys = keys.add_prefix("metadata.").set_axis(frame.index[present])
+    return pd.concat([frame, keys.reindex(frame.index)], axis=1)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
@@ -259,7 +300,10 @@ def _categorical(values: pd.Series) -> pd.Series:
 
 def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider", "model")) -> pd.DataFrame:
     """Per group: tasks, outcomes, success rate, p50/p90/p99 latency, mean queue and run time,
-    and the most common error codes. Latency percentiles are over succeeded tasks."""
+    cost (the total, per success, and per second of video or audio output: NaN where the
+    server said nothing) and the most common error codes. Latency percentiles are over
+    succeeded tasks; cost per success is the whole group's cost (failures included) over
+    its successes."""
     keys = [by] if isinstance(by, str) else list(by)
     ok = history["status"] == "succeeded"
     ended = history["status"].isin(_TERMINAL)
@@ -283,6 +327,7 @@ def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider"
     )
     summary["success_rate"] = summary["succeeded"] / summary["ended"].where(summary["ended"] > 0)
     summary["top_errors"] = grouped["error_code"].agg(_top_errors)
+    summary = summary.join(_cost_summary(history, keys))
     order = [
         "tasks",
         "succeeded",
@@ -292,7 +337,27 @@ def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider"
         "latency_p90_s",
         "latency_p99_s",
     ]
-    return summary[[*order, "mean_queue_s", "mean_run_s", "mean_detection_delay_s", "top_errors"]]
+    costs = ["total_cost_usd", "cost_per_success_usd", "cost_per_output_s_usd"]
+    return summary[[*order, "mean_queue_s", "mean_run_s", "mean_detection_delay_s", *costs, "top_errors"]]
+
+
+def _cost_summary(history: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group: what the server charged (NaN where it said nothing), per succeeded task, and
+    per second of output (video and audio: succeeded tasks' cost over their ``duration_s``)."""
+    cost = history["cost"].astype("float64")
+    ok = history["status"] == "succeeded"
+    timed = ok & history["type"].isin(["video", "audio", "music"]) & history["duration_s"].gt(0)
+    work = history[keys].assign(
+        _cost=cost, _ok_cost=cost.where(ok), _timed_cost=cost.where(timed & cost.notna()),
+        _timed_s=history["duration_s"].where(timed & cost.notna()), _ok=ok & cost.notna(),
+    )  # fmt: skip
+    grouped = work.groupby(keys, observed=True, sort=True)
+    total = grouped["_cost"].sum(min_count=1)
+    per_success = total / grouped["_ok"].sum().where(lambda n: n > 0)
+    per_second = grouped["_timed_cost"].sum(min_count=1) / grouped["_timed_s"].sum(min_count=1)
+    return pd.DataFrame(
+        {"total_cost_usd": total, "cost_per_success_usd": per_success, "cost_per_output_s_usd": per_second}
+    )
 
 
 def _top_errors(codes: pd.Series, n: int = 3) -> str:

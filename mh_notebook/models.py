@@ -180,6 +180,20 @@ class Task(BaseModel):
         """True once the task has succeeded, failed or been cancelled."""
         return self.status.is_terminal
 
+    def carrying(self, previous: Task | None) -> Self:
+        """This answer, with the fields only some answers send (``started_at``, ``cost``,
+        ``metadata``, ``estimated_seconds``, ``original_task_id``...) taken from ``previous``
+        where this one lacks them: a GET that does not repeat what the creation answer or a
+        list page said forgets nothing. ``progress`` is not carried once the status changed."""
+        if previous is None or previous.id != self.id:
+            return self
+        names = [n for n in _OPTIONAL if getattr(self, n) is None and getattr(previous, n) is not None]
+        if "progress" in names and previous.status != self.status:
+            names.remove("progress")
+        if not names:
+            return self
+        return self.model_copy(update={n: getattr(previous, n) for n in names})
+
     @property
     def latency(self) -> float | None:
         """Seconds from ``created_at`` to ``completed_at`` (server clock), if both known."""

@@ -500,6 +500,7 @@ class Poller:
     def _record_answer(self, state: TaskState, task: Task, elsewhere: bool = False) -> None:
         previous = state.task.status if state.task is not None else None
         now = time.time()
+        task = task.carrying(state.task)  # what only some answers send is not forgotten
         state.task, state.fetched_at = task, now
         for stamp in (task.created_at, task.completed_at):  # both are in the server's past
             if stamp is not None:

@@ -70,6 +70,10 @@ class Row:
     error_message: str | None = None
     problem: str | None = None
     """The last request error, while it lasts (network, 5xx...)."""
+    progress: float | None = None
+    """The server's progress (0-100), when it sends one; the bar shows it over the prediction."""
+    cost: float | None = None
+    """USD charged for the task, when the server said."""
     sort_key: float = 0.0
     """Most recent change (wall clock); newest rows first among the ended."""
 
@@ -91,6 +95,8 @@ class Snapshot:
     """The rate allowed now, under the ceiling once 429s showed the server's limit."""
     sandbox: bool = False
     """The key is a ``river_test_`` key: ModelHunter's sandbox, nothing is charged."""
+    spend: float | None = None
+    """USD the watched tasks cost, as far as the server said (``None``: it said nothing)."""
 
 
 def safe_text(value: object, limit: int = 160) -> str:
@@ -129,6 +135,12 @@ def _badge(status: str) -> str:
     )
 
 
+def _spend(snapshot: Snapshot) -> str:
+    if snapshot.spend is None:
+        return ""
+    return f' · <span class="mh-spend" title="as far as the server said">spent {usd(snapshot.spend)}</span>'
+
+
 _SANDBOX = (
     ' <span class="mh-sandbox" style="background:#ddf4ff;color:#0969da;border-radius:9px;'
     'padding:1px 8px;font-size:11px" title="a river_test_ key: nothing is charged">sandbox</span>'
@@ -147,7 +159,7 @@ def summary_html(snapshot: Snapshot) -> str:
         limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s (server limit learned from 429s)"
     head = (
         f'<b style="font-size:13px">ModelHunter tasks</b>{_SANDBOX if snapshot.sandbox else ""} · '
-        f"{snapshot.total} watched · "
+        f"{snapshot.total} watched{_spend(snapshot)} · "
         f'<span style="color:{dot}">● {state}</span><span style="color:#57606a">{limit}</span>'
     )
     notice = ""
@@ -162,7 +174,7 @@ def summary_html(snapshot: Snapshot) -> str:
 _TH = "text-align:left;padding:3px 8px;border-bottom:1px solid #d0d7de;font-weight:600"
 _TD = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;white-space:nowrap"
 _TD_WRAP = "padding:3px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;min-width:240px"
-_COLUMNS = ("task", "type", "provider / model", "status", "time", "result", "error")
+_COLUMNS = ("task", "type", "provider / model", "status", "time", "cost", "result", "error")
 
 
 def eta(elapsed: float | None, expected: float | None) -> tuple[float, float] | None:
@@ -182,18 +194,30 @@ def eta_text(elapsed: float | None, expected: float | None) -> str:
     return "any moment" if left < 0.5 else f"~{_seconds(left).replace('.0 s', ' s')} left"
 
 
+def usd(value: float | None) -> str:
+    """``0.0425`` → ``$0.0425``; ``12.5`` → ``$12.50``; ``""`` for no value."""
+    if value is None:
+        return ""
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4g}"
+
+
 def _time_cell(row: Row) -> str:
-    """Elapsed time; for an active task with a learned latency, a progress bar and the ETA."""
+    """Elapsed time; for an active task, a progress bar: the server's progress when it sends
+    one, else the ETA from the learned latency."""
     text = _seconds(row.seconds)
-    estimate = None if row.ended else eta(row.seconds, row.expected)
-    if estimate is None:
-        return text
-    width = round(60 * estimate[1])
+    if not row.ended and row.progress is not None:
+        share, note = min(1.0, max(0.0, row.progress / 100)), f"{row.progress:.0f}%"
+    else:
+        estimate = None if row.ended else eta(row.seconds, row.expected)
+        if estimate is None:
+            return text
+        share, note = estimate[1], eta_text(row.seconds, row.expected)
+    width = round(60 * share)
     bar = (
         '<div style="width:60px;height:4px;background:#eaeef2;border-radius:2px;margin-top:2px">'
         f'<div style="width:{width}px;height:4px;background:#1f6feb;border-radius:2px"></div></div>'
     )
-    return f'{text} <span style="color:#57606a">· {eta_text(row.seconds, row.expected)}</span>{bar}'
+    return f'{text} <span style="color:#57606a">· {note}</span>{bar}'
 
 
 def _result_cell(row: Row) -> str:
@@ -225,6 +249,7 @@ def _row_html(row: Row) -> str:
         model,
         _badge(row.status),
         _time_cell(row),
+        f'<span class="mh-cost">{usd(row.cost)}</span>' if row.cost is not None else "",
         _result_cell(row),
         _error_cell(row),
     )
@@ -350,7 +375,8 @@ def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) ->
     names = [s for s in _ORDER if snapshot.counts.get(s)]
     names += sorted(s for s in snapshot.counts if s not in _ORDER)
     sandbox = " (sandbox)" if snapshot.sandbox else ""
-    lines = [f"ModelHunter tasks{sandbox} · {snapshot.total} watched · {state}"]
+    spend = f" · spent {usd(snapshot.spend)}" if snapshot.spend is not None else ""
+    lines = [f"ModelHunter tasks{sandbox} · {snapshot.total} watched{spend} · {state}"]
     lines.append(" · ".join(f"{_plain(s, 24)} {snapshot.counts[s]}" for s in names) or "no tasks")
     if snapshot.notice:
         lines.append(f"! {_plain(snapshot.notice, 400)}")
@@ -376,7 +402,8 @@ def _plain(value: object, limit: int) -> str:
 def _text_row(row: Row) -> str:
     model = f"{row.provider}/{row.model}" if row.model else ""
     error = " ".join(x for x in (row.error_code, row.error_message) if x)
-    cells = [row.task_id, row.type or "", model, row.status, _seconds(row.seconds), _result_cell(row), error]
+    cells = [row.task_id, row.type or "", model, row.status, _seconds(row.seconds), usd(row.cost)]
+    cells += [_result_cell(row), error]
     return "  " + "  ".join(_plain(c, 80) for c in cells if c)
 
 

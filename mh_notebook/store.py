@@ -78,6 +78,18 @@ class Event(NamedTuple):
     error_message: str | None = None
     raw: str | None = None
     """The task's ``data`` object as received, as JSON text."""
+    server_started_at: float | None = None
+    """When the server says the task started running (epoch seconds), if it said."""
+    progress: float | None = None
+    """The server's progress, 0-100, if it said."""
+    cost: float | None = None
+    """USD charged for the task, if the server said."""
+    estimated_seconds: float | None = None
+    """The server's estimate of the task's duration (creation and retry answers)."""
+    original_task_id: str | None = None
+    """The task this one retries (retry answers)."""
+    metadata: str | None = None
+    """The object given at creation, as JSON text, if the server sent it back."""
 
 
 class Watched(NamedTuple):
@@ -119,6 +131,9 @@ def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
         task.error.code if task.error else None,
         task.error.message if task.error else None,
         json.dumps(task.raw, default=str),
+        task.started_at.timestamp() if task.started_at else None,
+        task.progress, task.cost, task.estimated_seconds, task.original_task_id,
+        json.dumps(task.metadata, default=str, sort_keys=True) if task.metadata is not None else None,
     )  # fmt: skip
 
 
@@ -278,6 +293,16 @@ def _unfinished(watched: list[Watched], events: list[Event], base_url: str) -> l
     return [w.task_id for w in watched if w.base_url == base_url and last.get(w.task_id) not in ENDED]
 
 
+_SERVER_FIELDS = (
+    ("server_started_at", "{real}"),
+    ("progress", "{real}"),
+    ("cost", "{real}"),
+    ("estimated_seconds", "{real}"),
+    ("original_task_id", "TEXT"),
+    ("metadata", "TEXT"),
+)
+"""Event fields the API sends in some answers only: a task's summary keeps the latest sent."""
+SERVER_FIELDS = tuple(name for name, _ in _SERVER_FIELDS)
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS watched (
     task_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, first_seen_at {real} NOT NULL
@@ -321,6 +346,11 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX events_once ON events(task_id, status, observed_at, polls);
     CREATE TABLE leases (task_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at {real} NOT NULL)
     """,  # 4 -> 5: an event is written once however often its transaction is retried; leases
+    ";".join(
+        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+        for table in ("events", "task_summary")
+        for column, kind in _SERVER_FIELDS
+    ),  # 5 -> 6: what the documented API adds (list items, creation and retry answers)
 )
 """SQL scripts (dialect slots in braces); ``_MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -623,18 +653,21 @@ ORDER BY w.first_seen_at
 """
 _EVENT_PART = """e.status, e.type, e.provider, e.model, e.created_at, e.completed_at, e.n_results,
        e.format, e.duration_s, e.size_bytes, e.error_code, e.error_message"""
+_SERVER_PART = ", ".join(f"s.{name}" for name in SERVER_FIELDS)
 _REDUCE_SQL = f"""
 SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
        s.started_at, s.seen_end, s.polls, w.predicted_latency_s,
-       (SELECT r.local_path FROM results AS r WHERE r.task_id = w.task_id AND r.idx = 0)
+       (SELECT r.local_path FROM results AS r WHERE r.task_id = w.task_id AND r.idx = 0),
+       {_SERVER_PART}
 FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 UNION ALL
 SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL,
-       (SELECT r.local_path FROM results AS r WHERE r.task_id = s.task_id AND r.idx = 0)
+       (SELECT r.local_path FROM results AS r WHERE r.task_id = s.task_id AND r.idx = 0),
+       {_SERVER_PART}
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 WHERE s.task_id NOT IN (SELECT task_id FROM watched)
 """
@@ -649,8 +682,18 @@ def _earliest(col: str) -> str:
     )
 
 
+_SUMMARY_COLS = (
+    "task_id, first_seq, last_seq, last_informative_seq, first_seen_at, started_at, seen_end, polls, "
+    + ", ".join(SERVER_FIELDS)
+)
+_LATEST_SENT = ",\n    ".join(
+    f"{name} = CASE WHEN excluded.{name} IS NULL OR task_summary.last_seq > excluded.last_seq "
+    f"THEN COALESCE(task_summary.{name}, excluded.{name}) ELSE excluded.{name} END"
+    for name in SERVER_FIELDS
+)
+"""A server field of a task's summary: the value of its latest event that sent one."""
 _SUMMARY_SQL = f"""
-INSERT INTO task_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO task_summary ({_SUMMARY_COLS}) VALUES ({_marks(_SUMMARY_COLS.split(", "))})
 ON CONFLICT(task_id) DO UPDATE SET
     last_seq = {{greatest}}(task_summary.last_seq, excluded.last_seq),
     last_informative_seq = COALESCE(
@@ -659,7 +702,8 @@ ON CONFLICT(task_id) DO UPDATE SET
     first_seen_at = {_earliest("first_seen_at")},
     started_at = {_earliest("started_at")},
     seen_end = {_earliest("seen_end")},
-    polls = {{greatest}}(task_summary.polls, excluded.polls)
+    polls = {{greatest}}(task_summary.polls, excluded.polls),
+    {_LATEST_SENT}
 """
 _TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -670,6 +714,7 @@ def _summary_args(event: Event, seq: int | None) -> tuple[Any, ...]:
     return (
         event.task_id, seq, seq, seq if event.status != "expired" else None, at,
         at if event.status == "running" else None, at if event.status in _TERMINAL else None, event.polls,
+        *(getattr(event, name) for name in SERVER_FIELDS),
     )  # fmt: skip
 
 

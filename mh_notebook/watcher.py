@@ -604,9 +604,10 @@ class TaskWatcher:
         if task.created_at is not None:  # both on the server's clock
             start, now = task.created_at.timestamp(), self._engine.clock.server_now(now)
         seconds = None if start is None else ((end if end is not None else now) - start)
-        expected = (
-            None if state.ended else self._engine.latency.predict((task.provider or "?", task.model or "?"))
-        )
+        expected = None
+        if not state.ended:  # the learned latency, else the server's estimate at creation
+            expected = self._engine.latency.predict((task.provider or "?", task.model or "?"))
+            expected = task.estimated_seconds if expected is None else expected
         return Row(
             task.id, str(task.status), task.type, task.provider, task.model,
             seconds=seconds, ended=state.ended, expected=expected,
@@ -615,7 +616,7 @@ class TaskWatcher:
             size_bytes=first.size_bytes if first else None,
             error_code=task.error.code if task.error else None,
             error_message=task.error.message if task.error else None,
-            problem=state.last_error,
+            problem=state.last_error, progress=task.progress, cost=task.cost,
             sort_key=end or start or 0.0,
         )  # fmt: skip
 
@@ -638,7 +639,7 @@ class TaskWatcher:
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
             notice=notice, rate_limit=self._engine.poller.rate_limit, rate=self._engine.poller.effective_rate,
-            sandbox=self.sandbox,
+            sandbox=self.sandbox, spend=_spend(states),
         )  # fmt: skip
 
     @property
@@ -898,6 +899,12 @@ class TaskWatcher:
             return result[index].url if index < len(result) else None
 
         return refresh
+
+
+def _spend(states: Iterable[TaskState]) -> float | None:
+    """USD the tasks cost as far as the server said (``None`` if it said nothing)."""
+    costs = [s.task.cost for s in states if s.task is not None and s.task.cost is not None]
+    return sum(costs) if costs else None
 
 
 def _resolve_display(display: DisplayMode) -> DisplayMode:

@@ -65,8 +65,12 @@ def test_a_0_2_journal_opens_and_reads_back_unchanged(tmp_path: Path) -> None:
     frame = read_history(path)
     known = list(expected["tasks"][0])
     assert _summarise()(frame[known]) == expected["tasks"]
-    added = [c for c in frame.columns if c not in known]
+    added = [c for c in frame.columns if c not in known and c != "split_from"]
     assert all(frame[c].isna().all() or (frame[c].dtype == bool and not frame[c].any()) for c in added), added
+    if "split_from" in frame:  # 0.2 knew only what it observed
+        observed = frame["started_at"].notna()
+        assert (frame.loc[observed, "split_from"] == "observed").all()
+        assert frame.loc[~observed, "split_from"].isna().all()
     store = SQLiteStore(path)
     try:
         assert [tuple(r) for r in store.results()] == [tuple(r) for r in results]

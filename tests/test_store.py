@@ -86,7 +86,7 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
     path = _v1_copy(tmp_path)
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     SQLiteStore(path).close()
-    assert _sql(path, "PRAGMA user_version") == [(5,)] and SCHEMA_VERSION == 5
+    assert _sql(path, "PRAGMA user_version") == [(6,)] and SCHEMA_VERSION == 6
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_task", "watched_base_url", "events_status", "events_once"} <= indexes
     _assert_reads_as_0_1_0(path, expected)
@@ -95,7 +95,7 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
 def _assert_reads_as_0_1_0(path: Path, expected: dict[str, Any]) -> None:
     """The history of an upgraded fixture is what 0.1.0 read, with no predictions and no saved files."""
     frame = read_history(path)
-    later = ["base_url", "predicted_latency_s", "local_path"]  # columns added since 0.1.0
+    later = [c for c in frame.columns if c not in expected["tasks"][0]]  # columns added since 0.1.0
     assert _script().summarise(frame.drop(columns=later)) == expected["tasks"]
     assert dict(zip(frame["task_id"], frame["base_url"].astype(str), strict=True)) == expected["base_urls"]
     assert frame["predicted_latency_s"].isna().all()
@@ -109,7 +109,8 @@ def test_a_v2_journal_is_upgraded_with_its_data_intact(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _sql(path, "SELECT * FROM watched") == [(*row, None) for row in watched]
-    assert _sql(path, "SELECT * FROM events") == events
+    added = (None,) * len(store_module.SERVER_FIELDS)  # migration 6: server fields, empty
+    assert _sql(path, "SELECT * FROM events") == [(*row, *added) for row in events]
     assert all(w.predicted_latency_s is None for w in store.watched())
     _assert_reads_as_0_1_0(path, expected)
     store.set_predictions([("task_v1_unseen", 42.5)])
@@ -420,4 +421,4 @@ def test_duplicates_an_older_version_wrote_are_merged_on_upgrade(tmp_path: Path)
     _assert_reads_as_0_1_0(path, json.loads((DATA / "journal-v1.expected.json").read_text()))
 
 
-COLS = ", ".join(Event._fields)
+COLS = ", ".join(f for f in Event._fields if f not in store_module.SERVER_FIELDS)  # a v1 journal's
