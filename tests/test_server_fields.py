@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pg_server import PostgresServer, postgres_server
 
 from mh_notebook import read_history
+from mh_notebook.pgstore import PostgresStore
 from mh_notebook.render import static_text, summary_html
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, MemoryStore, SQLiteStore, Watched
+from mh_notebook.store import Event, MemoryStore, SQLiteStore, Store, Watched
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 50.0
@@ -108,11 +110,27 @@ def _event(status: str, at: float, **fields: object) -> Event:
     return base._replace(**fields)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_a_task_keeps_the_latest_value_each_server_field_was_sent(kind: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "j.sqlite")
+    return PostgresStore(request.getfixturevalue("pg").new_database())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_task_keeps_the_latest_value_each_server_field_was_sent(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Only some answers carry them (creation: the estimate; list items: cost and start): a later
-    answer without one must not erase it, in SQL as in pandas."""
-    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "j.sqlite")
+    answer without one must not erase it, in SQL (SQLite, PostgreSQL) as in pandas."""
+    store = _store(kind, tmp_path, request)
     store.add_watched([Watched("task_f", "http://x", 100.0)])
     store.add_many([
         _event("pending", 100.5, estimated_seconds=30.0, metadata='{"run": "a"}'),
