@@ -329,7 +329,7 @@ def test_retry_makes_a_new_charged_task_for_failed_or_expired_only(client: Clien
     assert new.estimated_seconds is not None
     assert sim.balance == pytest.approx(before - 0.04)  # charged again
     assert client.get_task(new.id).original_task_id == failed
-    assert client.get_task(new.id).metadata == {"k": "v"}
+    assert {t.id: t.metadata for t in client.list_tasks(limit=100).tasks}[new.id] == {"k": "v"}
     assert client.get_task(failed).status == "failed"  # the original is unchanged
     for task_id in (running, done):
         with pytest.raises(ConflictError) as info:
@@ -555,3 +555,11 @@ def test_the_key_never_appears_in_new_messages(sim: Simulator) -> None:
             and key not in repr(error)
             and key not in repr(getattr(error, "details", ""))
         )
+
+
+def test_a_stopped_watcher_creates_nothing(sim: Simulator) -> None:
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none")
+    w.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        w.submit("seedream/text-to-image", model="seedream-4-5", input=PROMPT)
+    assert sim.calls["create"] == 0 and not sim.task_ids
