@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mh_notebook
 from mh_notebook import (
@@ -563,3 +565,24 @@ def test_a_stopped_watcher_creates_nothing(sim: Simulator) -> None:
     with pytest.raises(RuntimeError, match="stopped"):
         w.submit("seedream/text-to-image", model="seedream-4-5", input=PROMPT)
     assert sim.calls["create"] == 0 and not sim.task_ids
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[Simulator]:
+    """One simulator for every example of a property (each example lists its own tasks)."""
+    with Simulator(seed=2, speed=SPEED) as s:
+        yield s
+
+
+@settings(max_examples=15)
+@given(n=st.integers(min_value=0, max_value=25), limit=st.integers(min_value=1, max_value=100))
+def test_pages_hold_every_task_once_newest_first(shared_sim: Simulator, n: int, limit: int) -> None:
+    sim = shared_sim
+    with Client(sim.api_key, sim.url) as c:
+        mark = datetime.now(UTC)
+        time.sleep(0.002)
+        ids = [sim.submit(model="seedream-4-5", latency=10_000) for _ in range(n)]
+        pages = list(c.iter_pages(since=mark, limit=limit))
+    assert [t.id for p in pages for t in p.tasks] == ids[::-1]
+    assert len(pages) == max(1, -(-n // limit))
+    assert all(p.total == n for p in pages)

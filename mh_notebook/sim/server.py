@@ -219,11 +219,16 @@ def _matches(query: ListQuery, task: SimTask, data: dict[str, Any], skew: float)
     )
 
 
+def _in_dates(query: ListQuery, task: SimTask, sim: Simulator) -> bool:
+    created = task.created + sim.clock_skew
+    return (query.start is None or created >= query.start) and (query.end is None or created < query.end)
+
+
 def _before(query: ListQuery, tasks: list[SimTask], now: float, sim: Simulator) -> int:
     """Matching tasks on earlier pages (``total`` counts them all, whatever the cursor)."""
     if query.after is None:
         return 0
-    newer = [t for t in tasks if t.seq >= query.after]
+    newer = [t for t in tasks if t.seq >= query.after and _in_dates(query, t, sim)]
     return sum(_matches(query, t, sim.data(t, now, view="list"), sim.clock_skew) for t in newer)
 
 
@@ -823,7 +828,7 @@ class Simulator:
             tasks = list(self._tasks.values())
         items = []
         for task in reversed(tasks):
-            if query.after is not None and task.seq >= query.after:
+            if (query.after is not None and task.seq >= query.after) or not _in_dates(query, task, self):
                 continue
             data = self.data(task, now, view="list")
             if _matches(query, task, data, self.clock_skew):
