@@ -250,6 +250,14 @@ class Simulator:
     - ``rate_limit``: requests per real second allowed on ``GET /api/v1/tasks/{id}`` per API
       key (``None``: unlimited); over it, 429 ``RATE_LIMITED`` with ``Retry-After``.
     - ``rate_burst``: the token bucket's size (``None``: ``max(1, rate_limit)``).
+
+    The account: ``balance`` (USD, default 10,000 so long test runs never run dry; each
+    creation and retry takes its price), ``key_state`` (see :data:`KEY_STATES`),
+    ``get_has_list_fields`` (default ``True``: GET carries ``progress``, ``cost``,
+    ``started_at`` and ``metadata`` as list items do, so demos show cost and progress;
+    ``False``, or ``MH_SIM_GET_HAS_LIST_FIELDS=0`` for every simulator, is the other
+    reading of the docs), and ``drop_creations``/``creation_delay``/``inject_error`` for
+    tests of clients.
     """
 
     def __init__(
