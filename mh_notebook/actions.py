@@ -59,6 +59,7 @@ class Actions:
         webhook_url: str | None = None,
     ) -> str:
         """Create a task, have ``watcher`` watch it, return its id."""
+        _check_running(watcher)  # never create a paid task nobody will watch
         task = self.client.create_task(
             endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
         )
@@ -73,6 +74,7 @@ class Actions:
 
     def retry(self, watcher: TaskWatcher, task_id: str) -> str:
         """Retry a failed or expired task (a new, charged task), watch it, return its id."""
+        _check_running(watcher)
         task = self.client.retry_task(task_id)
         watcher.watch(task)
         return task.id
@@ -87,3 +89,8 @@ class Actions:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _check_running(watcher: TaskWatcher) -> None:
+    if watcher._stopped:  # the facade's own state
+        raise RuntimeError("this watcher has been stopped; create a new one")

@@ -31,7 +31,8 @@ def _sim(args: argparse.Namespace) -> int:
     print(f"ModelHunter simulator serving at {sim.url}")
     print(f"  export MODELHUNTER_BASE_URL={sim.url}")
     print(f"  export MODELHUNTER_KEY={sim.api_key}")
-    print('Create a task: POST /sim/v1/tasks {"model": "viduq3-turbo"}. Ctrl-C stops.', flush=True)
+    body = '{"model": "viduq3-turbo", "input": {"prompt": "..."}}'
+    print(f"Create a task: POST /api/v1/vidu/text-to-video {body}. Ctrl-C stops.", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
     return 0

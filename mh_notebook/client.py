@@ -414,8 +414,8 @@ def _auth_advice(status: int, code: str | None, message: str, what: str) -> str:
         )
     if code in ("KEY_PERMISSION_DENIED", "FORBIDDEN"):
         return (
-            f"{what}: this key is not allowed to ({said}): use a key with that permission "
-            "(e.g. video:create) or allow this machine's IP address for the key"
+            f"{what}: refused, this key lacks the permission ({said}): use a key that has it "
+            "(e.g. video:create), or allow this machine's IP address for the key"
         )
     return (
         f"HTTP {status}: the API refused the key ({message}); set a valid key with "

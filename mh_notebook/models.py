@@ -1,5 +1,10 @@
 """The task model: parse the documented ``GET /api/v1/tasks/{id}`` envelope.
 
+Also the list page (:class:`TaskPage`) and the balance (:class:`Balance`). Fields the API
+sends in some answers only (``progress``, ``cost``, ``started_at``, ``metadata``,
+``estimated_seconds``, ``original_task_id``) are read when present, never required, and
+``None`` when unreadable.
+
 Pure data: no I/O. Validation is pydantic's; its errors are turned into
 :class:`~mh_notebook.errors.MalformedResponseError` naming the field and the task id.
 Unknown fields are kept (``Task.raw`` and ``model_extra``); unknown statuses are kept
@@ -311,4 +316,6 @@ class Balance(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise _malformed(exc, None) from None
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "<data>"
+            raise MalformedResponseError(f"balance: field {field!r}: {first['msg']}", field=field) from None

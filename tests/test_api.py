@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mh_notebook
 from mh_notebook import (
@@ -329,7 +331,7 @@ def test_retry_makes_a_new_charged_task_for_failed_or_expired_only(client: Clien
     assert new.estimated_seconds is not None
     assert sim.balance == pytest.approx(before - 0.04)  # charged again
     assert client.get_task(new.id).original_task_id == failed
-    assert client.get_task(new.id).metadata == {"k": "v"}
+    assert {t.id: t.metadata for t in client.list_tasks(limit=100).tasks}[new.id] == {"k": "v"}
     assert client.get_task(failed).status == "failed"  # the original is unchanged
     for task_id in (running, done):
         with pytest.raises(ConflictError) as info:
@@ -555,3 +557,32 @@ def test_the_key_never_appears_in_new_messages(sim: Simulator) -> None:
             and key not in repr(error)
             and key not in repr(getattr(error, "details", ""))
         )
+
+
+def test_a_stopped_watcher_creates_nothing(sim: Simulator) -> None:
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none")
+    w.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        w.submit("seedream/text-to-image", model="seedream-4-5", input=PROMPT)
+    assert sim.calls["create"] == 0 and not sim.task_ids
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[Simulator]:
+    """One simulator for every example of a property (each example lists its own tasks)."""
+    with Simulator(seed=2, speed=SPEED) as s:
+        yield s
+
+
+@settings(max_examples=15)
+@given(n=st.integers(min_value=0, max_value=25), limit=st.integers(min_value=1, max_value=100))
+def test_pages_hold_every_task_once_newest_first(shared_sim: Simulator, n: int, limit: int) -> None:
+    sim = shared_sim
+    with Client(sim.api_key, sim.url) as c:
+        mark = datetime.now(UTC)
+        time.sleep(0.002)
+        ids = [sim.submit(model="seedream-4-5", latency=10_000) for _ in range(n)]
+        pages = list(c.iter_pages(since=mark, limit=limit))
+    assert [t.id for p in pages for t in p.tasks] == ids[::-1]
+    assert len(pages) == max(1, -(-n // limit))
+    assert all(p.total == n for p in pages)

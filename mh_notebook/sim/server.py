@@ -1,12 +1,34 @@
 """The embedded ModelHunter simulator: a real HTTP server (aiohttp) on 127.0.0.1.
 
-It speaks the documented contract (``GET /api/v1/tasks/{id}``) and adds endpoints of
-its own, which are **not** part of the ModelHunter API:
+It speaks the documented API (``../shared/reference/modelhunter-api.md``):
+
+- ``GET /api/v1/tasks/{id}``; ``GET /api/v1/tasks`` (``status``, ``provider``,
+  ``modelId``, ``startDate``, ``endDate``, ``limit`` 1-100, ``cursor``; newest first;
+  ``pagination: {cursor, hasMore, total}``; items without ``result``, with ``progress``,
+  ``cost``, ``started_at`` and ``metadata``);
+- ``POST /api/v1/{provider}/{capability}`` for the documented catalogue
+  (:data:`~mh_notebook.sim.catalogue.API_ENDPOINTS`; the simulator's earlier model ids
+  are served too, under their own providers): validated (``MISSING_PARAMETER`` with
+  ``details.field``, ``INVALID_PARAMETER``, ``MODEL_NOT_FOUND``, ``PROVIDER_NOT_FOUND``),
+  priced, the balance charged (402 ``INSUFFICIENT_BALANCE`` when too low), answering 202
+  with ``estimated_seconds``;
+- ``POST /api/v1/tasks/{id}/cancel`` (409 once ended; the docs did not show this request's
+  form: assumed) and ``POST /api/v1/tasks/{id}/retry`` (failed or expired only: a new,
+  charged task with ``original_task_id``; 409 otherwise); ``GET /api/v1/balance``;
+- the documented auth errors: ``AUTH_REQUIRED``, ``AUTH_INVALID_TOKEN``, and the key
+  states of :data:`KEY_STATES` set with ``sim.key_state``.
+
+Switches for tests of clients: ``get_has_list_fields`` (default on, or off for every
+simulator with ``MH_SIM_GET_HAS_LIST_FIELDS=0``: the docs do not say whether GET carries
+the list's fields, so the package is tested both ways); ``drop_creations`` (create the task,
+then close the connection) and ``creation_delay``; ``inject_error(status, code)`` (the next
+``/api/v1`` request answers that error); ``calls`` counts requests per call.
+
+Its own endpoints, **not** part of the ModelHunter API:
 
 - ``POST /sim/v1/tasks`` with ``{"model": ..., "type": ..., "prompt": ...}`` (and the
   optional test knobs ``outcome``, ``latency``, ``error_code``, ``error_message``)
   creates a task and answers the task envelope with HTTP 201;
-- ``POST /sim/v1/tasks/{id}/cancel`` cancels a task that has not ended;
 - ``GET /media/{id}/{n}.{format}?expires=..&signature=..`` serves result files.
 
 Time: every duration of the catalogue is divided by ``speed``. Timestamps are real
@@ -197,11 +219,16 @@ def _matches(query: ListQuery, task: SimTask, data: dict[str, Any], skew: float)
     )
 
 
+def _in_dates(query: ListQuery, task: SimTask, sim: Simulator) -> bool:
+    created = task.created + sim.clock_skew
+    return (query.start is None or created >= query.start) and (query.end is None or created < query.end)
+
+
 def _before(query: ListQuery, tasks: list[SimTask], now: float, sim: Simulator) -> int:
     """Matching tasks on earlier pages (``total`` counts them all, whatever the cursor)."""
     if query.after is None:
         return 0
-    newer = [t for t in tasks if t.seq >= query.after]
+    newer = [t for t in tasks if t.seq >= query.after and _in_dates(query, t, sim)]
     return sum(_matches(query, t, sim.data(t, now, view="list"), sim.clock_skew) for t in newer)
 
 
@@ -223,6 +250,14 @@ class Simulator:
     - ``rate_limit``: requests per real second allowed on ``GET /api/v1/tasks/{id}`` per API
       key (``None``: unlimited); over it, 429 ``RATE_LIMITED`` with ``Retry-After``.
     - ``rate_burst``: the token bucket's size (``None``: ``max(1, rate_limit)``).
+
+    The account: ``balance`` (USD, default 10,000 so long test runs never run dry; each
+    creation and retry takes its price), ``key_state`` (see :data:`KEY_STATES`),
+    ``get_has_list_fields`` (default ``True``: GET carries ``progress``, ``cost``,
+    ``started_at`` and ``metadata`` as list items do, so demos show cost and progress;
+    ``False``, or ``MH_SIM_GET_HAS_LIST_FIELDS=0`` for every simulator, is the other
+    reading of the docs), and ``drop_creations``/``creation_delay``/``inject_error`` for
+    tests of clients.
     """
 
     def __init__(
@@ -801,7 +836,7 @@ class Simulator:
             tasks = list(self._tasks.values())
         items = []
         for task in reversed(tasks):
-            if query.after is not None and task.seq >= query.after:
+            if (query.after is not None and task.seq >= query.after) or not _in_dates(query, task, self):
                 continue
             data = self.data(task, now, view="list")
             if _matches(query, task, data, self.clock_skew):
