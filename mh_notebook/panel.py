@@ -20,15 +20,16 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as widgets
 
+from .errors import ModelHunterError
 from .formats import mime_subtype
-from .render import Snapshot, safe_text, summary_html, table_html
+from .render import Row, Snapshot, safe_text, summary_html, table_html
 from .results import KeptResult
 
-__all__ = ["Panel", "StaticView"]
+__all__ = ["CancelControl", "Panel", "StaticView"]
 
 _STYLE = """<style>
 .mh-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; max-width: 1200px; }
@@ -54,6 +55,7 @@ class Panel:
         on_pause: Callable[[], None],
         on_resume: Callable[[], None],
         on_stop: Callable[[], None],
+        on_cancel: Callable[[str], object] | None = None,
         gallery_limit: int = 24,
         static_class: str = "",
     ) -> None:
@@ -67,7 +69,10 @@ class Panel:
         self.gallery_limit = gallery_limit
         self.refreshes = 0
         """How many times :meth:`draw` changed a widget (for tests and benchmarks)."""
-        controls = widgets.HBox([self.pause_button, self.stop_button])
+        self.cancel = CancelControl(on_cancel) if on_cancel is not None else None
+        """Cancelling an active task, with a confirm step (``None`` without ``on_cancel``)."""
+        buttons: list[widgets.Widget] = [self.pause_button, self.stop_button]
+        controls = widgets.HBox(buttons + ([self.cancel.widget] if self.cancel is not None else []))
         self.widget = widgets.VBox([self.style, self.summary, self.table, controls, self.gallery])
         self.widget.add_class("mh-panel")
 
@@ -95,6 +100,8 @@ class Panel:
             self.pause_button.icon = "play" if snapshot.paused else "pause"
         if snapshot.stopped and not self.stop_button.disabled:
             self.stop_button.disabled = self.pause_button.disabled = True
+        if self.cancel is not None:
+            self.cancel.offer([] if snapshot.stopped else [r for r in snapshot.rows if not r.ended])
         self.refreshes += changed
 
     def add_result(self, kept: KeptResult, caption: str, detail: str) -> None:
@@ -104,6 +111,63 @@ class Panel:
         self.gallery.children = tuple(kept_tiles)
         for tile in dropped:
             _close(tile)
+
+
+class CancelControl:
+    """Pick an active task, press "Cancel task…", then confirm: cancelling cannot be undone.
+
+    ``on_cancel(task_id)`` does the cancelling; what it raises (the task had already ended,
+    say) is shown beside the control, never raised into the front end.
+    """
+
+    def __init__(self, on_cancel: Callable[[str], object]) -> None:
+        self._on_cancel = on_cancel
+        self.choice = widgets.Dropdown(options=[], description="", layout=widgets.Layout(width="260px"))
+        self.ask = widgets.Button(description="Cancel task…", icon="ban", tooltip="Cancel the chosen task")
+        self.confirm = widgets.Button(description="Yes, cancel it", button_style="danger")
+        self.keep = widgets.Button(description="Keep it")
+        self.message = widgets.HTML()
+        self.confirm.layout.display = self.keep.layout.display = "none"
+        self.widget = widgets.HBox([self.choice, self.ask, self.confirm, self.keep, self.message])
+        self.widget.add_class("mh-cancel")
+        self.ask.on_click(lambda _: self._ask())
+        self.keep.on_click(lambda _: self._settle(""))
+        self.confirm.on_click(lambda _: self._do())
+
+    def offer(self, rows: Sequence[Row]) -> None:
+        """The active tasks to choose from (options change only when the set does)."""
+        options = tuple((f"{r.task_id} · {r.model or r.type or '?'}", r.task_id) for r in rows)
+        if options != tuple(self.choice.options):
+            self.choice.options = options
+        if self.choice.value is None and options:
+            self.choice.value = options[0][1]
+        self.ask.disabled = not options
+
+    def _ask(self) -> None:
+        if self.choice.value is None:
+            return
+        self.message.value = (
+            f"<span>Cancel <code>{safe_text(self.choice.value, 80)}</code>? This cannot be undone.</span>"
+        )
+        self.confirm.layout.display = self.keep.layout.display = None
+        self.ask.layout.display = "none"
+
+    def _do(self) -> None:
+        task_id = self.choice.value
+        if task_id is None:
+            self._settle("")
+            return
+        try:
+            self._on_cancel(task_id)
+        except ModelHunterError as exc:  # shown, never raised into the front end
+            self._settle(f'<span style="color:#82071e">{safe_text(exc.message, 300)}</span>')
+            return
+        self._settle(f"<span>cancelled <code>{safe_text(task_id, 80)}</code></span>")
+
+    def _settle(self, message: str) -> None:
+        self.message.value = message
+        self.confirm.layout.display = self.keep.layout.display = "none"
+        self.ask.layout.display = None
 
 
 def result_tile(kept: KeptResult, caption: str, detail: str) -> widgets.Widget:

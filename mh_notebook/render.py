@@ -231,10 +231,17 @@ def _result_cell(row: Row) -> str:
     return " · ".join(bits)
 
 
+_RETRY_HINT = (
+    '<div style="color:#57606a;font-size:11px" class="mh-retry-hint">'
+    "<code>watcher.retry(task_id)</code> starts it again: a new task, charged again</div>"
+)
+
+
 def _error_cell(row: Row) -> str:
     if row.error_code or row.error_message:
         code = f"<code>{safe_text(row.error_code, 40)}</code> " if row.error_code else ""
-        return f'<span style="color:#82071e">{code}{safe_text(row.error_message)}</span>'
+        hint = _RETRY_HINT if row.status == "failed" else ""
+        return f'<span style="color:#82071e">{code}{safe_text(row.error_message)}</span>{hint}'
     if row.problem:
         return f'<span style="color:#9a6700" title="retrying">⚠ {safe_text(row.problem, 120)}</span>'
     return ""

@@ -652,6 +652,7 @@ class TaskWatcher:
                 on_pause=self.pause,
                 on_resume=self.resume_polling,
                 on_stop=self.stop,
+                on_cancel=self.cancel,
                 gallery_limit=self.gallery_limit,
                 static_class=self._static_view().css_class,
             )

@@ -33,19 +33,36 @@ sim""",
     ),
     (
         "md",
-        "Start a mix of generations. With the real API these ids come from the creation endpoints; here the simulator creates them.",
+        "Create a watcher and show its panel. It polls from a background thread: the notebook stays free, and finished media appear in the gallery as they arrive. "
+        "`store=None` keeps this demo's journal in memory (pass a file path to keep a history across kernel restarts). "
+        "Re-running this cell adds no thread and no requests: every watcher of one API shares one poller and one request budget. "
+        "The key is a `river_test_` one, so the panel says *sandbox*. With the real API, `TaskWatcher()` alone reads `MODELHUNTER_KEY`.",
+    ),
+    (
+        "code",
+        """watcher = TaskWatcher(api_key=sim.api_key, base_url=sim.url, time_scale=10, store=None)
+watcher""",
+    ),
+    (
+        "md",
+        "Start a mix of generations exactly as with the real API: `watcher.submit(endpoint, model=..., input=...)` creates each task "
+        "(`POST /api/v1/{provider}/{capability}`) and watches it. `metadata` tags come back as `metadata.<key>` columns of the history.",
     ),
     (
         "code",
         """jobs = [
-    ("viduq3-turbo", "a red fox running through fresh snow"),
-    ("kling-v3.0", "timelapse of a city at night"),
-    ("veo-3.1-fast", "waves breaking on black sand"),
-    ("seedream-4.5", "a watercolor map of an imaginary island"),
-    ("nano-banana-2", "a banana wearing sunglasses"),
-    ("eleven-v3", "Welcome to the ModelHunter demo."),
+    ("vidu/text-to-video", "viduq3-turbo", {"prompt": "a red fox running through fresh snow", "duration": 4}),
+    ("kling/text-to-video", "kling-v3", {"prompt": "timelapse of a city at night", "duration": 5}),
+    ("seedance/text-to-video", "seedance-1-0-pro-fast", {"prompt": "waves breaking on black sand"}),
+    ("seedream/text-to-image", "seedream-4-5", {"prompt": "a watercolor map of an imaginary island"}),
+    ("seedream/text-to-image", "seedream-5-0-lite", {"prompt": "a banana wearing sunglasses"}),
+    ("elevenlabs/text-to-speech", "eleven-v3", {"prompt": "Welcome to the ModelHunter demo."}),  # a simulator model
 ]
-ids = [sim.submit(model=model, prompt=prompt) for model, prompt in jobs]
+ids = [
+    watcher.submit(endpoint, model=model, input=inputs, metadata={"notebook": "quickstart"})
+    for endpoint, model, inputs in jobs
+]
+# A task the simulator makes fail (moderation), watched by id as you would a task started elsewhere:
 ids.append(
     sim.submit(
         model="seedance-1.0-lite",
@@ -54,19 +71,9 @@ ids.append(
         error_code="PROVIDER_ERROR",
         error_message="Content moderation: prompt contains restricted content",
     )
-)""",
-    ),
-    (
-        "md",
-        "Watch them. The panel below updates from a background thread: the notebook stays free, and finished media appear in the gallery as they arrive. "
-        "`store=None` keeps this demo's journal in memory (pass a file path to keep a history across kernel restarts). "
-        "Re-running this cell adds no thread and no requests: every watcher of one API shares one poller and one request budget.",
-    ),
-    (
-        "code",
-        """watcher = TaskWatcher(api_key=sim.api_key, base_url=sim.url, time_scale=10, store=None)
+)
 watcher.watch(ids)
-watcher""",
+print(f"balance: ${watcher.balance():,.2f}")""",
     ),
     ("md", "Block until every task has ended (`await watcher.wait_async()` does the same without blocking)."),
     (
@@ -90,9 +97,21 @@ watcher.show(video.id, embed=True)""",
     (
         "code",
         """history = watcher.history()
-history[["task_id", "model", "status", "latency_s", "detection_delay_s", "polls", "format", "error_code"]]""",
+history[["task_id", "model", "status", "latency_s", "detection_delay_s", "polls", "cost", "metadata.notebook", "error_code"]]""",
     ),
-    ("md", "Latency and success per provider and model:"),
+    (
+        "md",
+        "A failed task can be retried (`watcher.retry(task_id)`: a new task, charged again, whose history row names the original). "
+        "`watcher.cancel(task_id)` stops one still running; the panel has a Cancel control too, with a confirm step.",
+    ),
+    (
+        "code",
+        """failed = next(t.id for t in final.values() if t.status == "failed")
+again = watcher.retry(failed)
+watcher.wait(timeout=180)
+watcher.history().set_index("task_id").loc[[failed, again], ["status", "original_task_id", "cost"]]""",
+    ),
+    ("md", "Latency, success and cost per provider and model:"),
     ("code", "watcher.latency_summary()"),
     ("md", "Stop polling and the simulator when you are done."),
     (
@@ -117,17 +136,30 @@ run phases, failures, and the journal read back without a watcher.""",
 from pathlib import Path
 
 from mh_notebook import TaskWatcher, read_history
-from mh_notebook.sim import CATALOGUE, Simulator
+from mh_notebook.sim import Simulator
+from mh_notebook.sim.catalogue import SIM_ENDPOINTS
 
 sim = Simulator(seed=3, speed=60).start()
 journal = Path(tempfile.mkdtemp()) / "latency-journal.sqlite\"""",
     ),
-    ("md", "Four tasks of each model, all at once."),
+    (
+        "md",
+        "Four tasks of each documented text-to-video and text-to-image model, all at once, created through the documented endpoints.",
+    ),
     (
         "code",
-        """ids = [sim.submit(model=model) for model in CATALOGUE for _ in range(4)]
-watcher = TaskWatcher(sim.api_key, sim.url, store=journal, time_scale=60, rate_limit=20)
-watcher.watch(ids)
+        """watcher = TaskWatcher(sim.api_key, sim.url, store=journal, time_scale=60, rate_limit=20)
+jobs = [  # every documented endpoint and model of the simulator
+    (endpoint, model)
+    for endpoint, models in SIM_ENDPOINTS.items()
+    for model, spec in models.items()
+    if spec.documented and "image-to" not in endpoint
+]
+ids = [
+    watcher.submit(endpoint, model=model, input={"prompt": f"test {i}"}, metadata={"wave": i % 2})
+    for endpoint, model in jobs
+    for i in range(4)
+]
 watcher""",
     ),
     (
@@ -146,6 +178,18 @@ history.dtypes""",
         "Latency percentiles, success rate and common errors per provider and model (simulated seconds divided by the speed of 60).",
     ),
     ("code", 'watcher.latency_summary().sort_values("latency_p50_s")'),
+    ("md", "What each model cost (USD, as the API reports it), per success and per second of video:"),
+    (
+        "code",
+        """watcher.latency_summary()[["tasks", "succeeded", "total_cost_usd", "cost_per_success_usd", "cost_per_output_s_usd"]].sort_values("total_cost_usd", ascending=False)""",
+    ),
+    ("md", "Cost against latency, one point per succeeded task:"),
+    (
+        "code",
+        """ok = history[history["status"] == "succeeded"]
+ax = ok.plot.scatter(x="latency_s", y="cost", c=ok["type"].cat.codes, colormap="viridis", figsize=(7, 4))
+ax.set_xlabel("latency (s)"); ax.set_ylabel("cost (USD)");""",
+    ),
     ("md", "The distribution per model:"),
     ("code", "watcher.plot_latency();"),
     ("md", "Queue and run phases of the most recent tasks:"),

@@ -8,6 +8,7 @@ but bounded timeout, never a fixed sleep.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from _lab import (
     run_all_cells,
 )
 
+from mh_notebook.sim.server import GET_LIST_FIELDS_ENV
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +49,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (root / "notebooks").mkdir()
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "ids.append" in c.source) + 1
-    hostile = f"ids.append(sim.submit(model='seedream-4.0', outcome='failed', latency=2, error_code='<b>BAD</b>', error_message={HOSTILE!r}))"
+    hostile = f"watcher.watch(sim.submit(model='seedream-4.0', outcome='failed', latency=2, error_code='<b>BAD</b>', error_message={HOSTILE!r}))"
     nb.cells.insert(at, nbformat.v4.new_code_cell(hostile))
     # a known kernelspec: JupyterLab starts python3 itself instead of asking which kernel to use
     nb.metadata["kernelspec"] = KERNELSPEC
@@ -122,6 +125,10 @@ def test_quickstart_runs_live_in_jupyterlab(lab: Lab) -> None:
             table_text = panel.locator(".mh-table").inner_text()
             assert '<img src=x onerror="window.__pwned=1">' in table_text  # shown as text...
             assert "<b>BAD</b>" in table_text
+            assert "sandbox" in summary.inner_text()  # a river_test_ key
+            if os.environ.get(GET_LIST_FIELDS_ENV, "1") != "0":  # the server said what each task cost
+                assert re.search(r"spent \$\d", summary.inner_text()), summary.inner_text()
+                assert re.search(r"\$\d", " ".join(panel.locator(".mh-table .mh-cost").all_inner_texts()))
             assert page.evaluate("() => window.__pwned") is None  # ...and nothing ran
             assert panel.locator(".mh-table img, .mh-table script").count() == 0
             assert not media_failures, media_failures

@@ -8,6 +8,7 @@ from collections import Counter
 import ipywidgets as widgets
 import pytest
 
+from mh_notebook import ModelHunterError
 from mh_notebook.render import Row, human_size, media_html, safe_text, safe_url, table_html
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
@@ -145,3 +146,50 @@ def test_panel_controls_pause_and_stop(sim: Simulator) -> None:
     assert not w.engine.running
     assert panel.stop_button.disabled
     assert "stopped" in panel.summary.value
+
+
+def test_cancel_asks_for_confirmation_and_shows_what_went_wrong() -> None:
+    from mh_notebook.panel import CancelControl
+
+    cancelled: list[str] = []
+    control = CancelControl(cancelled.append)
+    control.offer([Row("task_a", "running", model="kling-v3"), Row("task_b", "queued")])
+    assert [value for _, value in control.choice.options] == ["task_a", "task_b"]
+    control.choice.value = "task_b"
+    control.ask.click()
+    assert control.confirm.layout.display is None and "cannot be undone" in control.message.value
+    control.keep.click()  # changed their mind
+    assert cancelled == [] and control.confirm.layout.display == "none"
+    control.ask.click()
+    control.confirm.click()
+    assert cancelled == ["task_b"] and "cancelled" in control.message.value
+
+    def refuse(task_id: str) -> None:
+        raise ModelHunterError(f"task {task_id} has already ended <b>")
+
+    refusing = CancelControl(refuse)
+    refusing.offer([Row("task_c", "running")])
+    refusing.ask.click()
+    refusing.confirm.click()
+    assert "already ended &lt;b&gt;" in refusing.message.value  # shown, escaped, never raised
+    refusing.offer([])
+    assert refusing.ask.disabled
+
+
+def test_the_panel_cancels_a_running_task_over_http(sim: Simulator) -> None:
+    slow, quick = sim.submit(latency=300), sim.submit(latency=0.5)
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="widget", time_scale=20) as w:
+        w.watch(slow, quick)
+        panel = w.panel
+        assert panel.cancel is not None
+        deadline = time.monotonic() + 30
+        while [v for _, v in panel.cancel.choice.options] != [slow] and time.monotonic() < deadline:
+            panel.draw(w.snapshot())  # until the quick one has ended
+            time.sleep(0.05)
+        assert [v for _, v in panel.cancel.choice.options] == [slow]  # only active tasks are offered
+        panel.cancel.choice.value = slow
+        panel.cancel.ask.click()
+        panel.cancel.confirm.click()
+        assert "cancelled" in panel.cancel.message.value
+        assert str(w.wait(timeout=30)[slow].status) == "cancelled"
+        assert sim.timeline(slow)["outcome"] == "cancelled"
