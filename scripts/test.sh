@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine, then runs it all:
 # a virtualenv with the package and its test extra, Debian's chromium for the browser
-# tests and postgresql for the team-journal tests, then ruff, mypy and pytest. Exits non-zero on any failure.
+# tests and postgresql for the team-journal tests, then ruff, mypy and pytest (twice: with the
+# simulator's GET carrying the list-only fields and without them). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,7 @@ fi
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# The docs do not say whether GET /api/v1/tasks/{id} carries the list-only fields (progress,
+# cost, started_at, metadata): the suite passes both ways. The simulator's GET carries them
+# above; this pass runs every test but the browser ones with a GET that does not.
+MH_SIM_GET_HAS_LIST_FIELDS=0 .venv/bin/python -m pytest -m "not browser" "$@"
