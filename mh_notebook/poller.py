@@ -33,7 +33,7 @@ from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLi
 from .models import Task, TaskStatus
 from .policy import LatencyModel, PollPolicy
 
-__all__ = ["Observation", "Poller", "TaskState"]
+__all__ = ["Observation", "PollQueue", "Poller", "TaskState", "poll_rank"]
 
 log = logging.getLogger("mh_notebook.poller")
 
@@ -64,6 +64,8 @@ class TaskState:
     """The schedule this task is polled on (real seconds)."""
     last_polled: float = -math.inf
     """Loop time the last poll was sent."""
+    queued_at: float | None = None
+    """Loop time its first poll was queued: a task never polled has waited since then."""
     predicted_latency: float | None = None
     """The latency (server seconds) predicted when the task's model was first known."""
     leased: bool = True
@@ -75,6 +77,76 @@ class TaskState:
     """The latency window its next poll was scheduled by."""
     version: int = 0
     in_flight: bool = False
+
+
+class PollQueue:
+    """The queued polls of a poller: when each is due, and which due one goes first.
+
+    Pure: no clock and no thread of its own (every method takes the loop time), so the
+    schedule can be driven with a fake clock. ``lookup`` gives a task's live state; an
+    entry stands while its task is watched, leased, not ended and not queued again since.
+    """
+
+    def __init__(self, lookup: Callable[[str], TaskState | None]) -> None:
+        self._lookup = lookup
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, state: TaskState, now: float, delay: float, *, first: bool = False) -> None:
+        """Queue ``state``'s next poll ``delay`` seconds after ``now`` (replacing any queued
+        one); ``first`` puts it ahead of every overdue poll."""
+        state.version += 1
+        if state.queued_at is None:
+            state.queued_at = now
+        at = 0.0 if first else now + max(0.0, delay)
+        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+
+    def _stands(self, entry: tuple[float, int, str, int]) -> TaskState | None:
+        state = self._lookup(entry[2])
+        if state is None or state.version != entry[3] or state.ended or not state.leased:
+            return None  # not leased: polled elsewhere, queued again when the lease comes back
+        return state
+
+    def next_due(self) -> float | None:
+        """When the earliest queued poll is due (``None``: nothing queued)."""
+        while self._heap and self._stands(self._heap[0]) is None:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def pick(self, now: float, *, any_time: bool = False) -> TaskState | None:
+        """The due poll worth most at ``now`` (:func:`poll_rank`), taken off the queue;
+        with ``any_time``, the earliest if none is due."""
+        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
+        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
+            entry = heapq.heappop(self._heap)
+            state = self._stands(entry)
+            if state is None or state.in_flight:
+                continue
+            ready.append((poll_rank(state, now - entry[0], now), entry, state))
+        if not ready:
+            return None
+        best = max(ready, key=lambda r: r[0])
+        for _, entry, _ in ready:
+            if entry is not best[1]:
+                heapq.heappush(self._heap, entry)
+        return best[2]
+
+
+def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
+    """:func:`poll_priority` of a due poll of ``state``, ``overdue`` seconds late at loop
+    time ``now``: a task never answered first (its first answer tells its model and age),
+    then the fewest polls still needed at its age now. A task never polled has waited
+    since its first poll was queued, and is starved no sooner than any other (counted as
+    never polled, every new task went before the ones starved past ``max_interval``)."""
+    policy = state.policy
+    age = state.due_age + overdue
+    remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
+    since = state.last_polled if state.last_polled > -math.inf else state.queued_at
+    waited = now - since if since is not None else 0.0
+    return poll_priority(remaining, overdue, waited, policy.max_interval)
 
 
 @dataclass(frozen=True)
@@ -146,8 +218,7 @@ class Poller:
         self._rng = random.Random(seed)
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = itertools.count()
+        self._queue = PollQueue(self.state)
         self._paused = False
         self._pause_until = 0.0
         self.auth_error: AuthenticationError | None = None
@@ -405,55 +476,22 @@ class Poller:
 
     def _idle_for(self) -> float | None:
         """Seconds to sleep before the next poll is due (``None``: until woken)."""
-        while self._heap and not self._valid(self._heap[0]):  # no budget spent on stale entries
-            heapq.heappop(self._heap)
-        if self._paused or not self._heap:
+        due = self._queue.next_due()  # no budget spent on stale entries
+        if self._paused or due is None:
             return None
         if self.auth_error is not None:  # probe the key now and then, nothing more
             return max(0.0, self._auth_probe_at - self._loop.time())
-        return max(self._heap[0][0], self._pause_until) - self._loop.time()
+        return max(due, self._pause_until) - self._loop.time()
 
     def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
-        state.version += 1
-        at = 0.0 if first else self._loop.time() + max(0.0, delay)
-        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+        self._queue.push(state, self._loop.time(), delay, first=first)
         self._wakeup.set()
 
-    def _valid(self, entry: tuple[float, int, str, int]) -> bool:
-        """True if the queued poll still stands (its task watched, leased, not ended, not rescheduled)."""
-        state = self.state(entry[2])
-        return state is not None and state.version == entry[3] and state.leased and not state.ended
-
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
-        """The due poll worth most now (:meth:`_priority`), taken off the queue; with
+        """The due poll worth most now (:func:`poll_rank`), taken off the queue; with
         ``any_time``, the earliest if none is due."""
-        now = self._loop.time()
-        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
-        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
-            entry = heapq.heappop(self._heap)
-            at, _, task_id, version = entry
-            state = self.state(task_id)
-            if state is None or state.version != version or state.ended or state.in_flight:
-                continue
-            if not state.leased:  # polled elsewhere: queued again when the lease comes back
-                continue
-            ready.append((self._priority(state, now - at, now), entry, state))
-        if not ready:
-            return None
-        best = max(ready, key=lambda r: r[0])
-        for _, entry, _ in ready:
-            if entry is not best[1]:
-                heapq.heappush(self._heap, entry)
-        return best[2]
-
-    def _priority(self, state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
-        """:func:`poll_priority` of a due poll: a task never seen first (its first answer
-        tells its model and age), then the fewest polls still needed at its age now."""
-        policy = state.policy
-        age = state.due_age + overdue
-        remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
-        return poll_priority(remaining, overdue, now - state.last_polled, policy.max_interval)
+        return self._queue.pick(self._loop.time(), any_time=any_time)
 
     def _set_leased(self, task_ids: list[str], leased: bool) -> None:
         for state in self.states(task_ids):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -18,6 +20,7 @@ from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0
+T = TypeVar("T")
 
 
 def _detection_delays(sim: Simulator, ids: list[str]) -> list[float]:
@@ -167,3 +170,56 @@ def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
         assert poller._next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
     finally:
         poller.stop()
+
+
+def _in_loop(poller: object, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in the poller's own thread (its queue is not thread-safe) and return its result."""
+    import concurrent.futures
+
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to the test
+            done.set_exception(exc)
+
+    poller.call_soon(run)  # type: ignore[attr-defined]
+    return done.result(timeout=30)
+
+
+def test_a_task_starved_past_max_interval_goes_before_new_ones() -> None:
+    # issue 17, item 5: a task never polled ranked as starved forever (since_polled = inf),
+    # so a flood of new tasks went before one not asked for max_interval
+    from datetime import UTC, datetime
+
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.models import Task
+    from mh_notebook.policy import PollPolicy
+    from mh_notebook.poller import Poller, TaskState
+
+    policy = PollPolicy(max_interval=3.0)
+    poller = Poller(
+        lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"), on_observation=lambda _: None
+    )
+    poller.pause()  # nothing is sent: the test picks
+
+    def flood() -> list[str]:
+        now = poller._loop.time()
+        old = TaskState("old", policy=policy)
+        old.task = Task(id="old", status="running", created_at=datetime.now(UTC))
+        poller._states["old"] = old
+        poller._schedule(old, 0.0)
+        old.last_polled = now - 3.5  # due, and not asked for longer than max_interval
+        for i in range(5):  # just watched, never polled
+            poller._states[f"new{i}"] = new = TaskState(f"new{i}", policy=policy)
+            poller._schedule(new, 0.0)
+        picked = [poller._pick() for _ in range(6)]
+        return [s.task_id for s in picked if s is not None]
+
+    try:
+        order = _in_loop(poller, flood)
+    finally:
+        poller.stop()
+    assert order[0] == "old", order
+    assert sorted(order[1:]) == [f"new{i}" for i in range(5)]  # and the new ones right after
