@@ -175,7 +175,8 @@ class Poller:
 
     All durations are real seconds: each task carries the (possibly scaled) policy it was
     watched with. ``rate_limit`` is the most requests per second for the whole poller,
-    bursts of ``burst`` (default: a fifth of a second's worth, at least 1); the rate sent
+    bursts of ``burst`` (default: one second's worth, at least 1: a group of tasks due at
+    once, such as a batch of one model ending together, is asked about within a second); the rate sent
     settles under the server's own limit when 429s show one (:class:`AdaptiveRate`).
     When more polls are due than the budget allows, the cheapest task goes first
     (:func:`poll_priority`). Server timestamps are compared with local time through
@@ -415,7 +416,7 @@ class Poller:
     def _new_limiter(self) -> None:
         """The token bucket follows the budget's rate (its tokens are kept)."""
         rate = self.budget.rate
-        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate / 5)
+        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate)
         if self._limiter is None:
             self._limiter = TokenBucket(rate, burst)
         else:
