@@ -37,7 +37,7 @@ from .client import AsyncClient, RetryPolicy
 from .clock import ClockOffset
 from .models import Task
 from .policy import LatencyModel, PollPolicy
-from .poller import Observation, Poller
+from .poller import Observation, Poller, TaskState
 from .results import Keeper, KeepSpec, KeptResult
 from .store import Event, JournalError, SavedResult, Store, event_from_task
 from .team import TeamPolling
@@ -146,7 +146,8 @@ class Engine:
             if sub not in self._subs:
                 return
             self._subs.remove(sub)
-            ids = [s.task_id for s in self.poller.states() if sub.watches(s.task_id)]
+            mine = [s for s in self.poller.states() if sub.watches(s.task_id)]
+            ids = [s.task_id for s in mine]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
             self._hand_over_team(sub)
@@ -154,6 +155,7 @@ class Engine:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
                 self._apply_rate()
+        self._journal_counts(sub.store, mine)
         self.flush(sub.store)
         if last:
             self.poller.stop()
@@ -189,7 +191,23 @@ class Engine:
         ]
         if events:
             self.poller.call_soon(self._journal_many, sub.store, events)
-        return self.poller.watch(items, policy, leased=not _is_team(sub.store))
+        spent = _journalled_polls(sub.store, [i for i in ids if self.poller.state(i) is None])
+        return self.poller.watch(items, policy, leased=not _is_team(sub.store), polls=spent)
+
+    def _journal_counts(self, store: Store, states: list[TaskState]) -> None:
+        """Journal the requests spent on unfinished tasks since their last change, so that
+        the next engine watching them counts on from there (issue 17, item 16)."""
+        events = [
+            event_from_task(s.task, self.clock.server_now(s.fetched_at or 0.0), s.polls)
+            for s in states
+            if s.task is not None and not s.ended and s.polls > s.reported_polls
+        ]
+        if not events:
+            return
+        try:
+            self.poller.call_soon(self._journal_many, store, events)
+        except RuntimeError:  # stopped meanwhile: nobody else writes now
+            self._journal_many(store, events)
 
     def keep(self, task: Task, spec: KeepSpec) -> concurrent.futures.Future[list[KeptResult]]:
         """Keep ``task``'s results as ``spec`` asks (on the poller's loop); saved files are
@@ -357,6 +375,24 @@ def _event(obs: Observation, observed_at: float) -> Event:
     if obs.task is not None and obs.kind == "change":
         return event_from_task(obs.task, observed_at, obs.polls)
     return Event(obs.task_id, "not_found", observed_at, obs.polls)
+
+
+def _journalled_polls(store: Store, task_ids: list[str]) -> dict[str, int]:
+    """Requests the journal counts for these tasks (a SQL journal's; none if unreadable).
+
+    Counts are cumulative and the journal keeps the largest: a new engine counts on from
+    it, rather than the journal adding counts up, because journal writes are at least once
+    (a batch written again, one change journalled by two watchers, a team member's event
+    read back) and one process polls a task of a team journal at a time (its lease).
+    """
+    latest = getattr(store, "latest_events", None)
+    if latest is None or not task_ids:
+        return {}
+    try:
+        return {e.task_id: e.polls for e in latest(task_ids)}
+    except Exception:  # a count is not worth failing watch() for
+        log.debug("journalled counts of %d tasks not read", len(task_ids), exc_info=True)
+        return {}
 
 
 def _learned(ends: list[Event]) -> list[tuple[str, str, str, float, bool]]:

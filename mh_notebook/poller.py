@@ -22,7 +22,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -48,7 +48,10 @@ class TaskState:
     task_id: str
     task: Task | None = None
     polls: int = 0
-    """Requests spent on this task so far."""
+    """Requests spent on this task so far (by every engine: one that watches a task a
+    journal knows starts from the journal's count)."""
+    reported_polls: int = 0
+    """``polls`` as of the last change handed to ``on_observation`` (what was journalled)."""
     errors: int = 0
     """Consecutive failed requests."""
     not_found: int = 0
@@ -238,13 +241,21 @@ class Poller:
 
     # ------------------------------------------------------- public, any thread
     def watch(
-        self, items: Iterable[str | Task], policy: PollPolicy | None = None, *, leased: bool = True
+        self,
+        items: Iterable[str | Task],
+        policy: PollPolicy | None = None,
+        *,
+        leased: bool = True,
+        polls: Mapping[str, int] | None = None,
     ) -> list[str]:
         """Start watching ids or tasks (idempotent); returns their ids. Never blocks.
 
         ``policy`` is the schedule for tasks new to this poller (default: the poller's);
-        ``leased=False`` leaves them to another process until :meth:`set_leased`.
+        ``leased=False`` leaves them to another process until :meth:`set_leased`;
+        ``polls`` are requests already spent on them elsewhere (a journal's count), where
+        the count of tasks new to this poller starts.
         """
+        spent = polls or {}
         batch = [(item.id, item) if isinstance(item, Task) else (check_task_id(item), None) for item in items]
         new = []
         with self._states_lock:  # registered here, so state queries see them at once
@@ -253,6 +264,7 @@ class Poller:
                     state = TaskState(
                         task_id, first_seen_at=time.time(), policy=policy or self.policy, leased=leased
                     )
+                    state.polls = state.reported_polls = spent.get(task_id, 0)
                     self._states[task_id] = state
                     new.append((state, task))
         if new:
@@ -502,10 +514,11 @@ class Poller:
 
     def _observe_elsewhere(self, task: Task, polls: int) -> None:
         state = self.state(task.id)
-        if state is None or (state.task is not None and state.task.status == task.status):
+        if state is None:
             return
-        state.polls = max(state.polls, polls)
-        self._record_answer(state, task, elsewhere=True)
+        state.polls = max(state.polls, polls)  # counted on from there if the lease comes here
+        if state.task is None or state.task.status != task.status:
+            self._record_answer(state, task, elsewhere=True)
 
     def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
         for state, task in batch:
@@ -674,6 +687,10 @@ class Poller:
             self._slots.release()
 
     def _emit(self, observation: Observation) -> None:
+        if observation.kind in ("change", "not_found"):  # the ones journalled
+            state = self.state(observation.task_id)
+            if state is not None:
+                state.reported_polls = max(state.reported_polls, observation.polls)
         try:
             self._on_observation(observation)
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -246,3 +247,27 @@ def test_a_group_of_tasks_ending_together_is_seen_within_a_second() -> None:
     group = 12
     last_sent = max(0.0, group - limiter.burst) / limiter.rate  # after the first, at a full bucket
     assert last_sent <= 0.5, (limiter.rate, limiter.burst)
+
+
+@pytest.mark.parametrize("how", ["resume", "watch"])
+def test_polls_are_counted_across_engines(tmp_path: Path, how: str) -> None:
+    # issue 17, item 16: each engine counted from 0 and the journal kept the largest count,
+    # so a task watched by two engines in turn showed the second one's polls alone
+    from mh_notebook import read_history
+
+    journal = tmp_path / "journal.sqlite"
+    with Simulator(seed=7, speed=SPEED) as sim:
+        task_id = sim.submit(model="veo-3.1", outcome="succeeded", latency=70.0)  # 3.5 s real
+        with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+            w.watch(task_id)
+            deadline = time.monotonic() + 30
+            while sim.requests[task_id] < 6 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        first = sim.requests[task_id]
+        with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+            w.resume() if how == "resume" else w.watch(task_id)
+            w.wait(timeout=60)
+        requests = sim.requests[task_id]
+    polls = int(read_history(journal).set_index("task_id").loc[task_id, "polls"])
+    assert first >= 6 and requests > first
+    assert requests - 1 <= polls <= requests, (polls, first, requests)  # one may be cut off at stop
