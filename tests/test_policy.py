@@ -366,3 +366,53 @@ def test_an_end_is_seen_within_five_percent_when_the_budget_suffices(
         seen = min(t for t, _ in polls if t >= end)
         promise = max(policy.min_interval, policy.running_fraction * (end - created))
         assert seen - end <= promise + (most + 1) / rate + 1e-9, (i, seen - end, promise)
+
+
+def test_the_latency_model_can_be_read_while_the_engine_writes() -> None:
+    # issue 17, item 21a: snapshot() predicts from the user's thread while the poller thread
+    # adds ends (new models of a kind, full deques); reading must neither raise nor cache a
+    # kind's scatter computed from a half-written state
+    import sys
+    import threading
+    import time
+
+    model = LatencyModel(keep=50)
+    stop, errors = threading.Event(), []
+
+    def write() -> None:
+        rng = random.Random(1)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            model.add(("p", f"m{i % 400}"), rng.uniform(5, 50), rng.random() > 0.1, "video")
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                for j in range(0, 400, 37):
+                    model.predict(("p", f"m{j}"))
+                    model.window(("p", f"m{j}"))
+                    model.early_share(("p", f"m{j}"), 10.0)
+            except Exception as exc:  # collected for the assertion
+                errors.append(exc)
+                return
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: races show in a second, not an hour
+    threads = [threading.Thread(target=write), threading.Thread(target=read), threading.Thread(target=read)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not errors:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
+    # and no stale scatter stays cached: the kind's pool is the one of the final samples
+    cached = model._pools.get("video")
+    model._pools.clear()
+    assert cached is None or cached == model._pool("video")
