@@ -83,6 +83,9 @@ class Engine:
         self._backlog: dict[object, list[Event]] = {}
         self._saved_backlog: dict[object, dict[tuple[str, int], SavedResult]] = {}
         self._seeded: set[object] = set()
+        self._unsure_seen: dict[object, tuple[Store, dict[str, tuple[float, float]]]] = {}
+        """First-seen times journalled before the server's clock was known: per journal,
+        task id -> (local time, journalled time); corrected once it is (poller thread)."""
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
         self.team: TeamPolling | None = None
@@ -171,12 +174,19 @@ class Engine:
         self.poller.call_soon(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
-        self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy, fresh: Iterable[str] = ()
+        self,
+        sub: Subscriber,
+        items: Iterable[str | Task],
+        policy: PollPolicy,
+        fresh: Iterable[str] = (),
+        seen: tuple[float, float] | None = None,
     ) -> list[str]:
         """Poll these tasks for ``sub`` (once, whoever else watches them); returns their ids.
 
         ``fresh`` are the ids new to ``sub``: what is known of them already is journalled in
-        its journal unless another watcher of that journal watches them too.
+        its journal unless another watcher of that journal watches them too. ``seen`` is
+        ``(local time, first_seen_at journalled)`` of ``fresh``: corrected in the journal
+        once the server's clock is known, if it was not then.
         """
         items = list(items)
         mine = _store_key(sub.store)
@@ -191,6 +201,8 @@ class Engine:
         ]
         if events:
             self.poller.call_soon(self._journal_many, sub.store, events)
+        if seen is not None and ids:
+            self.poller.call_soon(self._first_seen_unsure, sub.store, ids, *seen)
         spent = _journalled_polls(sub.store, [i for i in ids if self.poller.state(i) is None])
         return self.poller.watch(items, policy, leased=not _is_team(sub.store), polls=spent)
 
@@ -222,6 +234,28 @@ class Engine:
             waiting.update(((r.task_id, r.idx), r) for r in rows)
             self._write_saved(spec.store, wait=JOURNAL_WAIT)
         return kept
+
+    def _first_seen_unsure(self, store: Store, ids: list[str], local: float, journalled: float) -> None:
+        if hasattr(store, "correct_first_seen"):
+            unsure = self._unsure_seen.setdefault(_store_key(store), (store, {}))[1]
+            unsure.update(dict.fromkeys(ids, (local, journalled)))
+        self._correct_first_seen()
+
+    def _correct_first_seen(self, wait: float | None = JOURNAL_WAIT) -> None:
+        """Put first-seen times journalled before the server's clock was known on it (issue
+        17, item 15); kept for the next tick while the clock is unknown or a journal busy."""
+        if not self._unsure_seen or not self.clock.error <= 1.0:
+            return
+        for key, (store, unsure) in list(self._unsure_seen.items()):
+            fixes = [(t, old, self.clock.server_now(local)) for t, (local, old) in unsure.items()]
+            fixes = [(t, old, new) for t, old, new in fixes if abs(new - old) > self.clock.error]
+            try:
+                if fixes and not store.closed:
+                    store.correct_first_seen(fixes, wait=wait)  # type: ignore[attr-defined]
+            except Exception:  # busy or broken, any store: tried again
+                log.debug("first-seen times not corrected yet", exc_info=True)
+                continue
+            del self._unsure_seen[key]
 
     def _apply_rate(self) -> None:
         rate = min(s.rate_limit for s in self._subs)
@@ -308,6 +342,7 @@ class Engine:
 
     def _tick(self) -> None:
         subs = self.subscribers()
+        self._correct_first_seen()
         if self.team is not None:
             self._team_tick(subs)
         behind = {
@@ -337,6 +372,7 @@ class Engine:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
 
         def write() -> None:
+            self._correct_first_seen(wait=None)
             self._write_backlog(store, wait=None)
             self._write_saved(store, wait=None)
 

@@ -271,3 +271,18 @@ def test_polls_are_counted_across_engines(tmp_path: Path, how: str) -> None:
     polls = int(read_history(journal).set_index("task_id").loc[task_id, "polls"])
     assert first >= 6 and requests > first
     assert requests - 1 <= polls <= requests, (polls, first, requests)  # one may be cut off at stop
+
+
+@pytest.mark.parametrize("journal", ["memory", "sqlite"])
+def test_first_seen_is_on_the_servers_clock_under_skew(tmp_path: Path, journal: str) -> None:
+    # issue 17, item 15: first_seen_at was journalled on the local clock by watch(), before
+    # any answer told the offset: under a 60 s skew created_at - first_seen_at was 60 s
+    store = None if journal == "memory" else tmp_path / "journal.sqlite"
+    with Simulator(seed=8, speed=SPEED, clock_skew=60.0) as sim:
+        task_id = sim.submit(model="seedream-4.5", outcome="succeeded", latency=20.0)
+        with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
+            w.watch(task_id)  # a fresh engine: nothing known of the server's clock yet
+            w.wait(timeout=60)
+            row = w.history().set_index("task_id").loc[task_id]
+    gap = (row["first_seen_at"] - row["created_at"]).total_seconds()
+    assert -1.0 <= gap <= 1.5, gap  # watched right after it was created, both on one clock
