@@ -241,12 +241,15 @@ class Engine:
             unsure.update(dict.fromkeys(ids, (local, journalled)))
         self._correct_first_seen()
 
-    def _correct_first_seen(self, wait: float | None = JOURNAL_WAIT) -> None:
+    def _correct_first_seen(self, wait: float | None = JOURNAL_WAIT, only: Store | None = None) -> None:
         """Put first-seen times journalled before the server's clock was known on it (issue
-        17, item 15); kept for the next tick while the clock is unknown or a journal busy."""
+        17, item 15), in every journal or ``only`` one; kept for the next tick while the
+        clock is unknown or a journal busy."""
         if not self._unsure_seen or not self.clock.error <= 1.0:
             return
         for key, (store, unsure) in list(self._unsure_seen.items()):
+            if only is not None and key != _store_key(only):
+                continue
             fixes = [(t, old, self.clock.server_now(local)) for t, (local, old) in unsure.items()]
             fixes = [(t, old, new) for t, old, new in fixes if abs(new - old) > self.clock.error]
             try:
@@ -372,7 +375,7 @@ class Engine:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
 
         def write() -> None:
-            self._correct_first_seen(wait=None)
+            self._correct_first_seen(wait=None, only=store)
             self._write_backlog(store, wait=None)
             self._write_saved(store, wait=None)
 
