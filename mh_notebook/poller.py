@@ -596,21 +596,30 @@ class Poller:
                 self._schedule(other, self._next_delay(other, other.task))
 
     def _next_delay(self, state: TaskState, task: Task) -> float:
-        """The schedule's next gap for ``task``, its age taken on the server's clock."""
+        """The schedule's next gap for ``task``, its age taken on the server's clock.
+
+        Scheduled by a window, its age is the least the clock's error allows: a poll placed
+        at a narrow window's end must not come before it (early in a session a whole-second
+        ``Date`` header leaves the offset's middle up to half a second off; early, the poll
+        misses the end and the next comes a whole gap later); late, it costs that much.
+        """
+        now = time.time()
         if task.created_at is not None:
             created = task.created_at.timestamp()
             if task.created_at.microsecond == 0:  # whole seconds: floored, so half a second on average
                 created += 0.5
-            elapsed = self.clock.server_now(time.time()) - created
+            elapsed = self.clock.server_now(now) - created
+            least = self.clock.server_at_least(now) - created
         else:
-            elapsed = time.time() - (state.first_seen_at or time.time())
-        elapsed = max(0.0, elapsed)
+            elapsed = least = now - (state.first_seen_at or now)
         window = self.latency.window(_key(task))  # its model's, helped by its type's
         if window is None:  # a model never seen to succeed: what tasks of its type took
             window = self.prior.window(_type_key(task))
         if window is None:
+            elapsed = max(0.0, elapsed)
             delay = state.policy.next_delay(task.status, elapsed, None, self._rng)
         else:  # early ends: its model's own record once it has one, else its type's
+            elapsed = max(0.0, least)
             model, key = self.latency, _key(task)
             if model.count(key) < model.min_samples:
                 model, key = self.prior, _type_key(task)

@@ -273,6 +273,39 @@ def test_polls_are_counted_across_engines(tmp_path: Path, how: str) -> None:
     assert requests - 1 <= polls <= requests, (polls, first, requests)  # one may be cut off at stop
 
 
+def test_a_window_poll_is_not_placed_early_by_a_loose_clock() -> None:
+    # issue 17, item 20: early in a session the offset is known to +-0.5 s (one whole-second
+    # Date header) while a fresh task's created_at bounds it tightly from below. Ages taken
+    # at the interval's middle put the poll meant for a narrow window's end up to 0.5 s
+    # early: it missed the end and the next came a gap (0.9 s) later.
+    from datetime import UTC, datetime
+
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.clock import ClockOffset
+    from mh_notebook.models import Task
+    from mh_notebook.poller import Poller, TaskState
+
+    skew = 30.0
+    clock = ClockOffset(lo=skew - 0.01, hi=skew + 0.99, samples=2)  # the truth at its low end
+    poller = Poller(
+        lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"),
+        on_observation=lambda _: None,
+        clock=clock,
+    )
+    try:
+        poller.learn([("p", "m", "image", 6.0, True) for _ in range(6)])
+        window = _in_loop(poller, lambda: poller.latency.window(("p", "m")))
+        assert window is not None and window[1] - window[0] < 0.3  # narrow: one poll covers it
+        local = time.time()
+        created = datetime.fromtimestamp(local + skew - 0.05, UTC)  # 50 ms old, truly
+        task = Task(id="t", status="running", type="image", provider="p", model="m", created_at=created)
+        delay = _in_loop(poller, lambda: poller._next_delay(TaskState("t"), task))
+        true_age_then = 0.05 + (time.time() - local) + delay
+    finally:
+        poller.stop()
+    assert true_age_then >= window[1], (true_age_then, window)
+
+
 @pytest.mark.parametrize("journal", ["memory", "sqlite"])
 def test_first_seen_is_on_the_servers_clock_under_skew(tmp_path: Path, journal: str) -> None:
     # issue 17, item 15: first_seen_at was journalled on the local clock by watch(), before
