@@ -283,8 +283,8 @@ from mh_notebook.poller import PollQueue, TaskState  # noqa: E402
 _RUNNING = Task(id="t", status="running")
 _ARRIVALS = st.lists(
     st.tuples(
-        st.floats(0.0, 6.0),  # seconds after the previous arrival
-        st.floats(0.0, 90.0),  # its age when watched
+        st.one_of(st.just(0.0), st.floats(0.0, 6.0)),  # seconds after the previous arrival (bunches)
+        st.one_of(st.just(0.0), st.floats(0.0, 120.0)),  # its age when watched (old: gaps of max_interval)
         st.floats(0.5, 60.0),  # how much longer it runs after it is watched
     ),
     min_size=1,
