@@ -443,7 +443,7 @@ def main() -> int:
     print(
         f"workload: {args.tasks} tasks (seed {args.seed}): {kinds['video']} video, {kinds['image']} image, "
         f"{kinds['audio']} audio, {len(set(models))} models; Poisson arrivals; watcher defaults "
-        "(10 req/s ceiling, bursts of 2, store=None)"
+        "(10 req/s ceiling, bursts of 10, store=None)"
     )
     results = []
     for arm in arms:

@@ -66,6 +66,12 @@ class ClockOffset:
         """The server's clock at local time ``local_now``."""
         return local_now + self.offset
 
+    def server_at_least(self, local_now: float) -> float:
+        """The earliest the server's clock can read at local time ``local_now`` (the
+        estimate while the interval is unbounded on either side): a task's age taken from
+        it is never more than its true age."""
+        return local_now + (self.lo if math.isfinite(self.error) else self.offset)
+
     def observe_date(self, sent_at: float, received_at: float, date: str | None) -> None:
         """Take a response's ``Date`` header into account (ignored if absent or unparsable)."""
         if not date:

@@ -37,7 +37,7 @@ from .client import AsyncClient, RetryPolicy
 from .clock import ClockOffset
 from .models import Task
 from .policy import LatencyModel, PollPolicy
-from .poller import Observation, Poller
+from .poller import Observation, Poller, TaskState
 from .results import Keeper, KeepSpec, KeptResult
 from .store import Event, JournalError, SavedResult, Store, event_from_task
 from .team import TeamPolling
@@ -83,6 +83,9 @@ class Engine:
         self._backlog: dict[object, list[Event]] = {}
         self._saved_backlog: dict[object, dict[tuple[str, int], SavedResult]] = {}
         self._seeded: set[object] = set()
+        self._unsure_seen: dict[object, tuple[Store, dict[str, tuple[float, float]]]] = {}
+        """First-seen times journalled before the server's clock was known: per journal,
+        task id -> (local time, journalled time); corrected once it is (poller thread)."""
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
         self.team: TeamPolling | None = None
@@ -146,7 +149,8 @@ class Engine:
             if sub not in self._subs:
                 return
             self._subs.remove(sub)
-            ids = [s.task_id for s in self.poller.states() if sub.watches(s.task_id)]
+            mine = [s for s in self.poller.states() if sub.watches(s.task_id)]
+            ids = [s.task_id for s in mine]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
             self._hand_over_team(sub)
@@ -154,6 +158,7 @@ class Engine:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
                 self._apply_rate()
+        self._journal_counts(sub.store, mine)
         self.flush(sub.store)
         if last:
             self.poller.stop()
@@ -169,12 +174,19 @@ class Engine:
         self.poller.call_soon(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
-        self, sub: Subscriber, items: Iterable[str | Task], policy: PollPolicy, fresh: Iterable[str] = ()
+        self,
+        sub: Subscriber,
+        items: Iterable[str | Task],
+        policy: PollPolicy,
+        fresh: Iterable[str] = (),
+        seen: tuple[float, float] | None = None,
     ) -> list[str]:
         """Poll these tasks for ``sub`` (once, whoever else watches them); returns their ids.
 
         ``fresh`` are the ids new to ``sub``: what is known of them already is journalled in
-        its journal unless another watcher of that journal watches them too.
+        its journal unless another watcher of that journal watches them too. ``seen`` is
+        ``(local time, first_seen_at journalled)`` of ``fresh``: corrected in the journal
+        once the server's clock is known, if it was not then.
         """
         items = list(items)
         mine = _store_key(sub.store)
@@ -189,7 +201,25 @@ class Engine:
         ]
         if events:
             self.poller.call_soon(self._journal_many, sub.store, events)
-        return self.poller.watch(items, policy, leased=not _is_team(sub.store))
+        if seen is not None and ids:
+            self.poller.call_soon(self._first_seen_unsure, sub.store, ids, *seen)
+        spent = _journalled_polls(sub.store, [i for i in ids if self.poller.state(i) is None])
+        return self.poller.watch(items, policy, leased=not _is_team(sub.store), polls=spent)
+
+    def _journal_counts(self, store: Store, states: list[TaskState]) -> None:
+        """Journal the requests spent on unfinished tasks since their last change, so that
+        the next engine watching them counts on from there (issue 17, item 16)."""
+        events = [
+            event_from_task(s.task, self.clock.server_now(s.fetched_at or 0.0), s.polls)
+            for s in states
+            if s.task is not None and not s.ended and s.polls > s.reported_polls
+        ]
+        if not events:
+            return
+        try:
+            self.poller.call_soon(self._journal_many, store, events)
+        except RuntimeError:  # stopped meanwhile: nobody else writes now
+            self._journal_many(store, events)
 
     def keep(self, task: Task, spec: KeepSpec) -> concurrent.futures.Future[list[KeptResult]]:
         """Keep ``task``'s results as ``spec`` asks (on the poller's loop); saved files are
@@ -204,6 +234,31 @@ class Engine:
             waiting.update(((r.task_id, r.idx), r) for r in rows)
             self._write_saved(spec.store, wait=JOURNAL_WAIT)
         return kept
+
+    def _first_seen_unsure(self, store: Store, ids: list[str], local: float, journalled: float) -> None:
+        if hasattr(store, "correct_first_seen"):
+            unsure = self._unsure_seen.setdefault(_store_key(store), (store, {}))[1]
+            unsure.update(dict.fromkeys(ids, (local, journalled)))
+        self._correct_first_seen()
+
+    def _correct_first_seen(self, wait: float | None = JOURNAL_WAIT, only: Store | None = None) -> None:
+        """Put first-seen times journalled before the server's clock was known on it (issue
+        17, item 15), in every journal or ``only`` one; kept for the next tick while the
+        clock is unknown or a journal busy."""
+        if not self._unsure_seen or not self.clock.error <= 1.0:
+            return
+        for key, (store, unsure) in list(self._unsure_seen.items()):
+            if only is not None and key != _store_key(only):
+                continue
+            fixes = [(t, old, self.clock.server_now(local)) for t, (local, old) in unsure.items()]
+            fixes = [(t, old, new) for t, old, new in fixes if abs(new - old) > self.clock.error]
+            try:
+                if fixes and not store.closed:
+                    store.correct_first_seen(fixes, wait=wait)  # type: ignore[attr-defined]
+            except Exception:  # busy or broken, any store: tried again
+                log.debug("first-seen times not corrected yet", exc_info=True)
+                continue
+            del self._unsure_seen[key]
 
     def _apply_rate(self) -> None:
         rate = min(s.rate_limit for s in self._subs)
@@ -290,6 +345,7 @@ class Engine:
 
     def _tick(self) -> None:
         subs = self.subscribers()
+        self._correct_first_seen()
         if self.team is not None:
             self._team_tick(subs)
         behind = {
@@ -319,6 +375,7 @@ class Engine:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
 
         def write() -> None:
+            self._correct_first_seen(wait=None, only=store)
             self._write_backlog(store, wait=None)
             self._write_saved(store, wait=None)
 
@@ -357,6 +414,24 @@ def _event(obs: Observation, observed_at: float) -> Event:
     if obs.task is not None and obs.kind == "change":
         return event_from_task(obs.task, observed_at, obs.polls)
     return Event(obs.task_id, "not_found", observed_at, obs.polls)
+
+
+def _journalled_polls(store: Store, task_ids: list[str]) -> dict[str, int]:
+    """Requests the journal counts for these tasks (a SQL journal's; none if unreadable).
+
+    Counts are cumulative and the journal keeps the largest: a new engine counts on from
+    it, rather than the journal adding counts up, because journal writes are at least once
+    (a batch written again, one change journalled by two watchers, a team member's event
+    read back) and one process polls a task of a team journal at a time (its lease).
+    """
+    latest = getattr(store, "latest_events", None)
+    if latest is None or not task_ids:
+        return {}
+    try:
+        return {e.task_id: e.polls for e in latest(task_ids)}
+    except Exception:  # a count is not worth failing watch() for
+        log.debug("journalled counts of %d tasks not read", len(task_ids), exc_info=True)
+        return {}
 
 
 def _learned(ends: list[Event]) -> list[tuple[str, str, str, float, bool]]:

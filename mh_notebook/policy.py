@@ -21,10 +21,14 @@ The schedule for a task created ``e`` seconds ago:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import ParamSpec, TypeVar, cast
 
 from .models import TaskStatus
 
@@ -228,6 +232,23 @@ class _Pool:
         return cls(max(0.004, math.sqrt(within)), df, centre, between)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a :class:`LatencyModel` method under the model's lock: the engine thread adds
+    ends while the user's thread predicts (``snapshot()``), and a read must see no
+    half-added end nor cache a kind's scatter computed from one."""
+
+    @functools.wraps(method)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with cast(LatencyModel, args[0])._lock:
+            return method(*args, **kwargs)
+
+    return run
+
+
 @dataclass
 class LatencyModel:
     """Latencies (``completed_at - created_at``, server seconds) of ended tasks, per provider/model.
@@ -255,7 +276,9 @@ class LatencyModel:
     _ends: dict[tuple[str, str], deque[tuple[float, bool]]] = field(default_factory=dict)
     _kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     _pools: dict[str, _Pool | None] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
+    @_locked
     def add(
         self, key: tuple[str, str], latency: float, succeeded: bool = True, kind: str | None = None
     ) -> None:
@@ -266,6 +289,7 @@ class LatencyModel:
                 self._kinds[key] = kind
                 self._pools.pop(kind, None)
 
+    @_locked
     def count(self, key: tuple[str, str]) -> int:
         """How many succeeded latencies are known for ``key``."""
         return sum(ok for _, ok in self._ends.get(key, ()))
@@ -288,6 +312,7 @@ class LatencyModel:
         var *= n_eff / max(n_eff - 1.0, 1e-9)  # unbiased for the effective count
         return mu, max(0.004, math.sqrt(var)), n_eff
 
+    @_locked
     def window(self, key: tuple[str, str]) -> tuple[float, float] | None:
         """The learned ``(lo, hi)`` latency window, or ``None`` with too few samples.
 
@@ -307,6 +332,7 @@ class LatencyModel:
         latest = samples[-int(2 * self.half_life) :]  # a regime change moves the bounds at once
         return min(min(latest), math.exp(lo)), max(max(latest), math.exp(hi))
 
+    @_locked
     def predict(self, key: tuple[str, str]) -> float | None:
         """The most likely latency of the next task of ``key`` (``None`` with too few samples)."""
         fit = self._log_interval(key, self._recent(key, succeeded_only=True))
@@ -365,11 +391,13 @@ class LatencyModel:
         ends = list(self._ends.get(key, ()))[-int(4 * self.half_life) :]
         return [lat for lat, ok in ends if not ok and lat < lo], len(ends)
 
+    @_locked
     def early_share(self, key: tuple[str, str], lo: float) -> float:
         """Share of recent ended tasks of ``key`` that failed before ``lo`` seconds."""
         early, n = self._early(key, lo)
         return len(early) / n if n else 1.0
 
+    @_locked
     def early_until(self, key: tuple[str, str], lo: float) -> float | None:
         """How late recent early ends (before ``lo``) came (``None`` if there were none)."""
         early, _ = self._early(key, lo)

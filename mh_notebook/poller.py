@@ -22,7 +22,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -33,7 +33,7 @@ from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLi
 from .models import Task, TaskStatus
 from .policy import LatencyModel, PollPolicy
 
-__all__ = ["Observation", "Poller", "TaskState"]
+__all__ = ["Observation", "PollQueue", "Poller", "TaskState", "poll_rank"]
 
 log = logging.getLogger("mh_notebook.poller")
 
@@ -48,7 +48,10 @@ class TaskState:
     task_id: str
     task: Task | None = None
     polls: int = 0
-    """Requests spent on this task so far."""
+    """Requests spent on this task so far (by every engine: one that watches a task a
+    journal knows starts from the journal's count)."""
+    reported_polls: int = 0
+    """``polls`` as of the last change handed to ``on_observation`` (what was journalled)."""
     errors: int = 0
     """Consecutive failed requests."""
     not_found: int = 0
@@ -64,6 +67,8 @@ class TaskState:
     """The schedule this task is polled on (real seconds)."""
     last_polled: float = -math.inf
     """Loop time the last poll was sent."""
+    queued_at: float | None = None
+    """Loop time its first poll was queued: a task never polled has waited since then."""
     predicted_latency: float | None = None
     """The latency (server seconds) predicted when the task's model was first known."""
     leased: bool = True
@@ -75,6 +80,76 @@ class TaskState:
     """The latency window its next poll was scheduled by."""
     version: int = 0
     in_flight: bool = False
+
+
+class PollQueue:
+    """The queued polls of a poller: when each is due, and which due one goes first.
+
+    Pure: no clock and no thread of its own (every method takes the loop time), so the
+    schedule can be driven with a fake clock. ``lookup`` gives a task's live state; an
+    entry stands while its task is watched, leased, not ended and not queued again since.
+    """
+
+    def __init__(self, lookup: Callable[[str], TaskState | None]) -> None:
+        self._lookup = lookup
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, state: TaskState, now: float, delay: float, *, first: bool = False) -> None:
+        """Queue ``state``'s next poll ``delay`` seconds after ``now`` (replacing any queued
+        one); ``first`` puts it ahead of every overdue poll."""
+        state.version += 1
+        if state.queued_at is None:
+            state.queued_at = now
+        at = 0.0 if first else now + max(0.0, delay)
+        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+
+    def _stands(self, entry: tuple[float, int, str, int]) -> TaskState | None:
+        state = self._lookup(entry[2])
+        if state is None or state.version != entry[3] or state.ended or not state.leased:
+            return None  # not leased: polled elsewhere, queued again when the lease comes back
+        return state
+
+    def next_due(self) -> float | None:
+        """When the earliest queued poll is due (``None``: nothing queued)."""
+        while self._heap and self._stands(self._heap[0]) is None:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def pick(self, now: float, *, any_time: bool = False) -> TaskState | None:
+        """The due poll worth most at ``now`` (:func:`poll_rank`), taken off the queue;
+        with ``any_time``, the earliest if none is due."""
+        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
+        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
+            entry = heapq.heappop(self._heap)
+            state = self._stands(entry)
+            if state is None or state.in_flight:
+                continue
+            ready.append((poll_rank(state, now - entry[0], now), entry, state))
+        if not ready:
+            return None
+        best = max(ready, key=lambda r: r[0])
+        for _, entry, _ in ready:
+            if entry is not best[1]:
+                heapq.heappush(self._heap, entry)
+        return best[2]
+
+
+def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
+    """:func:`poll_priority` of a due poll of ``state``, ``overdue`` seconds late at loop
+    time ``now``: a task never answered first (its first answer tells its model and age),
+    then the fewest polls still needed at its age now. A task never polled has waited
+    since its first poll was queued, and is starved no sooner than any other (counted as
+    never polled, every new task went before the ones starved past ``max_interval``)."""
+    policy = state.policy
+    age = state.due_age + overdue
+    remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
+    since = state.last_polled if state.last_polled > -math.inf else state.queued_at
+    waited = now - since if since is not None else 0.0
+    return poll_priority(remaining, overdue, waited, policy.max_interval)
 
 
 @dataclass(frozen=True)
@@ -103,7 +178,8 @@ class Poller:
 
     All durations are real seconds: each task carries the (possibly scaled) policy it was
     watched with. ``rate_limit`` is the most requests per second for the whole poller,
-    bursts of ``burst`` (default: a fifth of a second's worth, at least 1); the rate sent
+    bursts of ``burst`` (default: one second's worth, at least 1: a group of tasks due at
+    once, such as a batch of one model ending together, is asked about within a second); the rate sent
     settles under the server's own limit when 429s show one (:class:`AdaptiveRate`).
     When more polls are due than the budget allows, the cheapest task goes first
     (:func:`poll_priority`). Server timestamps are compared with local time through
@@ -146,8 +222,7 @@ class Poller:
         self._rng = random.Random(seed)
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = itertools.count()
+        self._queue = PollQueue(self.state)
         self._paused = False
         self._pause_until = 0.0
         self.auth_error: AuthenticationError | None = None
@@ -166,13 +241,21 @@ class Poller:
 
     # ------------------------------------------------------- public, any thread
     def watch(
-        self, items: Iterable[str | Task], policy: PollPolicy | None = None, *, leased: bool = True
+        self,
+        items: Iterable[str | Task],
+        policy: PollPolicy | None = None,
+        *,
+        leased: bool = True,
+        polls: Mapping[str, int] | None = None,
     ) -> list[str]:
         """Start watching ids or tasks (idempotent); returns their ids. Never blocks.
 
         ``policy`` is the schedule for tasks new to this poller (default: the poller's);
-        ``leased=False`` leaves them to another process until :meth:`set_leased`.
+        ``leased=False`` leaves them to another process until :meth:`set_leased`;
+        ``polls`` are requests already spent on them elsewhere (a journal's count), where
+        the count of tasks new to this poller starts.
         """
+        spent = polls or {}
         batch = [(item.id, item) if isinstance(item, Task) else (check_task_id(item), None) for item in items]
         new = []
         with self._states_lock:  # registered here, so state queries see them at once
@@ -181,6 +264,7 @@ class Poller:
                     state = TaskState(
                         task_id, first_seen_at=time.time(), policy=policy or self.policy, leased=leased
                     )
+                    state.polls = state.reported_polls = spent.get(task_id, 0)
                     self._states[task_id] = state
                     new.append((state, task))
         if new:
@@ -344,7 +428,7 @@ class Poller:
     def _new_limiter(self) -> None:
         """The token bucket follows the budget's rate (its tokens are kept)."""
         rate = self.budget.rate
-        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate / 5)
+        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate)
         if self._limiter is None:
             self._limiter = TokenBucket(rate, burst)
         else:
@@ -405,55 +489,22 @@ class Poller:
 
     def _idle_for(self) -> float | None:
         """Seconds to sleep before the next poll is due (``None``: until woken)."""
-        while self._heap and not self._valid(self._heap[0]):  # no budget spent on stale entries
-            heapq.heappop(self._heap)
-        if self._paused or not self._heap:
+        due = self._queue.next_due()  # no budget spent on stale entries
+        if self._paused or due is None:
             return None
         if self.auth_error is not None:  # probe the key now and then, nothing more
             return max(0.0, self._auth_probe_at - self._loop.time())
-        return max(self._heap[0][0], self._pause_until) - self._loop.time()
+        return max(due, self._pause_until) - self._loop.time()
 
     def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
-        state.version += 1
-        at = 0.0 if first else self._loop.time() + max(0.0, delay)
-        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+        self._queue.push(state, self._loop.time(), delay, first=first)
         self._wakeup.set()
 
-    def _valid(self, entry: tuple[float, int, str, int]) -> bool:
-        """True if the queued poll still stands (its task watched, leased, not ended, not rescheduled)."""
-        state = self.state(entry[2])
-        return state is not None and state.version == entry[3] and state.leased and not state.ended
-
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
-        """The due poll worth most now (:meth:`_priority`), taken off the queue; with
+        """The due poll worth most now (:func:`poll_rank`), taken off the queue; with
         ``any_time``, the earliest if none is due."""
-        now = self._loop.time()
-        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
-        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
-            entry = heapq.heappop(self._heap)
-            at, _, task_id, version = entry
-            state = self.state(task_id)
-            if state is None or state.version != version or state.ended or state.in_flight:
-                continue
-            if not state.leased:  # polled elsewhere: queued again when the lease comes back
-                continue
-            ready.append((self._priority(state, now - at, now), entry, state))
-        if not ready:
-            return None
-        best = max(ready, key=lambda r: r[0])
-        for _, entry, _ in ready:
-            if entry is not best[1]:
-                heapq.heappush(self._heap, entry)
-        return best[2]
-
-    def _priority(self, state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
-        """:func:`poll_priority` of a due poll: a task never seen first (its first answer
-        tells its model and age), then the fewest polls still needed at its age now."""
-        policy = state.policy
-        age = state.due_age + overdue
-        remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
-        return poll_priority(remaining, overdue, now - state.last_polled, policy.max_interval)
+        return self._queue.pick(self._loop.time(), any_time=any_time)
 
     def _set_leased(self, task_ids: list[str], leased: bool) -> None:
         for state in self.states(task_ids):
@@ -463,10 +514,11 @@ class Poller:
 
     def _observe_elsewhere(self, task: Task, polls: int) -> None:
         state = self.state(task.id)
-        if state is None or (state.task is not None and state.task.status == task.status):
+        if state is None:
             return
-        state.polls = max(state.polls, polls)
-        self._record_answer(state, task, elsewhere=True)
+        state.polls = max(state.polls, polls)  # counted on from there if the lease comes here
+        if state.task is None or state.task.status != task.status:
+            self._record_answer(state, task, elsewhere=True)
 
     def _start(self, batch: list[tuple[TaskState, Task | None]]) -> None:
         for state, task in batch:
@@ -545,21 +597,30 @@ class Poller:
                 self._schedule(other, self._next_delay(other, other.task))
 
     def _next_delay(self, state: TaskState, task: Task) -> float:
-        """The schedule's next gap for ``task``, its age taken on the server's clock."""
+        """The schedule's next gap for ``task``, its age taken on the server's clock.
+
+        Scheduled by a window, its age is the least the clock's error allows: a poll placed
+        at a narrow window's end must not come before it (early in a session a whole-second
+        ``Date`` header leaves the offset's middle up to half a second off; early, the poll
+        misses the end and the next comes a whole gap later); late, it costs that much.
+        """
+        now = time.time()
         if task.created_at is not None:
             created = task.created_at.timestamp()
             if task.created_at.microsecond == 0:  # whole seconds: floored, so half a second on average
                 created += 0.5
-            elapsed = self.clock.server_now(time.time()) - created
+            elapsed = self.clock.server_now(now) - created
+            least = self.clock.server_at_least(now) - created
         else:
-            elapsed = time.time() - (state.first_seen_at or time.time())
-        elapsed = max(0.0, elapsed)
+            elapsed = least = now - (state.first_seen_at or now)
         window = self.latency.window(_key(task))  # its model's, helped by its type's
         if window is None:  # a model never seen to succeed: what tasks of its type took
             window = self.prior.window(_type_key(task))
         if window is None:
+            elapsed = max(0.0, elapsed)
             delay = state.policy.next_delay(task.status, elapsed, None, self._rng)
         else:  # early ends: its model's own record once it has one, else its type's
+            elapsed = max(0.0, least)
             model, key = self.latency, _key(task)
             if model.count(key) < model.min_samples:
                 model, key = self.prior, _type_key(task)
@@ -636,6 +697,10 @@ class Poller:
             self._slots.release()
 
     def _emit(self, observation: Observation) -> None:
+        if observation.kind in ("change", "not_found"):  # the ones journalled
+            state = self.state(observation.task_id)
+            if state is not None:
+                state.reported_polls = max(state.reported_polls, observation.polls)
         try:
             self._on_observation(observation)
         except Exception:

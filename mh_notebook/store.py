@@ -221,6 +221,17 @@ class MemoryStore:
                 if known is not None and known.predicted_latency_s is None:
                     self._watched[task_id] = known._replace(predicted_latency_s=predicted)
 
+    def correct_first_seen(
+        self, items: Iterable[tuple[str, float, float]], *, wait: float | None = None
+    ) -> None:
+        """``(task_id, journalled, corrected)``: a first-seen time journalled before the
+        server's clock was known, now on it (rows journalled otherwise are left alone)."""
+        with self._lock:
+            for task_id, old, new in items:
+                known = self._watched.get(task_id)
+                if known is not None and known.first_seen_at == old:
+                    self._watched[task_id] = known._replace(first_seen_at=new)
+
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event (``wait`` is ignored)."""
         self.add_many([event])
@@ -421,6 +432,14 @@ class SQLJournal:
         """Record the first predicted latency of each watched task (one transaction; ``wait``
         as for :meth:`add_many`): later predictions and unwatched tasks change nothing."""
         self._write_rows(_PREDICT_SQL, [(p, task_id) for task_id, p in _predictions(items)], wait)
+
+    def correct_first_seen(
+        self, items: Iterable[tuple[str, float, float]], *, wait: float | None = None
+    ) -> None:
+        """``(task_id, journalled, corrected)``: a first-seen time journalled before the
+        server's clock was known, now on it (one transaction; ``wait`` as for
+        :meth:`add_many`). Rows journalled otherwise (earlier, elsewhere) are left alone."""
+        self._write_rows(_FIRST_SEEN_SQL, [(new, task_id, old) for task_id, old, new in items], wait)
 
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
@@ -636,6 +655,7 @@ ON CONFLICT (task_id, idx) DO UPDATE SET local_path = excluded.local_path, sha25
     size_bytes = excluded.size_bytes, saved_at = excluded.saved_at
 """
 _PREDICT_SQL = "UPDATE watched SET predicted_latency_s = ? WHERE task_id = ? AND predicted_latency_s IS NULL"
+_FIRST_SEEN_SQL = "UPDATE watched SET first_seen_at = ? WHERE task_id = ? AND first_seen_at = ?"
 _SCOPE_SQL = "JOIN watched AS w ON w.task_id = e.task_id AND w.base_url = ?"
 _RECENT_ENDS_SQL = f"""
 SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM events AS e {{scope}}

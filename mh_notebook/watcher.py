@@ -173,12 +173,13 @@ class TaskWatcher:
         if self._stopped:
             raise RuntimeError("this watcher has been stopped; create a new one")
         ids = [item.id if isinstance(item, Task) else check_task_id(item) for item in items]
-        now = self._engine.clock.server_now(time.time())  # journal times are the server's
-        self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
+        local = time.time()
+        now = self._engine.clock.server_now(local)  # journal times are the server's:
+        self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)  # fixed if unknown
         with self._lock:
             fresh = [task_id for task_id in dict.fromkeys(ids) if task_id not in self._ids]
             self._ids.update(dict.fromkeys(ids))
-        self._engine.watch(self, items, self.policy, fresh)
+        self._engine.watch(self, items, self.policy, fresh, seen=(local, now))
         self._dirty = self._static_dirty = True
         with contextlib.suppress(RuntimeError):  # results of tasks that had ended before
             self._engine.poller.call_soon(self._adopt_ended, ids)

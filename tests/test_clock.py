@@ -72,3 +72,33 @@ def test_missing_or_garbled_dates_are_ignored(date: str | None) -> None:
     assert not clock.known
     assert clock.offset == 0.0
     assert "unknown" in repr(clock)
+
+
+# ------------------------------------------------------------------ the bound, as a property
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OBSERVATION = st.tuples(
+    st.floats(0.0, 5.0),  # seconds since the previous request was sent
+    st.floats(0.0, 2.0),  # the request's round trip
+    st.floats(0.0, 1.0),  # where in the round trip the server wrote its answer
+    st.one_of(st.none(), st.floats(0.0, 600.0)),  # the age of a timestamp in the body, if any
+    st.booleans(),  # body timestamps in whole seconds (floored) or milliseconds
+)
+
+
+@given(st.floats(-1000.0, 1000.0), st.lists(_OBSERVATION, min_size=1, max_size=40))
+def test_the_interval_always_contains_the_true_offset(
+    true: float, observations: list[tuple[float, float, float, float | None, bool]]
+) -> None:
+    clock, sent = ClockOffset(), 1_795_000_000.0
+    for gap, rtt, where, age, whole in observations:
+        sent += gap
+        received = sent + rtt
+        written = sent + where * rtt + true  # the server's clock when it answered
+        clock.observe_date(sent, received, email.utils.formatdate(written, usegmt=True))
+        if age is not None:
+            stamp = written - age
+            clock.observe_timestamp(float(int(stamp)) if whole else round(stamp, 3), received)
+        assert clock.lo <= true <= clock.hi, (clock.lo, true, clock.hi)
+        assert abs(clock.offset - true) <= clock.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -265,3 +266,153 @@ def test_a_window_starts_further_out_the_cheaper_that_is() -> None:
     assert narrow < typical < wide
     assert 0.005 < typical < 0.045
     assert wide < 0.08
+
+
+# ---------------------------------------------------------------- the schedule as a whole
+# The poller's queue (``PollQueue``: due times, and which due poll goes first) driven by a
+# fake clock and a budget of one request every ``1 / rate`` seconds, with the plain schedule
+# of ``PollPolicy``: no thread, no network. Tasks arrive in any pattern (watched when created
+# or later), any mix of short and long.
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mh_notebook.models import Task  # noqa: E402
+from mh_notebook.poller import PollQueue, TaskState  # noqa: E402
+
+_RUNNING = Task(id="t", status="running")
+_ARRIVALS = st.lists(
+    st.tuples(
+        st.one_of(st.just(0.0), st.floats(0.0, 6.0)),  # seconds after the previous arrival (bunches)
+        st.one_of(st.just(0.0), st.floats(0.0, 120.0)),  # its age when watched (old: gaps of max_interval)
+        st.floats(0.5, 60.0),  # how much longer it runs after it is watched
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+def _run_schedule(
+    arrivals: list[tuple[float, float, float]], policy: PollPolicy, rate: float
+) -> tuple[dict[int, list[tuple[float, int]]], dict[int, tuple[float, float]], int]:
+    """Each task's polls (time, tasks active then), (created, end) of each, and the most
+    tasks active at once."""
+    step, rng = 1.0 / rate, random.Random(0)
+    states: dict[str, TaskState] = {}
+    queue = PollQueue(states.get)
+    times: dict[int, list[tuple[float, int]]] = {}
+    life: dict[int, tuple[float, float]] = {}
+    at = 0.0
+    for i, (gap, age, rest) in enumerate(arrivals):
+        at += gap
+        life[i] = (at - age, at + rest)
+    pending, now, most = sorted(life, key=lambda i: life[i][0] + arrivals[i][1]), 0.0, 0
+    while pending or queue.next_due() is not None:
+        while pending and life[pending[0]][0] + arrivals[pending[0]][1] <= now:  # watched now
+            i = pending.pop(0)
+            states[str(i)] = state = TaskState(str(i), policy=policy)
+            times[i] = []
+            queue.push(state, now, 0.0)
+        active = sum(not s.ended for s in states.values())
+        most = max(most, active)
+        state = queue.pick(now)  # one request per step at most: the budget
+        if state is not None:
+            i = int(state.task_id)
+            times[i].append((now, active))
+            state.last_polled, state.task = now, _RUNNING
+            created, end = life[i]
+            if now >= end:
+                state.ended = True
+            else:
+                delay = policy.next_delay(TaskStatus.RUNNING, now - created, None, rng)
+                state.due_age = now - created + delay
+                queue.push(state, now, delay)
+        now += step
+    return times, life, most
+
+
+_FLOOD = [(0.0, 100.0, 40.0)] + [(5.0 if i == 0 else 0.0, 0.0, 30.0) for i in range(12)]
+"""Item 5 of issue 17: an old task, then a flood of new ones while it is due."""
+
+
+@settings(max_examples=40)
+@example(_FLOOD, 2.0, 3.0)
+@given(_ARRIVALS, st.sampled_from([2.0, 5.0, 10.0]), st.sampled_from([1.0, 2.0, 3.0, 10.0]))
+def test_no_task_waits_much_past_max_interval(
+    arrivals: list[tuple[float, float, float]], rate: float, max_interval: float
+) -> None:
+    # whatever the arrivals and however short the budget is for the 5% promise, a task is
+    # polled again within max_interval, give or take one turn of the tasks active when it
+    # was last polled: tasks watched after that (never polled yet) do not go first
+    policy = PollPolicy(min_interval=0.5, max_interval=max_interval)
+    times, _, _ = _run_schedule(arrivals, policy, rate)
+    for polls in times.values():
+        for (a, active), (b, _) in itertools.pairwise(polls):
+            assert b - a <= max_interval + (active + 1) / rate + 1e-9, (a, b, active)
+
+
+@settings(max_examples=40)
+@given(_ARRIVALS)
+def test_an_end_is_seen_within_five_percent_when_the_budget_suffices(
+    arrivals: list[tuple[float, float, float]],
+) -> None:
+    # a budget that can poll every task twice per shortest gap: each end is seen within
+    # 5% of the task's age at its end (at least the shortest gap), give or take one turn
+    policy = PollPolicy(min_interval=0.9, max_interval=30.0)
+    rate = 2.0 * len(arrivals) / (0.95 * policy.min_interval)
+    times, life, most = _run_schedule(arrivals, policy, rate)
+    for i, polls in times.items():
+        created, end = life[i]
+        seen = min(t for t, _ in polls if t >= end)
+        promise = max(policy.min_interval, policy.running_fraction * (end - created))
+        assert seen - end <= promise + (most + 1) / rate + 1e-9, (i, seen - end, promise)
+
+
+def test_the_latency_model_can_be_read_while_the_engine_writes() -> None:
+    # issue 17, item 21a: snapshot() predicts from the user's thread while the poller thread
+    # adds ends (new models of a kind, full deques); reading must neither raise nor cache a
+    # kind's scatter computed from a half-written state
+    import sys
+    import threading
+    import time
+
+    model = LatencyModel(keep=50)
+    stop, errors = threading.Event(), []
+
+    def write() -> None:
+        rng = random.Random(1)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            model.add(("p", f"m{i % 400}"), rng.uniform(5, 50), rng.random() > 0.1, "video")
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                for j in range(0, 400, 37):
+                    model.predict(("p", f"m{j}"))
+                    model.window(("p", f"m{j}"))
+                    model.early_share(("p", f"m{j}"), 10.0)
+            except Exception as exc:  # collected for the assertion
+                errors.append(exc)
+                return
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: races show in a second, not an hour
+    threads = [threading.Thread(target=write), threading.Thread(target=read), threading.Thread(target=read)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not errors:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
+    # and no stale scatter stays cached: the kind's pool is the one of the final samples
+    cached = model._pools.get("video")
+    model._pools.clear()
+    assert cached is None or cached == model._pool("video")
