@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .client import check_task_id, is_sandbox_key, resolve_settings
 from .clock import ClockOffset
-from .engine import engine_for
+from .engine import engine_for, running_engines
 from .errors import AuthenticationError, ModelHunterError
 from .models import Task
 from .policy import PollPolicy
@@ -332,24 +332,30 @@ class TaskWatcher:
         """Block until every watched task has ended; return id → final ``Task``.
 
         Tasks the API does not know count as ended (see ``not_found``). Raises
-        ``TimeoutError`` naming the unfinished ids, or the ``AuthenticationError``
-        that stopped polling.
+        ``TimeoutError`` naming the unfinished ids (a timed-out wait keeps nothing), or
+        the ``AuthenticationError`` that stopped polling; ``RuntimeError`` in a callback
+        (it runs in the engine's thread, which settles waits).
         """
+        self._refuse_in_engine_thread("wait()")
         future = self._wait_future()
         try:
             final = future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise self._timeout_error(timeout) from None
+        finally:
+            self._drop_waiter(future)  # a timed-out wait leaves nothing behind
         self._publish_static(force=True)  # from the caller's cell: saved by any front end
         return final
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
         """``await`` form of :meth:`wait`, for top-level await in a cell."""
-        future = asyncio.wrap_future(self._wait_future())
+        waiter = self._wait_future()
         try:
-            final = await asyncio.wait_for(future, timeout)
+            final = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout)
         except TimeoutError:
             raise self._timeout_error(timeout) from None
+        finally:
+            self._drop_waiter(waiter)
         self._publish_static(force=True)
         return final
 
@@ -358,6 +364,7 @@ class TaskWatcher:
 
         Tasks the API does not know end the wait for them without being yielded.
         """
+        self._refuse_in_engine_thread("as_completed()")
         feed, remaining = self._open_feed()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -396,6 +403,23 @@ class TaskWatcher:
         else:
             self._settle_soon()
         return future
+
+    def _refuse_in_engine_thread(self, what: str) -> None:
+        """Raise if called in an engine's thread (a callback): what follows would wait for
+        that thread's own loop (a deadlock until the timeout) or hold up its polling."""
+        if self._engine.poller.in_poller_thread or any(e.poller.in_poller_thread for e in running_engines()):
+            raise RuntimeError(
+                f"{what} cannot run in the engine's thread (an on_change/on_done callback): it would "
+                "wait for that thread's own loop or hold up every poll. Call it from your own code "
+                "(after wait() or as_completed()) or another thread; save_to= saves every result "
+                "as it arrives."
+            )
+
+    def _drop_waiter(self, future: concurrent.futures.Future[dict[str, Task]]) -> None:
+        """Forget a wait's future (it ended, timed out or was cancelled)."""
+        future.cancel()  # no-op once done
+        with self._lock:
+            self._waiters = [f for f in self._waiters if f is not future]
 
     def _settle_soon(self) -> None:
         try:
@@ -756,12 +780,19 @@ class TaskWatcher:
 
     # ---------------------------------------------------------------- media
     def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget)."""
+        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget).
+
+        Like :meth:`show`, :meth:`download`, :meth:`wait` and :meth:`as_completed`, it raises
+        ``RuntimeError`` at once in an engine's thread (an ``on_change``/``on_done`` callback),
+        where it would wait for that thread's own loop.
+        """
+        self._refuse_in_engine_thread("refresh()")
         return self._engine.poller.refresh(task_id).result(timeout)
 
     def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
         """The task with result URLs that work now: the known one if its URLs answer,
         else fetched again (the server's answer decides, never a guessed lifetime)."""
+        self._refuse_in_engine_thread("fresh_task()")
         from .media import urls_work
 
         state = self._engine.poller.state(task_id)
@@ -784,6 +815,7 @@ class TaskWatcher:
 
         from .media import DEFAULT_EMBED_LIMIT, display_object
 
+        self._refuse_in_engine_thread("show()")
         embed = self.embed_media if embed is None else embed
         known = self.tasks.get(task_id)
         local = self._local_copies(known) if known is not None and embed else None
@@ -841,6 +873,7 @@ class TaskWatcher:
         """
         from .media import download_file, safe_filename
 
+        self._refuse_in_engine_thread("download()")
         task = self.fresh_task(task_id)
         if task.status != "succeeded":
             raise ModelHunterError(f"task {task_id!r} is {task.status}, not succeeded", task_id=task_id)
