@@ -20,6 +20,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from IPython.display import HTML, Image
 
 from mh_notebook import ResultItem, Task
@@ -400,6 +402,59 @@ def test_a_saved_file_is_not_downloaded_again(sim: Simulator, tmp_path: Path) ->
         assert len([t for t in panel.gallery.children if not isinstance(t.children[0], widgets.HTML)]) == len(
             ids
         )
+
+
+# Ids that collide once cleaned: '.' becomes '_', leading '_' is stripped (issue 17, item 8).
+COLLIDING_IDS = ["img.1", "img_1", "_img_1"]
+
+
+def _rename(sim: Simulator, task_id: str, new_id: str, colour: int) -> str:
+    """The API answers for ``task_id`` under ``new_id``, with a PNG of its own colour."""
+    from mh_notebook.sim.media import media_for
+
+    task = sim._tasks.pop(task_id)
+    task.id, task.media = new_id, media_for("png", colour)
+    sim._tasks[new_id] = task
+    return new_id
+
+
+def test_ids_that_collide_once_cleaned_save_to_files_of_their_own(sim: Simulator, tmp_path: Path) -> None:
+    ids = [
+        _rename(sim, sim.submit(model="nano-banana-2", outcome="succeeded", latency=1), new, colour)
+        for colour, new in enumerate(COLLIDING_IDS)
+    ]
+    out, journal, by_hand = tmp_path / "out", tmp_path / "j.sqlite", tmp_path / "by-hand"
+    with _watcher(sim, display="none", store=journal, save_to=out) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+        downloaded = {i: w.download(i, by_hand, progress=False) for i in ids}
+    rows = {r.task_id: r for r in SQLiteStore(journal, create=False).results()}
+    assert set(rows) == set(ids)
+    assert len({r.local_path for r in rows.values()}) == len(ids)  # one file per task, one checksum per file
+    for task_id in ids:
+        data = sim._tasks[task_id].media.data
+        assert Path(rows[task_id].local_path).read_bytes() == data  # each file holds its own task's bytes
+        assert rows[task_id].sha256 == hashlib.sha256(data).hexdigest()
+        (path,) = downloaded[task_id]
+        assert path.read_bytes() == data and path.name == Path(rows[task_id].local_path).name
+    assert len({sim._tasks[i].media.data for i in ids}) == len(ids)  # three different images
+    assert len(list(out.iterdir())) == len(list(by_hand.iterdir())) == len(ids)
+
+
+@pytest.mark.parametrize("task_id", ["task_abc123", "task_0a1b2c3d4e5f", "A-b_9", "x" * 80])
+def test_ids_that_need_no_cleaning_keep_their_file_names(task_id: str) -> None:
+    # an existing save_to folder of such ids keeps its names (and is not downloaded again)
+    assert safe_filename(task_id, 0, "png") == f"{task_id}_0.png"
+    assert safe_filename(task_id, 3, "MP4") == f"{task_id}_3.mp4"
+
+
+@given(st.lists(st.text(alphabet="aA1._-/é", min_size=1, max_size=6), min_size=2, max_size=8, unique=True))
+def test_file_names_are_injective_in_the_task_id(ids: list[str]) -> None:
+    # a tiny alphabet: most lists hold ids that collide once cleaned (60 examples)
+    names = [safe_filename(i, 0, "png") for i in ids]
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*_0\.png", name), name
 
 
 @pytest.mark.parametrize(

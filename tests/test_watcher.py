@@ -274,10 +274,10 @@ def test_show_after_expiry_shows_a_fresh_url(
     ("task_id", "fmt", "expected"),
     [
         ("task_abc", "mp4", "task_abc_0.mp4"),
-        ("../../etc/passwd", "png", "etc_passwd_0.png"),
+        ("../../etc/passwd", "png", "etc_passwd.3754d6cb3a38_0.png"),  # cleaned: + a hash of the id
         ("task", "../x", "task_0.x"),
-        ("..", "", "task_0.bin"),
-        ("a\x00b", "mp3", "a_b_0.mp3"),
+        ("..", "", "task.5ec1f7e700f3_0.bin"),
+        ("a\x00b", "mp3", "a_b.59b271ae1bbc_0.mp3"),
     ],
 )
 def test_safe_filenames(task_id: str, fmt: str, expected: str) -> None:
