@@ -37,6 +37,7 @@ from .client import check_task_id, is_sandbox_key, resolve_settings
 from .clock import ClockOffset
 from .engine import engine_for, running_engines
 from .errors import AuthenticationError, ModelHunterError
+from .formats import media_kind
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
@@ -56,7 +57,7 @@ from .store import SQLiteStore, Store, Watched, open_store
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .panel import Panel, StaticView
+    from .panel import LiveResult, Panel, StaticView
 
 __all__ = ["TaskWatcher"]
 
@@ -64,6 +65,8 @@ log = logging.getLogger("mh_notebook.watcher")
 DisplayMode = Literal["auto", "widget", "text", "none"]
 Callback = Callable[[Task], object]
 _ACTIVE_ROWS, _RECENT_ROWS = 30, 15
+_SHOW_TIMEOUT = 120.0
+"""Seconds show() waits for a result's bytes (retries and a URL refresh included)."""
 _FeedItem = tuple[str, Task | None] | None
 """``(task_id, final task)`` when a task ends (``None`` task: not found); ``None``: stop."""
 
@@ -804,6 +807,13 @@ class TaskWatcher:
     def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
         """Display a task's media inline (Video/Image/Audio by format).
 
+        With the panel (``display="auto"`` in Jupyter, or ``"widget"``), a succeeded result
+        of at most ``inline_limit`` bytes is shown through ipywidgets' binary media widgets,
+        as the gallery's are: page reloads and second tabs get the bytes from the kernel for
+        its life, never from the expiring URL. The bytes are the ones the gallery kept or
+        ``save_to`` saved (checksum verified), else fetched once through the engine.
+        Saved notebooks show a thumbnail or a label instead.
+
         ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
         20 MB) so the media survive the URL's expiry: the bytes the gallery kept or
         ``save_to`` saved are used when there are some, else they are downloaded. Otherwise
@@ -817,6 +827,11 @@ class TaskWatcher:
 
         self._refuse_in_engine_thread("show()")
         embed = self.embed_media if embed is None else embed
+        live = self._live_results(task_id) if not embed else None
+        if live is not None:
+            for shown in live:
+                display(shown)
+            return
         known = self.tasks.get(task_id)
         local = self._local_copies(known) if known is not None and embed else None
         if known is not None and local is not None:
@@ -842,6 +857,27 @@ class TaskWatcher:
                 label=f"{task.model or 'result'} · {task_id}",
             )
             display(obj)
+
+    def _live_results(self, task_id: str) -> list[LiveResult] | None:
+        """The results of a succeeded task as live media widgets (the panel's kind of view),
+        or ``None`` when one cannot be: no panel, a format not shown inline, over
+        ``inline_limit``, the download failed, or the watcher was stopped."""
+        from .panel import LiveResult
+
+        task = self.tasks.get(task_id)
+        if self._stopped or not self._gallery_on or task is None or task.status != "succeeded":
+            return None
+        if not task.result or not all(media_kind(item.format) for item in task.result):
+            return None
+        spec = KeepSpec(self.inline_limit, self.save_to, self.store)
+        try:  # kept bytes, a saved file, or one download (a fresh URL through the engine)
+            kept = self._engine.keep(task, spec).result(_SHOW_TIMEOUT)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            return None
+        if any(k.data is None for k in kept):
+            return None
+        caption = f"{task.model or 'result'} · {task_id}"
+        return [LiveResult(k, caption, self._detail(k)) for k in kept]
 
     def _local_copies(self, task: Task) -> list[bytes] | None:
         """Every result's bytes without the network, or ``None`` if one is missing."""

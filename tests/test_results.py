@@ -572,6 +572,71 @@ def test_show_embed_uses_the_kept_bytes_without_a_request(short_urls: Simulator,
     assert base64.b64encode(sim._tasks[audio].media.data).decode() in mp3.data
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _live(obj: object, task_id: str, data: bytes, kind: type[widgets.Widget]) -> None:
+    """``obj`` shows ``data`` through a binary media widget (a reload gets it from the kernel),
+    with a saved-notebook fallback that holds no URL."""
+    widget = getattr(obj, "widget", None)
+    assert isinstance(widget, kind), obj
+    assert widget.value == data
+    bundle = obj._repr_mimebundle_()  # type: ignore[attr-defined]
+    assert bundle[WIDGET_VIEW]["model_id"] == widget.model_id
+    assert task_id in bundle["text/plain"] and task_id in html.unescape(bundle["text/html"])
+    assert "://" not in bundle["text/html"]  # no URL: a thumbnail or a label
+
+
+def test_show_of_a_kept_result_is_as_durable_as_the_gallery(
+    short_urls: Simulator, shown: list[object]
+) -> None:
+    sim = short_urls
+    ids = [
+        sim.submit(model=m, outcome="succeeded", latency=1)
+        for m in ("nano-banana-2", "eleven-v3", "viduq3-turbo")
+    ]
+    with _watcher(sim) as w:  # a notebook with the panel
+        w.watch(ids)
+        w.wait(timeout=30)
+        for task_id in ids:
+            sim.expire_now(task_id)
+        requests, downloads = dict(sim.requests), w.engine.keeper.downloads
+        for task_id in ids:
+            w.show(task_id)
+        assert dict(sim.requests) == requests and w.engine.keeper.downloads == downloads  # the kept bytes
+    assert len(shown) == len(ids)
+    for obj, task_id, kind in zip(shown, ids, (widgets.Image, widgets.Audio, widgets.Video), strict=True):
+        _live(obj, task_id, sim._tasks[task_id].media.data, kind)
+    assert shown[1].widget.format == "mpeg"  # type: ignore[attr-defined] # the page builds audio/mpeg
+
+
+def test_show_of_a_result_no_longer_in_memory_fetches_it_once_for_a_widget(
+    short_urls: Simulator, shown: list[object], tmp_path: Path
+) -> None:
+    sim = short_urls
+    old, new, saved_old, saved_new = (
+        sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (1, 40, 1, 40)
+    )
+    with _watcher(sim, gallery_limit=1) as w:  # only the newest stays in memory
+        w.watch(old, new)
+        w.wait(timeout=30)
+        assert (old, 0) not in w._kept
+        sim.expire_now(old)
+        downloads = w.engine.keeper.downloads
+        w.show(old)  # fetched again (a fresh URL through the engine), then a widget
+        assert w.engine.keeper.downloads == downloads + 2  # the 403, then the fresh URL
+        assert sim.requests[old] == w.polls[old]  # the refresh was counted in the budget
+    with _watcher(sim, gallery_limit=1, save_to=tmp_path / "out") as w:
+        w.watch(saved_old, saved_new)
+        w.wait(timeout=30)
+        sim.expire_now(saved_old)
+        downloads = w.engine.keeper.downloads
+        w.show(saved_old)  # read from the saved file, checksum verified: no request
+        assert w.engine.keeper.downloads == downloads
+    for obj, task_id in zip(shown, (old, saved_old), strict=True):
+        _live(obj, task_id, sim._tasks[task_id].media.data, widgets.Image)
+
+
 def test_show_after_the_provider_forgot_the_task_uses_the_saved_file(
     sim: Simulator, tmp_path: Path, shown: list[object]
 ) -> None:
