@@ -156,7 +156,7 @@ class LiveResult:
     def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
         bundle: dict[str, object] = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude))
         label = f"{self.caption} · {self.detail}"
-        picture = f'<img src="{self.thumbnail}" alt=""><br>' if self.thumbnail else ""
+        picture = f'<img src="{html.escape(self.thumbnail)}" alt=""><br>' if self.thumbnail else ""
         note = "shown live from the kernel; show(embed=True) keeps it in the notebook"
         bundle["text/html"] = f'<div class="mh-note">{picture}{safe_text(label, 400)}<br><i>{note}</i></div>'
         bundle["text/plain"] = f"{html.unescape(safe_text(label, 400))} ({note})"
