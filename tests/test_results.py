@@ -1,6 +1,7 @@
 """Results that outlive their URLs: MIME types, labelled links, the keeper, save_to, the static view.
 
-Against the simulator over real HTTP; URLs expire after a fraction of a second where it matters.
+Against the simulator over real HTTP; URLs expire after a few seconds, or at once (``expire_now``)
+where it matters.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ MODELS = ("seedream-4.5", "nano-banana-2", "eleven-v3", "viduq3-turbo")  # jpg, 
 
 @pytest.fixture
 def short_urls() -> Iterator[Simulator]:
-    """A simulator whose result URLs live half a second."""
-    with Simulator(seed=3, speed=SPEED, url_lifetime=0.5) as s:
+    """A simulator whose result URLs live 3 seconds (tests expire them at once with ``expire_now``).
+
+    Not less: on a loaded 2-core machine the first poll can come 0.4 s after the end, and a
+    URL that expired before its download is downloaded twice (the 403, then a fresh URL).
+    """
+    with Simulator(seed=3, speed=SPEED, url_lifetime=3.0) as s:
         yield s
 
 
@@ -191,6 +196,8 @@ def test_the_gallery_keeps_bytes_that_outlive_their_urls(short_urls: Simulator) 
         panel = w.panel
         w.watch(ids)
         w.wait(timeout=30)  # returns once the results are kept
+        for task_id in ids:
+            sim.expire_now(task_id)
         _redrawn(w)
         kinds = sorted(type(t.children[0]).__name__ for t in panel.gallery.children)
         assert kinds == ["Audio", "Image", "Image", "Video"]
