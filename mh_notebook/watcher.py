@@ -133,6 +133,7 @@ class TaskWatcher:
         self.static_interval = static_interval
         self._mode = _resolve_display(display)
         self._lock = threading.RLock()
+        self._draw_lock = threading.RLock()
         self._ids: dict[str, None] = {}
         self._waiters: list[concurrent.futures.Future[dict[str, Task]]] = []
         self._feeds: list[queue.SimpleQueue[_FeedItem]] = []
@@ -663,21 +664,25 @@ class TaskWatcher:
 
     def redraw(self, force: bool = False) -> None:
         """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``;
-        the static view at most every ``static_interval`` (at once when all is done)."""
+        the static view at most every ``static_interval`` (at once when all is done).
+
+        One draw at a time: a forced redraw from another thread returns once the gallery holds
+        every result kept before it (not while the engine's thread is still adding tiles)."""
         self._publish_static()
         panel = self._panel
         if panel is None:
             return
-        since = time.monotonic() - self._last_draw
-        ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
-        if not force and (not (self._dirty or ticking) or since < self.refresh_interval):
-            return
-        self._dirty, self._last_draw = False, time.monotonic()
-        panel.draw(self.snapshot())
-        with self._lock:
-            media, self._gallery_queue = self._gallery_queue, []
-        for kept, caption in media:
-            panel.add_result(kept, caption, self._detail(kept))
+        with self._draw_lock:
+            since = time.monotonic() - self._last_draw
+            ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
+            if not force and (not (self._dirty or ticking) or since < self.refresh_interval):
+                return
+            self._dirty, self._last_draw = False, time.monotonic()
+            panel.draw(self.snapshot())
+            with self._lock:
+                media, self._gallery_queue = self._gallery_queue, []
+            for kept, caption in media:
+                panel.add_result(kept, caption, self._detail(kept))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The live widget, plus static ``text/html`` and ``text/plain`` for saved notebooks."""

@@ -1,7 +1,7 @@
 """Results that outlive their URLs: MIME types, labelled links, the keeper, save_to, the static view.
 
-Against the simulator over real HTTP; URLs expire after a few seconds, or at once (``expire_now``)
-where it matters.
+Against the simulator over real HTTP; tests expire result URLs at once (``expire_now``) where it
+matters.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ MODELS = ("seedream-4.5", "nano-banana-2", "eleven-v3", "viduq3-turbo")  # jpg, 
 
 @pytest.fixture
 def short_urls() -> Iterator[Simulator]:
-    """A simulator whose result URLs live 3 seconds (tests expire them at once with ``expire_now``).
+    """A simulator whose result URLs expire when a test says so (``expire_now``), else after 60 s.
 
-    Not less: on a loaded 2-core machine the first poll can come 0.4 s after the end, and a
-    URL that expired before its download is downloaded twice (the 403, then a fresh URL).
+    Not after a fraction of a second: on a loaded 2-core machine a task's first poll can come
+    seconds after its end, and a URL that expired before its download is downloaded twice
+    (the 403, then a fresh URL), which the tests' download counts would take for a bug.
     """
-    with Simulator(seed=3, speed=SPEED, url_lifetime=3.0) as s:
+    with Simulator(seed=3, speed=SPEED, url_lifetime=60.0) as s:
         yield s
 
 
@@ -211,6 +212,37 @@ def test_the_gallery_keeps_bytes_that_outlive_their_urls(short_urls: Simulator) 
         )
         assert audio.format == "mpeg"  # the page builds audio/mpeg
         assert w.engine.keeper.downloads == len(ids)  # one download per result, at success
+
+
+def test_a_forced_redraw_waits_for_tiles_another_thread_is_adding(sim: Simulator) -> None:
+    # wait() returns once every result is kept; a redraw(force=True) after it shows them all,
+    # even while another redraw (the engine's, every tick) is still adding the tiles it took
+    ids = [sim.submit(model=m, latency=1) for m in MODELS]
+    with TaskWatcher(
+        sim.api_key, sim.url, display="widget", time_scale=SPEED, store=None, refresh_interval=3600
+    ) as w:
+        panel = w.panel
+        w.redraw(force=True)  # from now on only forced redraws draw: the tiles wait in the queue
+        w.watch(ids)
+        w.wait(timeout=30)
+        assert len(w._gallery_queue) == len(ids) and not panel.gallery.children
+        entered, release = threading.Event(), threading.Event()
+        add = panel.add_result
+
+        def slow_add(*args: object, **kw: object) -> None:
+            if threading.current_thread() is drawer:
+                entered.set()
+                release.wait(10)  # as if the machine were loaded
+            add(*args, **kw)  # type: ignore[arg-type]
+
+        panel.add_result = slow_add  # type: ignore[method-assign]
+        drawer = threading.Thread(target=w.redraw, kwargs={"force": True})
+        drawer.start()
+        assert entered.wait(30)  # the other redraw took every queued tile and is adding them
+        threading.Timer(1.0, release.set).start()
+        _redrawn(w)
+        assert len(panel.gallery.children) == len(ids)
+        drawer.join(30)
 
 
 def test_a_403_refreshes_the_task_through_the_engine_and_retries_once(sim: Simulator) -> None:
