@@ -7,12 +7,15 @@ pass :func:`safe_url`, and :func:`safe_filename` cannot leave its directory.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import re
 
 __all__ = ["media_kind", "mime_subtype", "mime_type", "safe_filename", "safe_url"]
 
 _KINDS = ("video", "image", "audio")
+_CLEAN_ID_CHARS = 80
+"""Longest task id used as it is in a file name."""
 
 
 def mime_type(fmt: str | None) -> str | None:
@@ -42,7 +45,18 @@ def safe_url(url: object) -> str | None:
 
 
 def safe_filename(task_id: str, index: int, fmt: str | None) -> str:
-    """A file name made from untrusted parts: only ``[A-Za-z0-9._-]``, no leading dots."""
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:80].lstrip("._-") or "task"
+    """A file name made from untrusted parts: only ``[A-Za-z0-9._-]``, no leading dot or dash.
+
+    Distinct task ids get distinct names. An id of at most 80 characters of
+    ``[A-Za-z0-9_-]`` that starts with a letter or digit is used as it is
+    (``task_abc_0.mp4``): such names never change. Any other id is cleaned and followed by
+    ``.`` and 12 hex digits of its SHA-256 (``img.1`` → ``img_1.aff416118231_0.png``): a dot never
+    appears in the first kind, so the two kinds cannot meet.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)
+    stem = cleaned.lstrip("_-")
+    if stem != task_id or len(stem) > _CLEAN_ID_CHARS:
+        digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        stem = f"{stem[:64] or 'task'}.{digest}"
     ext = re.sub(r"[^A-Za-z0-9]", "", fmt or "")[:8].lower() or "bin"
     return f"{stem}_{index}.{ext}"

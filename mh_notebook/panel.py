@@ -18,6 +18,7 @@ its style hides the static twin.
 from __future__ import annotations
 
 import base64
+import html
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from .formats import mime_subtype
 from .render import Row, Snapshot, safe_text, summary_html, table_html
 from .results import KeptResult
 
-__all__ = ["CancelControl", "Panel", "StaticView"]
+__all__ = ["CancelControl", "LiveResult", "Panel", "StaticView"]
 
 _STYLE = """<style>
 .mh-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; max-width: 1200px; }
@@ -181,23 +182,49 @@ def result_tile(kept: KeptResult, caption: str, detail: str) -> widgets.Widget:
     return tile
 
 
-def media_widget(kept: KeptResult) -> widgets.Widget | None:
+def media_widget(kept: KeptResult, width: int | None = _TILE_WIDTH) -> widgets.Widget | None:
     """An ``Image``/``Video``/``Audio`` widget holding the kept bytes (``None`` if none); an
-    image too large to keep inline shows its thumbnail."""
+    image too large to keep inline shows its thumbnail. ``width`` in pixels (``None``: the
+    media's own, at most the output's)."""
     if kept.data is None and kept.thumbnail is not None:
         jpeg = base64.b64decode(kept.thumbnail.split(",", 1)[1])
         return widgets.Image(value=jpeg, format="jpeg")
     if kept.data is None or kept.kind is None:
         return None
     fmt = mime_subtype(kept.format) or "octet-stream"  # the front end builds "<kind>/<format>"
+    size = {"width": str(width)} if width is not None else {"layout": widgets.Layout(max_width="100%")}
     if kept.kind == "image":
-        return widgets.Image(value=kept.data, format=fmt, width=str(_TILE_WIDTH))
+        return widgets.Image(value=kept.data, format=fmt, **size)
     if kept.kind == "video":
-        return widgets.Video(
-            value=kept.data, format=fmt, width=str(_TILE_WIDTH), autoplay=False, loop=False, controls=True
-        )
-    width = widgets.Layout(width=f"{_TILE_WIDTH}px")
-    return widgets.Audio(value=kept.data, format=fmt, autoplay=False, loop=False, controls=True, layout=width)
+        return widgets.Video(value=kept.data, format=fmt, autoplay=False, loop=False, controls=True, **size)
+    wide = widgets.Layout(width=f"{width}px" if width is not None else None)
+    return widgets.Audio(value=kept.data, format=fmt, autoplay=False, loop=False, controls=True, layout=wide)
+
+
+class LiveResult:
+    """One result as ``TaskWatcher.show()`` displays it: its bytes in a binary media widget,
+    so a page reload or a second tab gets them from the kernel (as the gallery's), plus
+    ``text/html`` and ``text/plain`` (a thumbnail or a label, no URL) for saved notebooks,
+    where widgets do not render."""
+
+    def __init__(self, kept: KeptResult, caption: str, detail: str) -> None:
+        widget = media_widget(kept, width=None)
+        if widget is None or kept.data is None:
+            raise ValueError(f"no bytes of a {kept.format!r} result to show")
+        self.widget: widgets.Widget = widget
+        self.caption, self.detail, self.thumbnail = caption, detail, kept.thumbnail
+
+    def __repr__(self) -> str:
+        return f"LiveResult({self.caption!r})"
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        bundle: dict[str, object] = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude))
+        label = f"{self.caption} · {self.detail}"
+        picture = f'<img src="{html.escape(self.thumbnail)}" alt=""><br>' if self.thumbnail else ""
+        note = "shown live from the kernel; show(embed=True) keeps it in the notebook"
+        bundle["text/html"] = f'<div class="mh-note">{picture}{safe_text(label, 400)}<br><i>{note}</i></div>'
+        bundle["text/plain"] = f"{html.unescape(safe_text(label, 400))} ({note})"
+        return bundle
 
 
 def _close(widget: widgets.Widget) -> None:

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from .actions import Actions
 from .client import check_task_id, is_sandbox_key, resolve_settings
 from .clock import ClockOffset
-from .engine import engine_for
+from .engine import engine_for, running_engines
 from .errors import AuthenticationError, ModelHunterError
+from .formats import media_kind
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
@@ -57,7 +58,7 @@ from .store import SQLiteStore, Store, Watched, open_store
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .panel import Panel, StaticView
+    from .panel import LiveResult, Panel, StaticView
 
 __all__ = ["TaskWatcher"]
 
@@ -65,6 +66,8 @@ log = logging.getLogger("mh_notebook.watcher")
 DisplayMode = Literal["auto", "widget", "text", "none"]
 Callback = Callable[[Task], object]
 _ACTIVE_ROWS, _RECENT_ROWS = 30, 15
+_SHOW_TIMEOUT = 120.0
+"""Seconds show() waits for a result's bytes (retries and a URL refresh included)."""
 _FeedItem = tuple[str, Task | None] | None
 """``(task_id, final task)`` when a task ends (``None`` task: not found); ``None``: stop."""
 
@@ -131,6 +134,7 @@ class TaskWatcher:
         self.static_interval = static_interval
         self._mode = _resolve_display(display)
         self._lock = threading.RLock()
+        self._draw_lock = threading.RLock()
         self._ids: dict[str, None] = {}
         self._waiters: list[concurrent.futures.Future[dict[str, Task]]] = []
         self._feeds: list[queue.SimpleQueue[_FeedItem]] = []
@@ -368,24 +372,30 @@ class TaskWatcher:
         """Block until every watched task has ended; return id → final ``Task``.
 
         Tasks the API does not know count as ended (see ``not_found``). Raises
-        ``TimeoutError`` naming the unfinished ids, or the ``AuthenticationError``
-        that stopped polling.
+        ``TimeoutError`` naming the unfinished ids (a timed-out wait keeps nothing), or
+        the ``AuthenticationError`` that stopped polling; ``RuntimeError`` in a callback
+        (it runs in the engine's thread, which settles waits).
         """
+        self._refuse_in_engine_thread("wait()")
         future = self._wait_future()
         try:
             final = future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise self._timeout_error(timeout) from None
+        finally:
+            self._drop_waiter(future)  # a timed-out wait leaves nothing behind
         self._publish_static(force=True)  # from the caller's cell: saved by any front end
         return final
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
         """``await`` form of :meth:`wait`, for top-level await in a cell."""
-        future = asyncio.wrap_future(self._wait_future())
+        waiter = self._wait_future()
         try:
-            final = await asyncio.wait_for(future, timeout)
+            final = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout)
         except TimeoutError:
             raise self._timeout_error(timeout) from None
+        finally:
+            self._drop_waiter(waiter)
         self._publish_static(force=True)
         return final
 
@@ -394,6 +404,7 @@ class TaskWatcher:
 
         Tasks the API does not know end the wait for them without being yielded.
         """
+        self._refuse_in_engine_thread("as_completed()")
         feed, remaining = self._open_feed()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -432,6 +443,23 @@ class TaskWatcher:
         else:
             self._settle_soon()
         return future
+
+    def _refuse_in_engine_thread(self, what: str) -> None:
+        """Raise if called in an engine's thread (a callback): what follows would wait for
+        that thread's own loop (a deadlock until the timeout) or hold up its polling."""
+        if self._engine.poller.in_poller_thread or any(e.poller.in_poller_thread for e in running_engines()):
+            raise RuntimeError(
+                f"{what} cannot run in the engine's thread (an on_change/on_done callback): it would "
+                "wait for that thread's own loop or hold up every poll. Call it from your own code "
+                "(after wait() or as_completed()) or another thread; save_to= saves every result "
+                "as it arrives."
+            )
+
+    def _drop_waiter(self, future: concurrent.futures.Future[dict[str, Task]]) -> None:
+        """Forget a wait's future (it ended, timed out or was cancelled)."""
+        future.cancel()  # no-op once done
+        with self._lock:
+            self._waiters = [f for f in self._waiters if f is not future]
 
     def _settle_soon(self) -> None:
         try:
@@ -674,21 +702,25 @@ class TaskWatcher:
 
     def redraw(self, force: bool = False) -> None:
         """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``;
-        the static view at most every ``static_interval`` (at once when all is done)."""
+        the static view at most every ``static_interval`` (at once when all is done).
+
+        One draw at a time: a forced redraw from another thread returns once the gallery holds
+        every result kept before it (not while the engine's thread is still adding tiles)."""
         self._publish_static()
         panel = self._panel
         if panel is None:
             return
-        since = time.monotonic() - self._last_draw
-        ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
-        if not force and (not (self._dirty or ticking) or since < self.refresh_interval):
-            return
-        self._dirty, self._last_draw = False, time.monotonic()
-        panel.draw(self.snapshot())
-        with self._lock:
-            media, self._gallery_queue = self._gallery_queue, []
-        for kept, caption in media:
-            panel.add_result(kept, caption, self._detail(kept))
+        with self._draw_lock:
+            since = time.monotonic() - self._last_draw
+            ticking = since >= 1.0 and bool(self.pending)  # elapsed times move on
+            if not force and (not (self._dirty or ticking) or since < self.refresh_interval):
+                return
+            self._dirty, self._last_draw = False, time.monotonic()
+            panel.draw(self.snapshot())
+            with self._lock:
+                media, self._gallery_queue = self._gallery_queue, []
+            for kept, caption in media:
+                panel.add_result(kept, caption, self._detail(kept))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The live widget, plus static ``text/html`` and ``text/plain`` for saved notebooks."""
@@ -794,12 +826,19 @@ class TaskWatcher:
 
     # ---------------------------------------------------------------- media
     def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget)."""
+        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget).
+
+        Like :meth:`show`, :meth:`download`, :meth:`wait` and :meth:`as_completed`, it raises
+        ``RuntimeError`` at once in an engine's thread (an ``on_change``/``on_done`` callback),
+        where it would wait for that thread's own loop.
+        """
+        self._refuse_in_engine_thread("refresh()")
         return self._engine.poller.refresh(task_id).result(timeout)
 
     def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
         """The task with result URLs that work now: the known one if its URLs answer,
         else fetched again (the server's answer decides, never a guessed lifetime)."""
+        self._refuse_in_engine_thread("fresh_task()")
         from .media import urls_work
 
         state = self._engine.poller.state(task_id)
@@ -810,6 +849,13 @@ class TaskWatcher:
 
     def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
         """Display a task's media inline (Video/Image/Audio by format).
+
+        With the panel (``display="auto"`` in Jupyter, or ``"widget"``), a succeeded result
+        of at most ``inline_limit`` bytes is shown through ipywidgets' binary media widgets,
+        as the gallery's are: page reloads and second tabs get the bytes from the kernel for
+        its life, never from the expiring URL. The bytes are the ones the gallery kept or
+        ``save_to`` saved (checksum verified), else fetched once through the engine.
+        Saved notebooks show a thumbnail or a label instead.
 
         ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
         20 MB) so the media survive the URL's expiry: the bytes the gallery kept or
@@ -822,7 +868,13 @@ class TaskWatcher:
 
         from .media import DEFAULT_EMBED_LIMIT, display_object
 
+        self._refuse_in_engine_thread("show()")
         embed = self.embed_media if embed is None else embed
+        live = self._live_results(task_id) if not embed else None
+        if live is not None:
+            for shown in live:
+                display(shown)
+            return
         known = self.tasks.get(task_id)
         local = self._local_copies(known) if known is not None and embed else None
         if known is not None and local is not None:
@@ -848,6 +900,27 @@ class TaskWatcher:
                 label=f"{task.model or 'result'} · {task_id}",
             )
             display(obj)
+
+    def _live_results(self, task_id: str) -> list[LiveResult] | None:
+        """The results of a succeeded task as live media widgets (the panel's kind of view),
+        or ``None`` when one cannot be: no panel, a format not shown inline, over
+        ``inline_limit``, the download failed, or the watcher was stopped."""
+        from .panel import LiveResult
+
+        task = self.tasks.get(task_id)
+        if self._stopped or not self._gallery_on or task is None or task.status != "succeeded":
+            return None
+        if not task.result or not all(media_kind(item.format) for item in task.result):
+            return None
+        spec = KeepSpec(self.inline_limit, self.save_to, self.store)
+        try:  # kept bytes, a saved file, or one download (a fresh URL through the engine)
+            kept = self._engine.keep(task, spec).result(_SHOW_TIMEOUT)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            return None
+        if any(k.data is None for k in kept):
+            return None
+        caption = f"{task.model or 'result'} · {task_id}"
+        return [LiveResult(k, caption, self._detail(k)) for k in kept]
 
     def _local_copies(self, task: Task) -> list[bytes] | None:
         """Every result's bytes without the network, or ``None`` if one is missing."""
@@ -879,6 +952,7 @@ class TaskWatcher:
         """
         from .media import download_file, safe_filename
 
+        self._refuse_in_engine_thread("download()")
         task = self.fresh_task(task_id)
         if task.status != "succeeded":
             raise ModelHunterError(f"task {task_id!r} is {task.status}, not succeeded", task_id=task_id)

@@ -2,9 +2,10 @@
 
 The simulator's result URLs live 3 seconds. After every one of them has expired, the panel's
 gallery still plays (its bytes come from the kernel through binary widgets), also after the
-page is saved and reloaded while the kernel runs, and in a second tab; ``show()`` called after
-expiry loads an image and an audio in the page. Screenshots land in
-``test-artifacts/browser-results/``.
+page is saved and reloaded while the kernel runs, and in a second tab. ``show()`` is as
+durable (issue 17, item 10): an image shown while its URL worked, and an image and an audio
+shown after expiry, all load again after the reload, from the kernel's bytes; the page never
+asks for a result URL. Screenshots land in ``test-artifacts/browser-results/``.
 """
 
 from __future__ import annotations
@@ -50,14 +51,15 @@ ids = [image_id, png_id, audio_id, video_id]""",
     """w = TaskWatcher(sim.api_key, sim.url, time_scale=20, store=None)
 w.watch(ids)
 w""",
-    """final = w.wait(timeout=120)
-urls = [t.result[0].url for t in final.values()]
+    "final = w.wait(timeout=120)",
+    "w.show(png_id)  # while its URL still works",
+    """urls = [t.result[0].url for t in final.values()]
 deadline = time.monotonic() + 60
 while any(httpx.get(u).status_code != 403 for u in urls):  # until every URL the API gave has expired
     assert time.monotonic() < deadline, "the result URLs did not expire"
     time.sleep(0.2)
 print("all", len(urls), "result URLs have expired")""",
-    "w.show(image_id)  # after expiry: a fresh URL, fetched through the engine",
+    "w.show(image_id)  # after expiry: the bytes the gallery kept",
     "w.show(audio_id)",
     'print("notebook done")',
 ]
@@ -71,6 +73,12 @@ GALLERY_LOADED = """() => {
         && i.every(x => x.complete && x.naturalWidth > 0) && a.every(x => x.readyState >= 1)
         && v.every(x => x.readyState >= 1);
 }"""
+# show()'s outputs: (cell text, element); all loaded, from the kernel's bytes once `blob` is set
+SHOWN = (("w.show(png_id)", "img"), ("w.show(image_id)", "img"), ("w.show(audio_id)", "audio"))
+SHOWN_LOADED = """([els, blob]) => els.every(e => (!blob || e.src.startsWith('blob:'))
+    && (e.tagName === 'IMG' ? e.complete && e.naturalWidth > 0 : e.readyState >= 1))"""
+SHOWN_STATE = """els => els.map(e => [e.tagName, (e.currentSrc || e.src).slice(0, 60),
+    e.tagName === 'IMG' ? e.naturalWidth : e.readyState])"""
 TILES_IN_ROWS = """() => {
     const tops = [...document.querySelectorAll('.mh-panel .mh-tile')].map(t => Math.round(t.getBoundingClientRect().top));
     return tops.length === 4 && new Set(tops).size <= 2;  // side by side, wrapping: not a column
@@ -99,6 +107,16 @@ def _open(page: Any, lab: Lab) -> None:
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120 * SECONDS)
 
 
+def _shows_work(page: Any, *, from_kernel: bool) -> None:
+    """Every show() output loaded (from the kernel's bytes, a ``blob:`` URL, if ``from_kernel``)."""
+    found = [_cell(page, text).locator(f".jp-OutputArea-output {tag}").first for text, tag in SHOWN]
+    handles = [f.element_handle(timeout=120 * SECONDS) for f in found]
+    try:
+        page.wait_for_function(SHOWN_LOADED, arg=[handles, from_kernel], timeout=60 * SECONDS)
+    except Exception:  # say what the page holds: an expired URL is an empty image
+        pytest.fail(f"show() outputs did not load: {page.evaluate(SHOWN_STATE, handles)}")
+
+
 def _gallery_works(page: Any, shot: str) -> None:
     """The panel's media loaded from the kernel's bytes, laid out in one row; its static twin hidden."""
     from playwright.sync_api import expect
@@ -114,7 +132,7 @@ def _gallery_works(page: Any, shot: str) -> None:
 
 @pytest.mark.timeout(900)
 def test_media_outlive_their_urls_in_jupyterlab(lab: Lab) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
@@ -145,18 +163,9 @@ def test_media_outlive_their_urls_in_jupyterlab(lab: Lab) -> None:
 
             # 1. every URL has expired: the gallery still shows everything, from the kernel's bytes
             _gallery_works(page, "1-gallery-after-expiry.png")
-            # 2. show() after expiry: a fresh URL, an image that loads, an audio with its MIME type
+            # 2. show(), before and after expiry: every image and audio loads
             page.locator(".jp-OutputArea-output", has_text="notebook done").wait_for(timeout=120 * SECONDS)
-            image = _cell(page, "w.show(image_id)").locator(".jp-OutputArea-output img")
-            audio = _cell(page, "w.show(audio_id)").locator(".jp-OutputArea-output audio")
-            expect(audio.locator("source")).to_have_attribute("type", "audio/mpeg")
-            page.wait_for_function(
-                "([i, a]) => i.complete && i.naturalWidth > 0 && a.readyState >= 1",
-                arg=[image.element_handle(), audio.element_handle()],
-                timeout=30 * SECONDS,
-            )
-            # the only media requests are show()'s, with fresh URLs: none was refused
-            assert len(media_requests) >= 2 and not bad_media, (media_requests, bad_media)
+            _shows_work(page, from_kernel=False)
             _cell(page, "w.show(image_id)").screenshot(path=str(ARTIFACTS / "2-show-after-expiry.png"))
 
             # 3. save, reload the page while the kernel runs: widgets come back from the kernel
@@ -166,7 +175,9 @@ def test_media_outlive_their_urls_in_jupyterlab(lab: Lab) -> None:
             page.reload(timeout=120 * SECONDS)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120 * SECONDS)
             idle_kernel(page).wait_for(timeout=120 * SECONDS)
-            _gallery_works(page, "3-gallery-after-reload.png")  # (show()'s outputs used URLs: expired now)
+            _gallery_works(page, "3-gallery-after-reload.png")
+            _shows_work(page, from_kernel=True)  # every URL has expired: the kernel's bytes, again
+            _cell(page, "w.show(png_id)").screenshot(path=str(ARTIFACTS / "3-show-after-reload.png"))
 
             # 4. a second tab of the same notebook
             second = context.new_page()
@@ -174,6 +185,9 @@ def test_media_outlive_their_urls_in_jupyterlab(lab: Lab) -> None:
             handle_kernel_dialogs(second)
             _open(second, lab)
             _gallery_works(second, "4-gallery-second-tab.png")
+            _shows_work(second, from_kernel=True)
+            # the page never asked for a result URL: every byte came from the kernel
+            assert not media_requests and not bad_media, (media_requests, bad_media)
             no_news_toast(page)
             print(f"Select Kernel dialogs accepted: {kernel_dialogs}")
         except BaseException:

@@ -1,6 +1,7 @@
 """Results that outlive their URLs: MIME types, labelled links, the keeper, save_to, the static view.
 
-Against the simulator over real HTTP; URLs expire after a fraction of a second where it matters.
+Against the simulator over real HTTP; tests expire result URLs at once (``expire_now``) where it
+matters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from IPython.display import HTML, Image
 
 from mh_notebook import ResultItem, Task
@@ -38,8 +41,13 @@ MODELS = ("seedream-4.5", "nano-banana-2", "eleven-v3", "viduq3-turbo")  # jpg, 
 
 @pytest.fixture
 def short_urls() -> Iterator[Simulator]:
-    """A simulator whose result URLs live half a second."""
-    with Simulator(seed=3, speed=SPEED, url_lifetime=0.5) as s:
+    """A simulator whose result URLs expire when a test says so (``expire_now``), else after 60 s.
+
+    Not after a fraction of a second: on a loaded 2-core machine a task's first poll can come
+    seconds after its end, and a URL that expired before its download is downloaded twice
+    (the 403, then a fresh URL), which the tests' download counts would take for a bug.
+    """
+    with Simulator(seed=3, speed=SPEED, url_lifetime=60.0) as s:
         yield s
 
 
@@ -189,6 +197,8 @@ def test_the_gallery_keeps_bytes_that_outlive_their_urls(short_urls: Simulator) 
         panel = w.panel
         w.watch(ids)
         w.wait(timeout=30)  # returns once the results are kept
+        for task_id in ids:
+            sim.expire_now(task_id)
         _redrawn(w)
         kinds = sorted(type(t.children[0]).__name__ for t in panel.gallery.children)
         assert kinds == ["Audio", "Image", "Image", "Video"]
@@ -202,6 +212,37 @@ def test_the_gallery_keeps_bytes_that_outlive_their_urls(short_urls: Simulator) 
         )
         assert audio.format == "mpeg"  # the page builds audio/mpeg
         assert w.engine.keeper.downloads == len(ids)  # one download per result, at success
+
+
+def test_a_forced_redraw_waits_for_tiles_another_thread_is_adding(sim: Simulator) -> None:
+    # wait() returns once every result is kept; a redraw(force=True) after it shows them all,
+    # even while another redraw (the engine's, every tick) is still adding the tiles it took
+    ids = [sim.submit(model=m, latency=1) for m in MODELS]
+    with TaskWatcher(
+        sim.api_key, sim.url, display="widget", time_scale=SPEED, store=None, refresh_interval=3600
+    ) as w:
+        panel = w.panel
+        w.redraw(force=True)  # from now on only forced redraws draw: the tiles wait in the queue
+        w.watch(ids)
+        w.wait(timeout=30)
+        assert len(w._gallery_queue) == len(ids) and not panel.gallery.children
+        entered, release = threading.Event(), threading.Event()
+        add = panel.add_result
+
+        def slow_add(*args: object, **kw: object) -> None:
+            if threading.current_thread() is drawer:
+                entered.set()
+                release.wait(10)  # as if the machine were loaded
+            add(*args, **kw)  # type: ignore[arg-type]
+
+        panel.add_result = slow_add  # type: ignore[method-assign]
+        drawer = threading.Thread(target=w.redraw, kwargs={"force": True})
+        drawer.start()
+        assert entered.wait(30)  # the other redraw took every queued tile and is adding them
+        threading.Timer(1.0, release.set).start()
+        _redrawn(w)
+        assert len(panel.gallery.children) == len(ids)
+        drawer.join(30)
 
 
 def test_a_403_refreshes_the_task_through_the_engine_and_retries_once(sim: Simulator) -> None:
@@ -402,6 +443,59 @@ def test_a_saved_file_is_not_downloaded_again(sim: Simulator, tmp_path: Path) ->
         )
 
 
+# Ids that collide once cleaned: '.' becomes '_', leading '_' is stripped (issue 17, item 8).
+COLLIDING_IDS = ["img.1", "img_1", "_img_1"]
+
+
+def _rename(sim: Simulator, task_id: str, new_id: str, colour: int) -> str:
+    """The API answers for ``task_id`` under ``new_id``, with a PNG of its own colour."""
+    from mh_notebook.sim.media import media_for
+
+    task = sim._tasks.pop(task_id)
+    task.id, task.media = new_id, media_for("png", colour)
+    sim._tasks[new_id] = task
+    return new_id
+
+
+def test_ids_that_collide_once_cleaned_save_to_files_of_their_own(sim: Simulator, tmp_path: Path) -> None:
+    ids = [
+        _rename(sim, sim.submit(model="nano-banana-2", outcome="succeeded", latency=1), new, colour)
+        for colour, new in enumerate(COLLIDING_IDS)
+    ]
+    out, journal, by_hand = tmp_path / "out", tmp_path / "j.sqlite", tmp_path / "by-hand"
+    with _watcher(sim, display="none", store=journal, save_to=out) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+        downloaded = {i: w.download(i, by_hand, progress=False) for i in ids}
+    rows = {r.task_id: r for r in SQLiteStore(journal, create=False).results()}
+    assert set(rows) == set(ids)
+    assert len({r.local_path for r in rows.values()}) == len(ids)  # one file per task, one checksum per file
+    for task_id in ids:
+        data = sim._tasks[task_id].media.data
+        assert Path(rows[task_id].local_path).read_bytes() == data  # each file holds its own task's bytes
+        assert rows[task_id].sha256 == hashlib.sha256(data).hexdigest()
+        (path,) = downloaded[task_id]
+        assert path.read_bytes() == data and path.name == Path(rows[task_id].local_path).name
+    assert len({sim._tasks[i].media.data for i in ids}) == len(ids)  # three different images
+    assert len(list(out.iterdir())) == len(list(by_hand.iterdir())) == len(ids)
+
+
+@pytest.mark.parametrize("task_id", ["task_abc123", "task_0a1b2c3d4e5f", "A-b_9", "x" * 80])
+def test_ids_that_need_no_cleaning_keep_their_file_names(task_id: str) -> None:
+    # an existing save_to folder of such ids keeps its names (and is not downloaded again)
+    assert safe_filename(task_id, 0, "png") == f"{task_id}_0.png"
+    assert safe_filename(task_id, 3, "MP4") == f"{task_id}_3.mp4"
+
+
+@given(st.lists(st.text(alphabet="aA1._-/é", min_size=1, max_size=6), min_size=2, max_size=8, unique=True))
+def test_file_names_are_injective_in_the_task_id(ids: list[str]) -> None:
+    # a tiny alphabet: most lists hold ids that collide once cleaned (60 examples)
+    names = [safe_filename(i, 0, "png") for i in ids]
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*_0\.png", name), name
+
+
 @pytest.mark.parametrize(
     "make", [lambda p: MemoryStore(), lambda p: SQLiteStore(p / "j.sqlite")], ids=["memory", "sqlite"]
 )
@@ -515,6 +609,70 @@ def test_show_embed_uses_the_kept_bytes_without_a_request(short_urls: Simulator,
     assert isinstance(png, Image) and png.data == sim._tasks[image].media.data
     assert isinstance(mp3, HTML) and 'type="audio/mpeg"' in mp3.data
     assert base64.b64encode(sim._tasks[audio].media.data).decode() in mp3.data
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _live(obj: object, task_id: str, data: bytes, kind: type[widgets.Widget]) -> None:
+    """``obj`` shows ``data`` through a binary media widget (a reload gets it from the kernel),
+    with a saved-notebook fallback that holds no URL."""
+    widget = getattr(obj, "widget", None)
+    assert isinstance(widget, kind), obj
+    assert widget.value == data
+    bundle = obj._repr_mimebundle_()  # type: ignore[attr-defined]
+    assert bundle[WIDGET_VIEW]["model_id"] == widget.model_id
+    assert task_id in bundle["text/plain"] and task_id in html.unescape(bundle["text/html"])
+    assert "://" not in bundle["text/html"]  # no URL: a thumbnail or a label
+
+
+def test_show_of_a_kept_result_is_as_durable_as_the_gallery(
+    short_urls: Simulator, shown: list[object]
+) -> None:
+    sim = short_urls
+    ids = [
+        sim.submit(model=m, outcome="succeeded", latency=1)
+        for m in ("nano-banana-2", "eleven-v3", "viduq3-turbo")
+    ]
+    with _watcher(sim) as w:  # a notebook with the panel
+        w.watch(ids)
+        w.wait(timeout=30)
+        for task_id in ids:
+            sim.expire_now(task_id)
+        requests, downloads = dict(sim.requests), w.engine.keeper.downloads
+        for task_id in ids:
+            w.show(task_id)
+        assert dict(sim.requests) == requests and w.engine.keeper.downloads == downloads  # the kept bytes
+    assert len(shown) == len(ids)
+    for obj, task_id, kind in zip(shown, ids, (widgets.Image, widgets.Audio, widgets.Video), strict=True):
+        _live(obj, task_id, sim._tasks[task_id].media.data, kind)
+    assert shown[1].widget.format == "mpeg"  # type: ignore[attr-defined] # the page builds audio/mpeg
+
+
+def test_show_of_a_result_no_longer_in_memory_fetches_it_once_for_a_widget(
+    short_urls: Simulator, shown: list[object], tmp_path: Path
+) -> None:
+    sim = short_urls
+    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (1, 40, 1, 40)]
+    with _watcher(sim, gallery_limit=1) as w:  # only the newest stays in memory
+        w.watch(ids[:2])
+        w.wait(timeout=30)
+        (old,) = [i for i in ids[:2] if (i, 0) not in w._kept]
+        sim.expire_now(old)
+        downloads = w.engine.keeper.downloads
+        w.show(old)  # fetched again (a fresh URL through the engine), then a widget
+        assert w.engine.keeper.downloads == downloads + 2  # the 403, then the fresh URL
+        assert sim.requests[old] == w.polls[old]  # the refresh was counted in the budget
+    with _watcher(sim, gallery_limit=1, save_to=tmp_path / "out") as w:
+        w.watch(ids[2:])
+        w.wait(timeout=30)
+        (saved_old,) = [i for i in ids[2:] if (i, 0) not in w._kept]
+        sim.expire_now(saved_old)
+        downloads = w.engine.keeper.downloads
+        w.show(saved_old)  # read from the saved file, checksum verified: no request
+        assert w.engine.keeper.downloads == downloads
+    for obj, task_id in zip(shown, (old, saved_old), strict=True):
+        _live(obj, task_id, sim._tasks[task_id].media.data, widgets.Image)
 
 
 def test_show_after_the_provider_forgot_the_task_uses_the_saved_file(

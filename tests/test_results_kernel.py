@@ -37,6 +37,7 @@ w"""
 WAIT = """final = w.wait(timeout=180)
 sorted({str(t.status) for t in final.values()})"""
 STOP = "w.stop()"
+SHOW = "w.show(ids[0])  # a JPEG: a live widget, and a thumbnail once saved"
 KEY_CELL = "from pathlib import Path as _P; _P({path!r}).write_text(sim.api_key)"
 
 
@@ -50,7 +51,7 @@ def _static_output(nb: nbformat.NotebookNode) -> dict[str, str]:
 
 @pytest.mark.parametrize("stop", [True, False], ids=["stopped", "left-running"])
 def test_an_executed_notebook_saves_the_final_table_and_thumbnails(tmp_path: Path, stop: bool) -> None:
-    cells = [SETUP, WATCH, WAIT] + ([STOP] if stop else [])
+    cells = [SETUP, WATCH, WAIT, SHOW] + ([STOP] if stop else [])
     key_file = tmp_path / "key.txt"
     cells.append(KEY_CELL.format(path=str(key_file)))
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -81,6 +82,18 @@ def test_an_executed_notebook_saves_the_final_table_and_thumbnails(tmp_path: Pat
     gallery = page[page.index('<div class="mh-static-gallery">') :]
     print(f"\nsaved notebook: {size} bytes; the static gallery of 24 results: {len(gallery)} bytes")
     assert key_file.read_text() not in saved.read_text()
+    _show_output_is_durable(nbformat.read(saved, as_version=4))
+
+
+def _show_output_is_durable(nb: nbformat.NotebookNode) -> None:
+    """show()'s output: the widget (bytes from the kernel while it runs) and, for the saved
+    notebook, a thumbnail with no URL (issue 17, item 10)."""
+    cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("w.show("))
+    (output,) = cell.outputs
+    data = output["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["text/html"].count('<img src="data:image/jpeg;base64,') == 1
+    assert "://" not in data["text/html"] and "seedream-4.5" in data["text/plain"]
 
 
 FIRST_KERNEL = """

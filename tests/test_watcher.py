@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -274,10 +274,10 @@ def test_show_after_expiry_shows_a_fresh_url(
     ("task_id", "fmt", "expected"),
     [
         ("task_abc", "mp4", "task_abc_0.mp4"),
-        ("../../etc/passwd", "png", "etc_passwd_0.png"),
+        ("../../etc/passwd", "png", "etc_passwd.3754d6cb3a38_0.png"),  # cleaned: + a hash of the id
         ("task", "../x", "task_0.x"),
-        ("..", "", "task_0.bin"),
-        ("a\x00b", "mp3", "a_b_0.mp3"),
+        ("..", "", "task.5ec1f7e700f3_0.bin"),
+        ("a\x00b", "mp3", "a_b.59b271ae1bbc_0.mp3"),
     ],
 )
 def test_safe_filenames(task_id: str, fmt: str, expected: str) -> None:
@@ -332,3 +332,114 @@ def test_a_task_first_seen_expired_still_ends_for_waits_feeds_and_callbacks() ->
         assert final[task_id].status == "succeeded" and final[task_id].result
         assert done == [task_id]
         assert sim.requests[task_id] >= 2  # "expired" first, then "succeeded" with a fresh URL
+
+
+# ------------------------------------------------------------------ issue 17: waits, callbacks, keys, lifecycle
+
+
+def test_timed_out_waits_leave_nothing_behind(sim: Simulator, watcher: TaskWatcher) -> None:
+    watcher.watch(sim.submit(model="veo-3.1", latency=100_000))
+    for _ in range(300):
+        with pytest.raises(TimeoutError):
+            watcher.wait(timeout=0.001)
+
+    async def wait_async_times_out() -> None:
+        for _ in range(100):
+            with pytest.raises(TimeoutError):
+                await watcher.wait_async(timeout=0.001)
+
+    asyncio.run(wait_async_times_out())
+    assert len(watcher._waiters) == 0  # 400 timed-out waits: no future kept
+    quick = sim.submit(model="seedream-4.0", latency=3)
+    watcher.unwatch(watcher.task_ids[0])
+    watcher.watch(quick)
+    assert set(watcher.wait(timeout=30)) == {quick}  # waiting still works afterwards
+    assert len(watcher._waiters) == 0
+
+
+@pytest.mark.timeout(120)  # the old code stalled the engine here: never hang the suite
+def test_blocking_calls_from_a_callback_fail_at_once_and_polling_goes_on(
+    sim: Simulator, watcher: TaskWatcher, tmp_path: Path
+) -> None:
+    # on_done runs in the engine's thread: refresh()/show()/download()/wait() there would wait
+    # for that thread's own loop (a deadlock until the timeout) or hold up every poll meanwhile
+    first, second = (sim.submit(model="seedream-4.0", outcome="succeeded", latency=lat) for lat in (2, 30))
+    errors: dict[str, BaseException | None] = {}
+
+    def attempt(name: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+            errors[name] = None
+        except BaseException as exc:  # recorded for the assertions below
+            errors[name] = exc
+
+    @watcher.on_done
+    def blocking(task: Task) -> None:
+        if task.id != first:
+            return
+        attempt("refresh", lambda: watcher.refresh(task.id, timeout=5))
+        attempt("show", lambda: watcher.show(task.id))
+        attempt("download", lambda: watcher.download(task.id, tmp_path, progress=False))
+        attempt("wait", lambda: watcher.wait(timeout=5))
+        attempt("as_completed", lambda: list(watcher.as_completed(timeout=5)))
+
+    watcher.watch(first, second)
+    final = watcher.wait(timeout=60)
+    assert set(final) == {first, second}  # polling went on
+    assert set(errors) == {"refresh", "show", "download", "wait", "as_completed"}
+    for name, exc in errors.items():
+        assert isinstance(exc, RuntimeError) and "engine's thread" in str(exc), (name, exc)
+    assert list(tmp_path.iterdir()) == []  # nothing half-done
+    assert watcher.refresh(first).status == "succeeded"  # from the user's thread: as before
+
+
+def test_each_watcher_polls_with_its_own_key(sim: Simulator) -> None:
+    # engines are keyed by base URL *and* key: one account's tasks never go out with another's key
+    other_key = sim.add_key()
+    mine = [sim.submit(model="seedream-4.0", latency=5) for _ in range(3)]
+    theirs = [sim.submit(model="seedream-4.0", latency=5) for _ in range(3)]
+    with (
+        TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as a,
+        TaskWatcher(other_key, sim.url, store=None, display="none", time_scale=SPEED) as b,
+    ):
+        a.watch(mine)
+        b.watch(theirs)
+        assert set(a.wait(timeout=30)) == set(mine) and set(b.wait(timeout=30)) == set(theirs)
+    used = {(task_id, key) for (task_id, key), n in sim.requests_by_key.items() if n}
+    assert used == {(i, sim.api_key) for i in mine} | {(i, other_key) for i in theirs}
+
+
+def test_a_refused_key_does_not_stop_another_watcher_of_the_same_api(sim: Simulator) -> None:
+    refused = [sim.submit(model="seedream-4.0", latency=5) for _ in range(2)]
+    fine = [sim.submit(model="seedream-4.0", latency=5) for _ in range(3)]
+    with (
+        TaskWatcher("river_live_revoked-key", sim.url, store=None, display="none", time_scale=SPEED) as bad,
+        TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as good,
+    ):
+        bad.watch(refused)
+        with pytest.raises(AuthenticationError):
+            bad.wait(timeout=30)
+        good.watch(fine)  # the refused key's engine is stopped by its 401; this one is not
+        assert set(good.wait(timeout=30)) == set(fine)
+        assert good.auth_error is None and bad.auth_error is not None
+    assert all(sim.requests_by_key[(i, sim.api_key)] >= 1 for i in fine)
+    assert not any(sim.requests_by_key[(i, sim.api_key)] for i in refused)  # never polled with another key
+
+
+def test_stop_updates_the_saved_notebook_view(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+
+    updates: list[dict[str, str]] = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: None)
+    monkeypatch.setattr(IPython.display, "update_display", lambda obj, **kw: updates.append(dict(obj)))
+    task_id = sim.submit(model="seedream-4.0", latency=3)
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, static_interval=3600)
+    w._ipython_display_()  # the static view a saved notebook shows
+    w.watch(task_id)
+    w.wait(timeout=30)  # publishes the final table...
+    assert updates and "stopped" not in updates[-1]["text/plain"]
+    sent = len(updates)
+    w.stop()  # ...and stop() says so at once, within static_interval
+    assert len(updates) > sent
+    assert "stopped" in updates[-1]["text/plain"] and "stopped" in updates[-1]["text/html"]
+    assert "succeeded 1" in updates[-1]["text/plain"]

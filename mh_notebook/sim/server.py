@@ -257,7 +257,8 @@ class Simulator:
     ``started_at`` and ``metadata`` as list items do, so demos show cost and progress;
     ``False``, or ``MH_SIM_GET_HAS_LIST_FIELDS=0`` for every simulator, is the other
     reading of the docs), and ``drop_creations``/``creation_delay``/``inject_error`` for
-    tests of clients.
+    tests of clients. :meth:`add_key` accepts more keys (accounts); ``requests_by_key``
+    counts each key's requests.
     """
 
     def __init__(
@@ -306,6 +307,10 @@ class Simulator:
         """Status requests received per task id (faulted answers included)."""
         self.request_log: deque[tuple[float, str, int]] = deque(maxlen=500_000)
         """``(time, task_id, http_status)`` of recent status requests; 0 = dropped."""
+        self._extra_keys: list[str] = []
+        self.requests_by_key: Counter[tuple[str, str | None]] = Counter()
+        """Status requests per ``(task_id, key)``: the accepted key the request carried, or
+        ``None`` for any other ``Authorization`` (a refused key is never stored)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -358,6 +363,13 @@ class Simulator:
     def stamp(self, t: float) -> str:
         """How the server reports the real instant ``t``: skewed, in ms or whole seconds."""
         return _iso(t + self.clock_skew, self.whole_seconds)
+
+    def add_key(self, key: str | None = None) -> str:
+        """Accept another API key besides ``api_key`` (another account on the same API);
+        returns it."""
+        key = key or "river_test_sim" + secrets.token_hex(12)
+        self._extra_keys.append(key)
+        return key
 
     def __repr__(self) -> str:
         return f"Simulator(url={self.url!r}, speed={self.speed:g}, tasks={len(self._tasks)})"
@@ -609,8 +621,13 @@ class Simulator:
 
     # ------------------------------------------------------------ handlers
     def _authorised(self, request: web.Request) -> bool:
-        expected = f"Bearer {self.api_key}".encode()
-        return hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected)
+        return self._key_of(request) is not None
+
+    def _key_of(self, request: web.Request) -> str | None:
+        """The accepted key the request's ``Authorization`` carries, else ``None``."""
+        sent = request.headers.get("Authorization", "").encode()
+        keys = (self.api_key, *self._extra_keys)
+        return next((k for k in keys if hmac.compare_digest(sent, f"Bearer {k}".encode())), None)
 
     def _refusal(self, request: web.Request, *, creates: bool = False) -> SimError | None:
         """The documented auth error for this request, or ``None`` if it may go on."""
@@ -634,6 +651,7 @@ class Simulator:
         task_id = request.match_info["id"]
         self.requests[task_id] += 1
         self.calls["get"] += 1
+        self.requests_by_key[(task_id, self._key_of(request))] += 1
         wait = self._rate_wait(request)
         if wait > 0:
             self._log(task_id, 429)
