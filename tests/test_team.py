@@ -418,3 +418,27 @@ def test_the_password_never_shows_however_libpq_reads_the_url(
     for piece in _fragments(password):
         leaks = [text for text in shown if piece in text]
         assert not leaks, (piece, leaks)
+
+
+def test_two_machines_keep_their_own_saved_files(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: a team journal keeps each machine's saved files. Two machines saving the
+    same result of one task each find their own path in the journal, not the other's
+    (issue 17, item 21c: the rows were keyed by task and index alone)."""
+    import socket
+
+    from mh_notebook.pgstore import PostgresStore
+    from mh_notebook.store import SavedResult
+
+    stores = {}
+    for machine in ("machine-a", "machine-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda machine=machine: machine)
+        stores[machine] = PostgresStore(url)
+    try:
+        for machine, store in stores.items():
+            store.add_results([SavedResult("task_1", 0, f"/home/{machine}/task_1_0.png", machine, 1, 1.0)])
+        for machine, store in stores.items():
+            assert [r.local_path for r in store.results(["task_1"])] == [f"/home/{machine}/task_1_0.png"]
+            assert [r.local_path for r in store.results()] == [f"/home/{machine}/task_1_0.png"]
+    finally:
+        for store in stores.values():
+            store.close()
