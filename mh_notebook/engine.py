@@ -341,7 +341,11 @@ class Engine:
         states = [s for s in self.poller.states() if any(m.watches(s.task_id) for m in members)]
         team.watched_ended([s.task_id for s in states if s.ended])
         active = [s.task_id for s in states if not s.ended]
-        team.tick(time.monotonic(), active, lambda t: any(m.watches(t) for m in members))
+        try:
+            team.tick(time.monotonic(), active, lambda t: any(m.watches(t) for m in members))
+        except RuntimeError:  # the poller stopped meanwhile: nothing left to tell it
+            if self.poller.running:
+                raise
 
     def flush(self, store: Store, timeout: float = 40.0) -> None:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""

@@ -55,12 +55,16 @@ def _psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
-def _meant_password(url: str) -> str | None:
-    """The password as the user wrote it: between the first ``:`` of the user part and the
-    last ``@`` (whatever libpq makes of the characters in between); ``None`` if none."""
+def _meant_passwords(url: str) -> list[str | None]:
+    """What the user may have written as the password: between the first ``:`` of the user
+    part and the last ``@`` of the URL, or the last ``@`` before its query (whatever libpq
+    makes of the characters in between); ``None`` for a reading with no password."""
     rest = url.split("://", 1)[-1]
-    userinfo = rest.rpartition("@")[0]
-    return userinfo.partition(":")[2] if ":" in userinfo else None
+    found: list[str | None] = []
+    for head in (rest, rest.split("?", 1)[0]):
+        userinfo = head.rpartition("@")[0]
+        found.append(userinfo.partition(":")[2] if ":" in userinfo else None)
+    return found
 
 
 def _read_url(url: str) -> tuple[dict[str, Any], list[str]]:
@@ -68,14 +72,16 @@ def _read_url(url: str) -> tuple[dict[str, Any], list[str]]:
     not); a ``JournalError`` that echoes nothing of the URL if libpq reads it otherwise
     than written (its password would then show up as a host, a port or a database)."""
     psycopg, _ = _psycopg()
-    meant = _meant_password(url)
+    meant = _meant_passwords(url)
     try:
         parts = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise JournalError(_UNREADABLE) from None
-    if meant and unquote(meant) != parts.get("password"):
+    written = [m for m in meant if m is not None]
+    readings = {None if m is None else unquote(m) for m in meant}
+    if written and parts.get("password") not in readings:
         raise JournalError(_UNREADABLE)
-    secrets = [s for s in (meant, unquote(meant or ""), parts.get("password")) if s]
+    secrets = [s for s in (*written, *map(unquote, written), parts.get("password")) if s]
     return parts, sorted(set(secrets), key=len, reverse=True)
 
 
@@ -236,10 +242,11 @@ class PostgresStore(SQLJournal):
 
     def _redact(self, exc: BaseException) -> str:
         """``str(exc)`` without the URL or the password (in any spelling of it)."""
-        text = str(exc).replace(self._url, self.location)
+        here = "\x00location\x00"  # the URL's place, kept out of the secrets' way
+        text = str(exc).replace(self._url, here)
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return text.replace(here, self.location)
 
     def _set_up(self, create: bool) -> None:
         with self._cursor(write=True, wait=None) as cur:

@@ -420,6 +420,17 @@ def test_the_password_never_shows_however_libpq_reads_the_url(
         assert not leaks, (piece, leaks)
 
 
+def test_an_at_sign_in_the_query_is_not_taken_for_a_password(pg: PostgresServer) -> None:
+    """A URL libpq reads as written opens, even with an ``@`` after its ``?``."""
+    from mh_notebook.pgstore import PostgresStore
+
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres?application_name=a@b")
+    store.close()
+    store = PostgresStore(f"postgresql://postgres:pw@127.0.0.1:{pg.port}/postgres?application_name=a@b")
+    assert "pw" not in repr(store)
+    store.close()
+
+
 def test_two_machines_keep_their_own_saved_files(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Promise: a team journal keeps each machine's saved files. Two machines saving the
     same result of one task each find their own path in the journal, not the other's
