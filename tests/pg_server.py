@@ -138,12 +138,20 @@ class PostgresServer:
         """Kill every process of the server at once (SIGKILL), like a machine losing power
         (the operating system keeps what was written); :meth:`restart` starts it again."""
         pids = self.pids()
+        if not pids:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGSTOP)  # the postmaster starts no process from here on
+        pids = self.pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while any(map(_alive, pids)) and time.monotonic() < deadline:
             time.sleep(0.05)
+        # an unreaped (zombie) postmaster still looks alive to the next start: its locks go
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
 
     def restart(self) -> None:
         """Start the server (again, after :meth:`stop`: same port, same data)."""
