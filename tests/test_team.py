@@ -464,3 +464,27 @@ def test_two_machines_keep_their_own_saved_files(url: str, monkeypatch: pytest.M
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_every_journal_connection_is_bounded(url: str) -> None:
+    """Promise: never stalls polling. Every connection of a team journal carries a
+    statement timeout, an idle-in-transaction timeout, TCP keepalives, a TCP user timeout
+    and a connect timeout (item 3), the listening one included."""
+    from mh_notebook.pgstore import PostgresStore
+
+    store = PostgresStore(url, statement_timeout=12.0)
+    try:
+        store.notifications()
+        for conn_of in (lambda cur: cur.connection, lambda cur: store._listener):
+            with store._cursor(write=False, wait=None) as cur:
+                conn = conn_of(cur)
+                settings = {
+                    name: conn.execute(f"SHOW {name}").fetchone()[0]
+                    for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+                }
+                parameters = conn.info.get_parameters()
+            assert settings == {"statement_timeout": "12s", "idle_in_transaction_session_timeout": "1min"}
+            assert parameters["keepalives"] == "1" and parameters["tcp_user_timeout"] == "30000"
+            assert int(parameters["connect_timeout"]) > 0
+    finally:
+        store.close()
