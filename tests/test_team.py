@@ -147,9 +147,12 @@ def test_shared_tasks_are_polled_once_and_followed_through_notify(sim: Simulator
 
 
 def test_a_dead_holders_leases_are_taken_over(sim: Simulator, url: str) -> None:
+    """Promise: 5 s leases. A process that dies loses its leases and another polls its
+    tasks to their end (tasks long enough to outlast a loaded machine's start-up)."""
     holder = _child(sim, url, "forever")
-    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=150 + i) for i in range(5)]
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=1000 + 10 * i) for i in range(5)]
     _tell(holder, ids)
+    assert wait_for(lambda: len(_lease_holders(url)) == len(ids), 30)
     with TaskWatcher(sim.api_key, sim.url, store=url, display="none", time_scale=SPEED) as w:
         w.watch(ids)
         time.sleep(1.0)
@@ -157,7 +160,7 @@ def test_a_dead_holders_leases_are_taken_over(sim: Simulator, url: str) -> None:
         polled_here = sum(w.polls.values())
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        final = w.wait(timeout=60)
+        final = w.wait(timeout=90)
         assert {str(t.status) for t in final.values()} == {"succeeded"}
         assert sum(w.polls.values()) > polled_here  # this process took over
 
