@@ -20,7 +20,10 @@ files are journalled like events.
 
 A watcher whose journal is shared by several processes (PostgreSQL) brings shared polling
 (:mod:`mh_notebook.team`): its tasks are polled here only while this process holds their
-lease, and the others' changes arrive from the journal.
+lease, and the others' changes arrive from the journal. Team work runs in a thread of its
+own (:class:`~mh_notebook.team.TeamThread`), never on the poller's loop: a database that
+does not answer never holds up polling. A task followed through no team journal any more
+is polled here again.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller, TaskState
 from .results import Keeper, KeepSpec, KeptResult
 from .store import Event, JournalError, SavedResult, Store, event_from_task
-from .team import TeamPolling
+from .team import TeamPolling, TeamThread
 
 __all__ = ["JOURNAL_WAIT", "Engine", "Subscriber", "engine_for"]
 
@@ -50,6 +53,7 @@ JOURNAL_WAIT = 0.05
 """Longest a journal write from the poller thread waits for another process's lock (s)."""
 _TICK = 0.1
 _BACKLOG_LIMIT = 1_000_000
+_TEAM_CLOSE_WAIT = 3.0
 
 
 class Subscriber(Protocol):
@@ -90,6 +94,7 @@ class Engine:
         """Why the last journal write failed, until a write succeeds again."""
         self.team: TeamPolling | None = None
         """Shared polling through a team journal (PostgreSQL), once a watcher brings one."""
+        self._team_thread: TeamThread | None = None
         self.clock = ClockOffset()
         """The server's clock relative to this machine's, learned from its answers."""
         self.poller = Poller(
@@ -138,6 +143,8 @@ class Engine:
             self._seeded.add(_store_key(sub.store))
             if self.team is None and _is_team(sub.store):
                 self.team = TeamPolling(sub.store, self.poller)  # type: ignore[arg-type]
+                if self._team_thread is None:
+                    self._team_thread = TeamThread(f"mh-team {self.base_url}")
         if fresh:
             ends = sub.store.recent_ends(2000, self.base_url)
             self.poller.call_soon(self.poller.learn, _learned(ends))
@@ -153,25 +160,31 @@ class Engine:
             ids = [s.task_id for s in mine]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
-            self._hand_over_team(sub)
+            handed_over = self._hand_over_team(sub)
             if last:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
                 self._apply_rate()
         self._journal_counts(sub.store, mine)
+        if handed_over is not None:  # our leases given back before the journal closes, if it answers
+            concurrent.futures.wait([handed_over], timeout=_TEAM_CLOSE_WAIT)
         self.flush(sub.store)
         if last:
             self.poller.stop()
+            if self._team_thread is not None:
+                self._team_thread.stop()
 
-    def _hand_over_team(self, leaving: Subscriber) -> None:
+    def _hand_over_team(self, leaving: Subscriber) -> concurrent.futures.Future[None] | None:
         """Shared polling goes on through a journal a remaining watcher holds open (the
-        leaving one closes its own), or ends with the last team watcher."""
+        leaving one closes its own), or ends with the last team watcher; the future of the
+        old leases given back (in the team thread). Tasks nobody follows through a team any
+        more are polled here again (see :meth:`_poll_unfollowed`)."""
         team = self.team
-        if team is None or team.journal is not cast(object, leaving.store):
-            return
+        if team is None or team.journal is not cast(object, leaving.store) or self._team_thread is None:
+            return None
         remaining = next((o.store for o in self._subs if _is_team(o.store)), None)
         self.team = TeamPolling(remaining, self.poller) if remaining is not None else None  # type: ignore[arg-type]
-        self.poller.call_soon(team.close)  # our leases: given back, or expire in 5 s
+        return self._team_thread.run(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
         self,
@@ -346,8 +359,10 @@ class Engine:
     def _tick(self) -> None:
         subs = self.subscribers()
         self._correct_first_seen()
-        if self.team is not None:
-            self._team_tick(subs)
+        team = self.team  # read once: detach may replace it meanwhile
+        self._poll_unfollowed(subs, team)
+        if team is not None and self._team_thread is not None:
+            self._team_thread.tick(lambda: self._team_tick(team, subs))
         behind = {
             _store_key(s.store): s.store
             for s in subs
@@ -362,14 +377,31 @@ class Engine:
             except Exception:
                 log.exception("a watcher failed to redraw")
 
-    def _team_tick(self, subs: list[Subscriber]) -> None:
-        """Leases and the others' changes for the tasks journalled in the team journal."""
-        assert self.team is not None
+    def _poll_unfollowed(self, subs: list[Subscriber], team: TeamPolling | None) -> None:
+        """Tasks left to another process that no watcher follows through a team journal
+        any more (its last one left) are polled here again."""
+        loose = [s.task_id for s in self.poller.states() if not s.leased and not s.ended]
+        if not loose:
+            return
+        members = [s for s in subs if _is_team(s.store)] if team is not None else []
+        orphans = [t for t in loose if not any(m.watches(t) for m in members)]
+        if orphans:
+            self.poller.set_leased(orphans, True)
+
+    def _team_tick(self, team: TeamPolling, subs: list[Subscriber]) -> None:
+        """Leases and the others' changes for the tasks journalled in the team journal
+        (in the team thread: it may wait on the database)."""
+        if not self.poller.running:
+            return
         members = [s for s in subs if _is_team(s.store)]
         states = [s for s in self.poller.states() if any(m.watches(s.task_id) for m in members)]
-        self.team.watched_ended([s.task_id for s in states if s.ended])
+        team.watched_ended([s.task_id for s in states if s.ended])
         active = [s.task_id for s in states if not s.ended]
-        self.team.tick(time.time(), active, lambda t: any(m.watches(t) for m in members))
+        try:
+            team.tick(time.monotonic(), active, lambda t: any(m.watches(t) for m in members))
+        except RuntimeError:  # the poller stopped meanwhile: nothing left to tell it
+            if self.poller.running:
+                raise
 
     def flush(self, store: Store, timeout: float = 40.0) -> None:
         """Write what is waiting for ``store`` (waiting for locks as long as needed)."""

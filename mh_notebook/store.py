@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -362,6 +363,17 @@ _MIGRATIONS: tuple[str, ...] = (
         for table in ("events", "task_summary")
         for column, kind in _SERVER_FIELDS
     ),  # 5 -> 6: what the documented API adds (list items, creation and retry answers)
+    """
+    CREATE TABLE results_by_host (
+        task_id TEXT NOT NULL, idx {int} NOT NULL, host TEXT NOT NULL, local_path TEXT NOT NULL,
+        sha256 TEXT NOT NULL, size_bytes {int} NOT NULL, saved_at {real} NOT NULL,
+        PRIMARY KEY (task_id, idx, host)
+    );
+    INSERT INTO results_by_host (task_id, idx, host, local_path, sha256, size_bytes, saved_at)
+        SELECT task_id, idx, '', local_path, sha256, size_bytes, saved_at FROM results;
+    DROP TABLE results;
+    ALTER TABLE results_by_host RENAME TO results
+    """,  # 6 -> 7: saved files per machine (a team journal is shared); older rows: host ''
 )
 """SQL scripts (dialect slots in braces); ``_MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -382,6 +394,8 @@ class SQLJournal:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._sql: dict[str, str] = {}
+        self.host = socket.gethostname()
+        """This machine, as its saved files are recorded (rows of others' are not ours)."""
 
     def _q(self, text: str) -> str:
         """``text`` in this database's dialect (cached)."""
@@ -464,15 +478,21 @@ class SQLJournal:
     def add_results(self, items: Iterable[SavedResult], *, wait: float | None = None) -> None:
         """Record saved result files in one transaction; a file saved again replaces its row
         (``wait`` as for :meth:`add_many`)."""
-        self._write_rows(_SAVE_RESULT_SQL, [SavedResult(*item) for item in items], wait)
+        self._write_rows(_SAVE_RESULT_SQL, [(*SavedResult(*item), self.host) for item in items], wait)
 
     def results(self, task_ids: Iterable[str] | None = None) -> list[SavedResult]:
-        """The saved result files (of these tasks), by task id and index."""
-        select = f"SELECT {_RESULT_COLS} FROM results"
+        """The result files saved on this machine (of these tasks), by task id and index
+        (rows journalled before machines were told apart count for every machine)."""
+        select = f"SELECT host, {_RESULT_COLS} FROM results"
         rows = (
             self._query(select) if task_ids is None else self._query_in(select + " WHERE task_id", task_ids)
         )
-        return sorted((SavedResult(*row) for row in rows), key=lambda r: (r.task_id, r.idx))
+        mine: dict[tuple[str, int], SavedResult] = {}
+        for host, *values in sorted(rows, key=lambda row: row[0] != ""):  # this machine's win
+            if host in ("", self.host):
+                row = SavedResult(*values)
+                mine[(row.task_id, row.idx)] = row
+        return sorted(mine.values(), key=lambda r: (r.task_id, r.idx))
 
     def latest_events(self, task_ids: Iterable[str]) -> list[Event]:
         """The last informative event (not ``expired``, if any) of each of these tasks."""
@@ -484,7 +504,7 @@ class SQLJournal:
 
     def reduced_rows(self) -> list[tuple[Any, ...]]:
         """One row per task, watched or observed (``history.REDUCED_COLUMNS``), by the database."""
-        return self._query(_REDUCE_SQL)
+        return self._query(_REDUCE_SQL, (self.host, self.host))
 
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
@@ -650,8 +670,8 @@ _WATCH_SQL = (
     f"INSERT INTO watched ({_WATCHED_COLS}) VALUES ({_marks(Watched._fields)}) ON CONFLICT DO NOTHING"
 )
 _SAVE_RESULT_SQL = f"""
-INSERT INTO results ({_RESULT_COLS}) VALUES ({_marks(SavedResult._fields)})
-ON CONFLICT (task_id, idx) DO UPDATE SET local_path = excluded.local_path, sha256 = excluded.sha256,
+INSERT INTO results ({_RESULT_COLS}, host) VALUES ({_marks(SavedResult._fields)}, ?)
+ON CONFLICT (task_id, idx, host) DO UPDATE SET local_path = excluded.local_path, sha256 = excluded.sha256,
     size_bytes = excluded.size_bytes, saved_at = excluded.saved_at
 """
 _PREDICT_SQL = "UPDATE watched SET predicted_latency_s = ? WHERE task_id = ? AND predicted_latency_s IS NULL"
@@ -679,14 +699,16 @@ SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
        s.started_at, s.seen_end, s.polls, w.predicted_latency_s,
-       (SELECT r.local_path FROM results AS r WHERE r.task_id = w.task_id AND r.idx = 0),
+       (SELECT r.local_path FROM results AS r
+        WHERE r.task_id = w.task_id AND r.idx = 0 AND r.host IN (?, '') ORDER BY r.host DESC LIMIT 1),
        {_SERVER_PART}
 FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 UNION ALL
 SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL,
-       (SELECT r.local_path FROM results AS r WHERE r.task_id = s.task_id AND r.idx = 0),
+       (SELECT r.local_path FROM results AS r
+        WHERE r.task_id = s.task_id AND r.idx = 0 AND r.host IN (?, '') ORDER BY r.host DESC LIMIT 1),
        {_SERVER_PART}
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
 WHERE s.task_id NOT IN (SELECT task_id FROM watched)

@@ -3,28 +3,36 @@
 Every process that watches tasks journalled in one PostgreSQL database takes part. Each
 task is polled by one of them at a time: the holder of its lease, a row taken with
 ``SELECT ... FOR UPDATE SKIP LOCKED`` and renewed every ``renew`` seconds; a lease whose
-holder died expires after ``ttl`` seconds and is taken over. The others learn each change
+holder died expires after ``ttl`` seconds on the database's clock (the machines' own
+clocks may disagree by minutes) and is taken over. The others learn each change
 through ``LISTEN/NOTIFY`` (and, should a notification be missed, by reading the journal
 every ``catch_up`` seconds) and show it as if they had polled it themselves.
 
 If the database cannot be reached for longer than ``ttl``, every process polls its tasks
 itself again (more requests, nothing missed) until the database is back.
+
+Every call here may wait on the database: the engine runs :meth:`TeamPolling.tick` in a
+thread of its own, never on the poller's loop, and the results reach the poller through
+its thread-safe calls (``set_leased``, ``observe``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import math
+import queue
 import secrets
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from .models import Task
 from .store import Event
 
-__all__ = ["TeamJournal", "TeamPolling"]
+__all__ = ["TeamJournal", "TeamPolling", "TeamThread"]
 
 log = logging.getLogger("mh_notebook.team")
 
@@ -32,8 +40,9 @@ log = logging.getLogger("mh_notebook.team")
 class TeamJournal(Protocol):
     """What a shared journal offers for shared polling (``PostgresStore`` does)."""
 
-    def claim_leases(self, task_ids: list[str], holder: str, until: float, now: float) -> set[str]:
-        """Take or renew the leases of these tasks that are free, expired or ours; the held ones."""
+    def claim_leases(self, task_ids: list[str], holder: str, ttl: float) -> set[str]:
+        """Take or renew for ``ttl`` seconds (on the database's clock) the leases of these
+        tasks that are free, expired or ours; the held ones."""
 
     def release_leases(self, task_ids: list[str], holder: str) -> None:
         """Give up our leases of these tasks."""
@@ -53,7 +62,8 @@ class Poller(Protocol):
 
 
 class TeamPolling:
-    """Leases and notifications for one engine and one team journal (engine thread only)."""
+    """Leases and notifications for one engine and one team journal (one thread at a time:
+    the engine's team thread). ``now`` arguments are monotonic seconds, for scheduling only."""
 
     def __init__(
         self,
@@ -74,6 +84,7 @@ class TeamPolling:
         self._next_renew = self._next_catch_up = -math.inf
         self._ok_at = math.inf
         self._alone = False
+        self._fresh = True  # what the poller believes of our tasks is unknown: say it all
 
     def tick(self, now: float, active: list[str], watched: Callable[[str], bool]) -> None:
         """Every engine tick: renew leases when due, and show what the others saw."""
@@ -89,11 +100,19 @@ class TeamPolling:
         self._ok_at, self.error = now, None
 
     def _renew(self, now: float, active: list[str]) -> None:
-        held = self.journal.claim_leases(active, self.holder, now + self.ttl, now) if active else set()
-        previous = set(active) if self._alone else self.held  # alone: we polled everything
-        self.poller.set_leased(held - previous, True)
-        self.poller.set_leased(previous - held, False)
-        self.held, self._alone, self._next_renew = held, False, now + self.renew
+        held = self.journal.claim_leases(active, self.holder, self.ttl) if active else set()
+        followed = set(active)
+        gone = self.held - followed  # not followed through us any more: not ours to hand out
+        if gone:
+            self.journal.release_leases(sorted(gone), self.holder)
+        if self._fresh:
+            self.poller.set_leased(held, True)
+            self.poller.set_leased(followed - held, False)
+        else:
+            previous = followed if self._alone else self.held & followed  # alone: we polled everything
+            self.poller.set_leased(held - previous, True)
+            self.poller.set_leased(previous - held, False)
+        self.held, self._alone, self._fresh, self._next_renew = held, False, False, now + self.renew
 
     def _follow(self, now: float, active: list[str], watched: Callable[[str], bool]) -> None:
         changed = {t for t in self.journal.notifications() if watched(t) and t not in self.held}
@@ -131,6 +150,59 @@ class TeamPolling:
     def close(self) -> None:
         """Give back every lease we hold."""
         self.watched_ended(sorted(self.held))
+
+
+class TeamThread:
+    """The thread team work runs in, one job at a time, so that a database that does not
+    answer holds up the team's work and never the poller: at most one tick in flight
+    (a tick asked for while one runs is dropped), other jobs in the order given. A daemon:
+    a job stuck on the network never keeps the interpreter from exiting."""
+
+    def __init__(self, name: str = "mh-team") -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._ticking = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def tick(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` unless a tick is queued or running already."""
+        if self._ticking.is_set():
+            return
+        self._ticking.set()
+
+        def job() -> None:
+            try:
+                fn()
+            finally:
+                self._ticking.clear()
+
+        self._jobs.put(job)
+
+    def run(self, fn: Callable[[], None]) -> concurrent.futures.Future[None]:
+        """Run ``fn`` after the jobs queued before it; a future of its end."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self._jobs.put(job)
+        return done
+
+    def stop(self) -> None:
+        """End the thread once the queued jobs have run (returns at once)."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:
+                log.exception("team work failed")
 
 
 def _task(event: Event) -> Task | None:

@@ -17,6 +17,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -37,6 +38,15 @@ def _as_server_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
     return ["runuser", "-u", "postgres", "--", *command]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _free_port() -> int:
@@ -92,6 +102,57 @@ class PostgresServer:
             check=False,
         )
 
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, background workers)."""
+        pid_file = self.data / "postmaster.pid"
+        try:
+            postmaster = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        children = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+            except (OSError, ValueError):
+                continue  # not a process, or gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(entry.name))
+        return [postmaster, *children]
+
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to the postmaster and its children (SIGSTOP: the server stops
+        answering, its connections stay open, like a network black hole)."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def pause(self) -> None:
+        """Freeze every process of the server (SIGSTOP); :meth:`resume` thaws them."""
+        self.signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw the server after :meth:`pause` (SIGCONT; harmless if it is not paused)."""
+        self.signal_all(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """Kill every process of the server at once (SIGKILL), like a machine losing power
+        (the operating system keeps what was written); :meth:`restart` starts it again."""
+        pids = self.pids()
+        if not pids:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGSTOP)  # the postmaster starts no process from here on
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(map(_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # an unreaped (zombie) postmaster still looks alive to the next start: its locks go
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+
     def restart(self) -> None:
         """Start the server (again, after :meth:`stop`: same port, same data)."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -116,7 +177,8 @@ class PostgresServer:
         )
 
     def close(self) -> None:
-        """Stop and delete everything."""
+        """Stop and delete everything (thawed first: a paused server would not stop)."""
+        self.resume()
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -86,10 +86,37 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
     path = _v1_copy(tmp_path)
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     SQLiteStore(path).close()
-    assert _sql(path, "PRAGMA user_version") == [(6,)] and SCHEMA_VERSION == 6
+    assert _sql(path, "PRAGMA user_version") == [(7,)] and SCHEMA_VERSION == 7
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_task", "watched_base_url", "events_status", "events_once"} <= indexes
     _assert_reads_as_0_1_0(path, expected)
+
+
+def test_saved_files_journalled_before_machines_were_told_apart_are_kept(tmp_path: Path) -> None:
+    """Migration 5 -> 6 (saved files keyed by machine, issue 17 item 21c) keeps the rows
+    written before it; this machine's own row wins over them afterwards."""
+    from mh_notebook.dialect import SQLiteDialect
+
+    path = tmp_path / "v5.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for script in store_module._MIGRATIONS[:5]:
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(SQLiteDialect().sql(statement))
+        db.execute("PRAGMA user_version = 5")
+        db.execute("INSERT INTO results VALUES ('t', 0, '/old/t_0.png', 'ab', 3, 1.0)")
+    finally:
+        db.close()
+    store = SQLiteStore(path)
+    try:
+        assert [r.local_path for r in store.results()] == ["/old/t_0.png"]
+        store.add_watched([Watched("t", "http://api.test", 1.0)])
+        assert list(store_history(store)["local_path"]) == ["/old/t_0.png"]
+        store.add_results([SavedResult("t", 0, "/new/t_0.png", "cd", 3, 2.0)])
+        assert [r.local_path for r in store.results(["t"])] == ["/new/t_0.png"]
+        assert list(store_history(store)["local_path"]) == ["/new/t_0.png"]
+    finally:
+        store.close()
 
 
 def _assert_reads_as_0_1_0(path: Path, expected: dict[str, Any]) -> None:
