@@ -51,7 +51,7 @@ from .render import (
     text_line,
 )
 from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
-from .store import SQLiteStore, Store, Watched, open_store
+from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_store, with_pending
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,6 +149,9 @@ class TaskWatcher:
         self._panel: Panel | None = None
         self._stopped = False
         self._final: list[TaskState] | None = None
+        self.unwritten: Unwritten | None = None
+        """What :meth:`stop` could not write to the journal in time (None: nothing); see
+        :class:`~mh_notebook.engine.UnwrittenWarning`."""
         try:
             self._engine = engine_for(self, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
@@ -172,7 +175,7 @@ class TaskWatcher:
             raise RuntimeError("this watcher has been stopped; create a new one")
         ids = [item.id if isinstance(item, Task) else check_task_id(item) for item in items]
         now = self._engine.clock.server_now(time.time())  # journal times are the server's
-        self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)
+        self._engine.journal_watched(self.store, [Watched(task_id, self.base_url, now) for task_id in ids])
         with self._lock:
             fresh = [task_id for task_id in dict.fromkeys(ids) if task_id not in self._ids]
             self._ids.update(dict.fromkeys(ids))
@@ -238,7 +241,7 @@ class TaskWatcher:
         self._stopped = True
         self._dirty = True
         self._final = self._states()  # what it knew stays readable (and drawn) after stop
-        self._engine.detach(self)
+        self.unwritten = self._engine.detach(self)
         self._close_store()
         with self._lock:
             for fut in self._waiters:
@@ -706,20 +709,27 @@ class TaskWatcher:
         from .history import store_history
 
         with self._journal() as store:
-            return store_history(store, self.polls, task_ids=self.task_ids)
+            return store_history(store, self.polls, task_ids=self.task_ids, pending=self._unjournalled())
 
     def events(self) -> pd.DataFrame:
         """One row per observed transition of this watcher's tasks, by observation time."""
         from .history import events_frame
 
         with self._journal() as store:
-            return events_frame([e for e in store.events() if e.task_id in self._ids])
+            events = with_pending(store.events(), self._unjournalled().events)
+            return events_frame([e for e in events if e.task_id in self._ids])
+
+    def _unjournalled(self) -> Unwritten:
+        """What is known but not (yet) in the journal: waiting to be written, or left by :meth:`stop`."""
+        if self._stopped:
+            return self.unwritten or Unwritten([], [], [])
+        return self._engine.pending(self.store)
 
     @contextlib.contextmanager
     def _journal(self) -> Iterator[Store]:
-        """The journal, up to date: this watcher's, or its file opened again after :meth:`stop`."""
-        if not self.store.closed:
-            self._engine.flush(self.store)
+        """The journal as committed (read at once, never waiting for writes): this watcher's,
+        the memory journal even after :meth:`stop`, or the file opened again after it."""
+        if not self.store.closed or isinstance(self.store, MemoryStore):
             yield self.store
             return
         path = getattr(self.store, "path", None)
