@@ -489,12 +489,11 @@ def test_odd_server_text_never_blocks_the_journal(sim: Simulator, tmp_path: Path
     with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
         w.watch(odd + later)
         assert set(w.wait(timeout=30)) == set(odd + later)
-        assert w.engine.quarantined == []
-    assert w.unwritten is None
     frame = read_history(journal).set_index("task_id")
     assert (frame.loc[odd, "status"] == "failed").all() and (frame.loc[later, "status"] == "succeeded").all()
     assert set(frame.loc[odd, "error_message"]) == {ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")}
     assert frame.loc[odd[0], "error_code"] == "E\ufffd\ufffd0"
+    assert w.unwritten is None and w.engine.quarantined == []
 
 
 def test_an_event_the_journal_refuses_is_quarantined_and_blocks_nothing(
@@ -517,14 +516,14 @@ def test_an_event_the_journal_refuses_is_quarantined_and_blocks_nothing(
     with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
         w.watch([bad, *good])
         assert set(w.wait(timeout=30)) == {bad, *good}
-        quarantined = w.engine.quarantined
-        assert [(q.event.task_id, q.event.status) for q in quarantined] == [(bad, "failed")]
-        assert "poisoned" in quarantined[0].reason
+        frame = _journalled(journal, good)
+        assert (frame.loc[good, "status"] == "succeeded").all()
+        assert frame.loc[bad, "status"] != "failed"  # its earlier events are there, the refused one is not
         assert "refused" in (w.snapshot().notice or "")
     assert w.unwritten is None
-    frame = read_history(journal).set_index("task_id")
-    assert (frame.loc[good, "status"] == "succeeded").all()
-    assert frame.loc[bad, "status"] != "failed"  # its earlier events are there, the refused one is not
+    quarantined = w.engine.quarantined
+    assert [(q.event.task_id, q.event.status) for q in quarantined] == [(bad, "failed")]
+    assert "poisoned" in quarantined[0].reason
 
 
 def test_one_journal_file_under_two_spellings_is_learned_from_once(sim: Simulator, tmp_path: Path) -> None:
