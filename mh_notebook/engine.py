@@ -552,7 +552,7 @@ def _give_up(store: Store, unwritten: Unwritten) -> None:
         f"journal {getattr(store, 'location', type(store).__name__)} in time; they are kept {kept}"
     )
     log.warning("%s", message)
-    warnings.warn(message, UnwrittenWarning, stacklevel=4)
+    warnings.warn(message, UnwrittenWarning, stacklevel=5)
 
 
 def _event(obs: Observation, observed_at: float) -> Event:

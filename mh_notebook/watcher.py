@@ -272,10 +272,13 @@ class TaskWatcher:
     @property
     def saved_files(self) -> dict[str, list[Path]]:
         """Task id → the result files saved on this machine (``save_to``), from the journal."""
+        ids = self.task_ids
         with self._journal() as store:
-            rows = store.results(self.task_ids)
+            rows = {(r.task_id, r.idx): r for r in store.results(ids)}
+        wanted = set(ids)  # saved files still waiting for a busy journal count too
+        rows.update(((r.task_id, r.idx), r) for r in self._unjournalled().saved if r.task_id in wanted)
         files: dict[str, list[Path]] = {}
-        for row in rows:
+        for row in sorted(rows.values(), key=lambda r: (r.task_id, r.idx)):
             files.setdefault(row.task_id, []).append(Path(row.local_path))
         return files
 
@@ -835,7 +838,9 @@ class TaskWatcher:
         if kept is not None and kept[0].data is not None:
             return kept[0].data
         with contextlib.suppress(Exception), self._journal() as store:
-            for row in store.results([task_id]):
+            for row in [*self._unjournalled().saved, *store.results([task_id])]:
+                if row.task_id != task_id:
+                    continue
                 path = Path(row.local_path)
                 if row.idx == index and path.is_file():
                     data = path.read_bytes()
