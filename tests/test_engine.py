@@ -496,6 +496,31 @@ def test_odd_server_text_never_blocks_the_journal(sim: Simulator, tmp_path: Path
     assert w.unwritten is None and w.engine.quarantined == []
 
 
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    from pg_server import postgres_server
+
+    with postgres_server() as server:
+        yield server.new_database()
+
+
+@pytest.mark.postgres
+def test_odd_server_text_never_blocks_a_postgresql_journal(sim: Simulator, pg_url: str) -> None:
+    """Promise: "loses nothing" (issue 17, item 7) with PostgreSQL, which refuses NUL in text:
+    every task ends in the journal, later ones too."""
+    odd = [
+        sim.submit(model="seedream-4.0", outcome="failed", latency=30, error_message=ODD) for _ in range(2)
+    ]
+    later = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 10 * i) for i in range(3)]
+    with TaskWatcher(sim.api_key, sim.url, store=pg_url, display="none", time_scale=SPEED) as w:
+        w.watch(odd + later)
+        assert set(w.wait(timeout=60)) == set(odd + later)
+    frame = read_history(pg_url).set_index("task_id")
+    assert (frame.loc[odd, "status"] == "failed").all() and (frame.loc[later, "status"] == "succeeded").all()
+    assert set(frame.loc[odd, "error_message"]) == {ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")}
+    assert w.unwritten is None and w.engine.quarantined == []
+
+
 def test_an_event_the_journal_refuses_is_quarantined_and_blocks_nothing(
     sim: Simulator, tmp_path: Path
 ) -> None:
