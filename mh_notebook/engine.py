@@ -78,6 +78,7 @@ JOURNAL_WAIT = 0.05
 STOP_WAIT = 5.0
 """Longest :meth:`Engine.detach` (a watcher's ``stop()``) tries to write what is waiting (s)."""
 _TICK = 0.1
+_RETRY_EVERY = 0.5
 _BACKLOG_LIMIT = 1_000_000
 
 
@@ -139,6 +140,7 @@ class Engine:
         self._pending: dict[object, _Pending] = {}
         self._pending_lock = threading.Lock()  # guards the lists only, never held during I/O
         self._write_lock = threading.Lock()  # one writer of the pending rows at a time
+        self._retry_at: dict[object, float] = {}  # journal -> when a failed write is tried again
         self._seeded: set[object] = set()
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
@@ -353,16 +355,28 @@ class Engine:
         with self._pending_lock:
             waiting = self._pending.setdefault(_store_key(store), _Pending()).events
             waiting.extend(events)
-            del waiting[:-_BACKLOG_LIMIT]
+            if len(waiting) > _BACKLOG_LIMIT:
+                log.error(
+                    "journal backlog over %d events: the oldest %d dropped",
+                    _BACKLOG_LIMIT,
+                    len(waiting) - _BACKLOG_LIMIT,
+                )
+                del waiting[:-_BACKLOG_LIMIT]
         self._write_pending(store, JOURNAL_WAIT)
 
-    def _write_pending(self, store: Store, wait: float, *, lock_wait: float = 0.0) -> bool:
+    def _write_pending(self, store: Store, wait: float, *, lock_wait: float = 0.0, now: bool = False) -> bool:
         """Write what waits for ``store``: watched tasks, events, saved files. False if some
-        of it is still waiting. Gives way to a writer in another thread after ``lock_wait`` s."""
+        of it is still waiting. Gives way to a writer in another thread after ``lock_wait`` s.
+
+        After a failed try, the next waits ``_RETRY_EVERY`` (unless ``now``): a journal locked
+        for long costs the poller thread ``JOURNAL_WAIT`` per retry, not per change.
+        """
+        key = _store_key(store)
+        if not now and time.monotonic() < self._retry_at.get(key, 0.0):
+            return False
         if not self._write_lock.acquire(timeout=lock_wait):
             return False
         try:
-            key = _store_key(store)
             problems = [
                 self._write_watched(store, key, wait),
                 self._write_events(store, key, wait),
@@ -372,6 +386,10 @@ class Engine:
             self._write_lock.release()
         problem = next((p for p in problems if p is not None), None)
         self.journal_error = problem
+        if problem is None:
+            self._retry_at.pop(key, None)
+        else:
+            self._retry_at[key] = time.monotonic() + _RETRY_EVERY
         return problem is None
 
     def _take(self, key: object, what: str, n: int) -> None:
@@ -495,11 +513,14 @@ class Engine:
         """Write what is waiting for ``store``, trying for ``timeout`` seconds at most; True if
         nothing is left waiting. From the poller thread (a callback), one bounded try only."""
         if self.poller.in_poller_thread:
-            return self._write_pending(store, JOURNAL_WAIT, lock_wait=_TICK)
+            return self._write_pending(store, JOURNAL_WAIT, lock_wait=_TICK, now=True)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if self._write_pending(store, max(0.0, min(0.1, left)), lock_wait=max(0.0, left)) or left <= 0:
+            if (
+                self._write_pending(store, max(0.0, min(0.1, left)), lock_wait=max(0.0, left), now=True)
+                or left <= 0
+            ):
                 with self._pending_lock:
                     return not self._pending.get(_store_key(store))
             time.sleep(min(0.05, max(0.0, left)))
