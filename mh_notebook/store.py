@@ -527,8 +527,7 @@ class SQLiteStore(SQLJournal):
         self.location = repr(str(self.path))
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = self._open(create)
-        stat = os.stat(self.path)
-        self.identity: tuple[str, int, int] = ("sqlite", stat.st_dev, stat.st_ino)
+        self.identity: tuple[object, ...] = _file_identity(self.path)
         """The file itself, however its path is spelled (symlinks, ``..``, hard links)."""
         self.replayed = self._replay_unwritten()
         """Events written at opening from :func:`unwritten_path` (a stop that could not write)."""
@@ -666,6 +665,16 @@ class SQLiteStore(SQLJournal):
 
 
 _REPLAY_WAIT = 1.0
+
+
+def _file_identity(path: Path) -> tuple[object, ...]:
+    """The file at ``path`` however the path is spelled: its device and inode (its resolved
+    path where there is no file, e.g. SQLite's ``:memory:``)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ("sqlite", str(path.resolve()))
+    return ("sqlite", stat.st_dev, stat.st_ino)
 
 
 class Unwritten(NamedTuple):
