@@ -135,12 +135,15 @@ class BrokenStore(MemoryStore):
 def test_a_failing_journal_never_stops_waits_or_callbacks(sim: Simulator) -> None:
     ids = [sim.submit(model="seedream-4.0", latency=3) for _ in range(3)]
     done: list[str] = []
-    with TaskWatcher(sim.api_key, sim.url, store=BrokenStore(), display="none", time_scale=SPEED) as w:
-        w.on_done(lambda t: done.append(t.id))
-        w.watch(ids)
-        assert set(w.wait(timeout=30)) == set(ids)
-        assert sorted(done) == sorted(ids)
-        assert "disk full" in (w.snapshot().notice or "")
+    w = TaskWatcher(sim.api_key, sim.url, store=BrokenStore(), display="none", time_scale=SPEED)
+    w.on_done(lambda t: done.append(t.id))
+    w.watch(ids)
+    assert set(w.wait(timeout=30)) == set(ids)
+    assert sorted(done) == sorted(ids)
+    assert "disk full" in (w.snapshot().notice or "")
+    with pytest.warns(UnwrittenWarning, match="kept on the watcher's `unwritten` attribute"):
+        w.stop()  # a journal with no file: what it could not write stays on the watcher
+    assert w.unwritten is not None and {e.task_id for e in w.unwritten.events} == set(ids)
 
 
 def test_a_locked_journal_does_not_stall_polling(sim: Simulator, tmp_path: Path) -> None:
