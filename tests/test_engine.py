@@ -24,7 +24,7 @@ from mh_notebook.engine import STOP_WAIT, UnwrittenWarning, running_engines
 from mh_notebook.errors import AuthenticationError
 from mh_notebook.history import read_history
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, MemoryStore, SQLiteStore, Watched, unwritten_path
+from mh_notebook.store import Event, JournalBusyError, MemoryStore, SQLiteStore, Watched, unwritten_path
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 100.0
@@ -474,6 +474,34 @@ def test_a_long_lock_costs_the_poller_a_few_tries_not_one_per_change(sim: Simula
             assert changes >= len(ids)  # each end at least, all waiting
             assert store.tries <= 2 * (elapsed / 0.5 + 2)  # a batch and an empty probe per retry
         _journalled(journal, ids)
+    store.close()
+
+
+class WatchedLaterStore(SQLiteStore):
+    """A SQLite journal busy for the watched list only, until told otherwise."""
+
+    busy = True
+
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        if self.busy:
+            raise JournalBusyError("busy for the watched list")
+        super().add_watched(items, wait=wait)
+
+
+def test_a_task_is_watched_in_the_journal_before_its_events_appear(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: what waits is written in order (issue 17, "bounded waits"): a task's watched row
+    before its events, so a reader of the file never sees a change of a task without its API."""
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=30 + 10 * i) for i in range(3)]
+    store = WatchedLaterStore(journal)
+    with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+        _settled(w)
+        assert read_history(journal).empty  # the events wait behind the watched rows
+        store.busy = False
+        frame = _journalled(journal, ids)
+        assert (frame.loc[ids, "base_url"] == sim.url).all()
     store.close()
 
 
