@@ -376,15 +376,14 @@ class Engine:
             return False
         if not self._write_lock.acquire(timeout=lock_wait):
             return False
-        try:
-            problems = [
-                self._write_watched(store, key, wait),
-                self._write_events(store, key, wait),
-                self._write_saved(store, key, wait),
-            ]
+        try:  # in this order, each only once the one before is written: a task is watched
+            problem = (  # in the journal before its events appear there
+                self._write_watched(store, key, wait)
+                or self._write_events(store, key, wait)
+                or self._write_saved(store, key, wait)
+            )
         finally:
             self._write_lock.release()
-        problem = next((p for p in problems if p is not None), None)
         self.journal_error = problem
         if problem is None:
             self._retry_at.pop(key, None)
