@@ -12,7 +12,13 @@ difference of two times on one clock, whatever the skew between the two machines
 
 Journal writes happen in the poller thread but never stall it: each waits at most
 ``JOURNAL_WAIT`` seconds for another process's lock; what could not be written is kept
-in order and written again on the next tick (the watchers show a notice meanwhile).
+in order and written again on the next tick (the watchers show a notice meanwhile). A
+batch the journal refuses for another reason is written event by event: an event the
+journal still refuses while it accepts others is cleaned (:func:`~mh_notebook.store.clean_event`)
+or, failing that, quarantined (:attr:`Engine.quarantined`, logged), never blocking the rest.
+A watcher's :meth:`~mh_notebook.watcher.TaskWatcher.stop` tries for ``STOP_WAIT`` seconds
+at most; what is still unwritten is named in an :class:`UnwrittenWarning`, kept on the
+watcher and, for SQLite, in a file next to the journal that its next opening writes in.
 
 The results of succeeded tasks are kept by the engine's :class:`~mh_notebook.results.Keeper`
 (:meth:`Engine.keep`): fetched once on the poller's loop, never holding up a poll; saved
@@ -33,8 +39,10 @@ import hashlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterable
-from typing import Protocol, cast
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, cast
 
 from .client import AsyncClient, RetryPolicy
 from .clock import ClockOffset
@@ -42,18 +50,67 @@ from .models import Task
 from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller, TaskState
 from .results import Keeper, KeepSpec, KeptResult
-from .store import Event, JournalError, SavedResult, Store, event_from_task
+from .store import (
+    Event,
+    JournalBusyError,
+    JournalError,
+    SavedResult,
+    Store,
+    Unwritten,
+    Watched,
+    clean_event,
+    event_from_task,
+    write_unwritten,
+)
 from .team import TeamPolling, TeamThread
 
-__all__ = ["JOURNAL_WAIT", "Engine", "Subscriber", "engine_for"]
+__all__ = [
+    "JOURNAL_WAIT",
+    "STOP_WAIT",
+    "Engine",
+    "Quarantined",
+    "Subscriber",
+    "UnwrittenWarning",
+    "engine_for",
+]
 
 log = logging.getLogger("mh_notebook.engine")
 
 JOURNAL_WAIT = 0.05
 """Longest a journal write from the poller thread waits for another process's lock (s)."""
+STOP_WAIT = 5.0
+"""Longest :meth:`Engine.detach` (a watcher's ``stop()``) tries to write what is waiting (s)."""
 _TICK = 0.1
+_RETRY_EVERY = 0.5
 _BACKLOG_LIMIT = 1_000_000
 _TEAM_CLOSE_WAIT = 3.0
+
+
+class UnwrittenWarning(UserWarning):
+    """``stop()`` could not write everything to the journal in time; the message names what
+    is unwritten and where it is kept."""
+
+
+class Quarantined(NamedTuple):
+    """An event a working journal refused even cleaned: logged and kept here, never retried."""
+
+    event: Event
+    reason: str
+
+
+@dataclass
+class _Pending:
+    """What waits to be written to one journal, in order."""
+
+    watched: list[Watched] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    saved: dict[tuple[str, int], SavedResult] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.watched or self.events or self.saved)
+
+    def copy(self) -> Unwritten:
+        return Unwritten(list(self.watched), list(self.events), list(self.saved.values()))
 
 
 class Subscriber(Protocol):
@@ -84,14 +141,18 @@ class Engine:
         self.base_url = base_url
         self._subs: list[Subscriber] = []
         self._lock = threading.RLock()
-        self._backlog: dict[object, list[Event]] = {}
-        self._saved_backlog: dict[object, dict[tuple[str, int], SavedResult]] = {}
+        self._pending: dict[object, _Pending] = {}
+        self._pending_lock = threading.Lock()  # guards the lists only, never held during I/O
+        self._write_lock = threading.Lock()  # one writer of the pending rows at a time
+        self._retry_at: dict[object, float] = {}  # journal -> when a failed write is tried again
         self._seeded: set[object] = set()
         self._unsure_seen: dict[object, tuple[Store, dict[str, tuple[float, float]]]] = {}
         """First-seen times journalled before the server's clock was known: per journal,
         task id -> (local time, journalled time); corrected once it is (poller thread)."""
         self.journal_error: str | None = None
         """Why the last journal write failed, until a write succeeds again."""
+        self.quarantined: list[Quarantined] = []
+        """Events a working journal refused even cleaned (each logged once)."""
         self.team: TeamPolling | None = None
         """Shared polling through a team journal (PostgreSQL), once a watcher brings one."""
         self._team_thread: TeamThread | None = None
@@ -149,12 +210,18 @@ class Engine:
             ends = sub.store.recent_ends(2000, self.base_url)
             self.poller.call_soon(self.poller.learn, _learned(ends))
 
-    def detach(self, sub: Subscriber) -> None:
-        """Remove a watcher: its journal is flushed, tasks nobody else watches are dropped,
-        and the engine stops with its last watcher."""
+    def detach(self, sub: Subscriber, timeout: float = STOP_WAIT) -> Unwritten | None:
+        """Remove a watcher: its journal is written (``timeout`` seconds at most), tasks nobody
+        else watches are dropped, and the engine stops with its last watcher.
+
+        Returns what could not be written to the watcher's journal (also named in an
+        :class:`UnwrittenWarning` and, for SQLite, kept in
+        :func:`~mh_notebook.store.unwritten_path`), or None when everything was written or
+        another watcher of the same journal writes it on.
+        """
         with _REGISTRY_LOCK, self._lock:
             if sub not in self._subs:
-                return
+                return None
             self._subs.remove(sub)
             mine = [s for s in self.poller.states() if sub.watches(s.task_id)]
             ids = [s.task_id for s in mine]
@@ -168,11 +235,27 @@ class Engine:
         self._journal_counts(sub.store, mine)
         if handed_over is not None:  # our leases given back before the journal closes, if it answers
             concurrent.futures.wait([handed_over], timeout=_TEAM_CLOSE_WAIT)
-        self.flush(sub.store)
+        unwritten = self._settle(sub.store, timeout)
         if last:
             self.poller.stop()
             if self._team_thread is not None:
                 self._team_thread.stop()
+        return unwritten
+
+    def _settle(self, store: Store, timeout: float) -> Unwritten | None:
+        """Write what waits for ``store`` of a leaving watcher; give up what is left, unless
+        another attached watcher writes the same journal."""
+        key = _store_key(store)
+        if any(_store_key(o.store) == key for o in self.subscribers()):
+            return None
+        self.flush(store, timeout)
+        with self._pending_lock:
+            left = self._pending.pop(key, None)
+        if not left:
+            return None
+        unwritten = left.copy()
+        _give_up(store, unwritten)
+        return unwritten
 
     def _hand_over_team(self, leaving: Subscriber) -> concurrent.futures.Future[None] | None:
         """Shared polling goes on through a journal a remaining watcher holds open (the
@@ -227,12 +310,24 @@ class Engine:
             for s in states
             if s.task is not None and not s.ended and s.polls > s.reported_polls
         ]
-        if not events:
+        self._journal_many(store, events)  # queued in order (any thread), written as it can be
+
+    def journal_watched(self, store: Store, rows: list[Watched]) -> None:
+        """Record newly watched tasks (any thread): written now if the journal is free within
+        ``JOURNAL_WAIT``, else kept and written by the poller thread."""
+        if not rows:
             return
         try:
-            self.poller.call_soon(self._journal_many, store, events)
-        except RuntimeError:  # stopped meanwhile: nobody else writes now
-            self._journal_many(store, events)
+            store.add_watched(rows, wait=JOURNAL_WAIT)
+        except Exception as exc:  # noqa: BLE001 - busy or broken, any store: kept, tried again
+            with self._pending_lock:
+                self._pending.setdefault(_store_key(store), _Pending()).watched.extend(rows)
+            self.journal_error = f"journal writes delayed: {_reason(exc)}"
+
+    def pending(self, store: Store) -> Unwritten:
+        """What waits to be written to ``store``'s journal (copies; any thread)."""
+        with self._pending_lock:
+            return self._pending.get(_store_key(store), _Pending()).copy()
 
     def keep(self, task: Task, spec: KeepSpec) -> concurrent.futures.Future[list[KeptResult]]:
         """Keep ``task``'s results as ``spec`` asks (on the poller's loop); saved files are
@@ -243,9 +338,10 @@ class Engine:
         kept = await self.keeper.keep_task(task, spec)
         rows = [row for row in (k.saved() for k in kept) if row is not None]
         if rows and not spec.store.closed:  # a watcher stopped meanwhile closed its journal
-            waiting = self._saved_backlog.setdefault(_store_key(spec.store), {})
-            waiting.update(((r.task_id, r.idx), r) for r in rows)
-            self._write_saved(spec.store, wait=JOURNAL_WAIT)
+            with self._pending_lock:
+                waiting = self._pending.setdefault(_store_key(spec.store), _Pending()).saved
+                waiting.update(((r.task_id, r.idx), r) for r in rows)
+            self._write_pending(spec.store, JOURNAL_WAIT)
         return kept
 
     def _first_seen_unsure(self, store: Store, ids: list[str], local: float, journalled: float) -> None:
@@ -319,42 +415,137 @@ class Engine:
         """Write now, or after what is already waiting for this journal (order is kept)."""
         if not events:
             return
-        waiting = self._backlog.setdefault(_store_key(store), [])
-        waiting.extend(events)
-        del waiting[:-_BACKLOG_LIMIT]
-        self._write_backlog(store, wait=JOURNAL_WAIT)
+        with self._pending_lock:
+            waiting = self._pending.setdefault(_store_key(store), _Pending()).events
+            waiting.extend(events)
+            if len(waiting) > _BACKLOG_LIMIT:
+                log.error(
+                    "journal backlog over %d events: the oldest %d dropped",
+                    _BACKLOG_LIMIT,
+                    len(waiting) - _BACKLOG_LIMIT,
+                )
+                del waiting[:-_BACKLOG_LIMIT]
+        self._write_pending(store, JOURNAL_WAIT)
 
-    def _write_backlog(self, store: Store, wait: float | None) -> None:
-        waiting = self._backlog.get(_store_key(store))
-        if not waiting:
-            return
+    def _write_pending(self, store: Store, wait: float, *, lock_wait: float = 0.0, now: bool = False) -> bool:
+        """Write what waits for ``store``: watched tasks, events, saved files. False if some
+        of it is still waiting. Gives way to a writer in another thread after ``lock_wait`` s.
+
+        After a failed try, the next waits ``_RETRY_EVERY`` (unless ``now``): a journal locked
+        for long costs the poller thread ``JOURNAL_WAIT`` per retry, not per change.
+        """
+        key = _store_key(store)
+        if not now and time.monotonic() < self._retry_at.get(key, 0.0):
+            return False
+        if not self._write_lock.acquire(timeout=lock_wait):
+            return False
+        try:  # in this order, each only once the one before is written: a task is watched
+            problem = (  # in the journal before its events appear there
+                self._write_watched(store, key, wait)
+                or self._write_events(store, key, wait)
+                or self._write_saved(store, key, wait)
+            )
+        finally:
+            self._write_lock.release()
+        self.journal_error = problem
+        if problem is None:
+            self._retry_at.pop(key, None)
+        else:
+            self._retry_at[key] = time.monotonic() + _RETRY_EVERY
+        return problem is None
+
+    def _take(self, key: object, what: str, n: int) -> None:
+        """Forget the first ``n`` waiting ``what`` ("watched" or "events"): written or quarantined."""
+        with self._pending_lock:
+            pending = self._pending.get(key)
+            if pending is not None:
+                del getattr(pending, what)[:n]
+
+    def _write_watched(self, store: Store, key: object, wait: float) -> str | None:
+        with self._pending_lock:
+            rows = list(self._pending[key].watched) if key in self._pending else []
+        if not rows:
+            return None
         try:
-            store.add_many(list(waiting), wait=wait)
+            store.add_watched(rows, wait=wait)
         except Exception as exc:  # noqa: BLE001 - busy or broken, any store: kept, tried again
-            reason = exc.message if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
-            self.journal_error = f"journal writes delayed ({len(waiting)} pending): {reason}"
-            return
-        del waiting[:]
-        self.journal_error = None
+            return f"journal writes delayed ({len(rows)} watched tasks pending): {_reason(exc)}"
+        self._take(key, "watched", len(rows))
+        return None
 
-    def _write_saved(self, store: Store, wait: float | None) -> None:
+    def _write_events(self, store: Store, key: object, wait: float) -> str | None:
+        """The waiting events in one transaction; if the journal refuses it for a reason other
+        than a lock, one by one (a bad event must not hold up the others)."""
+        with self._pending_lock:
+            batch = list(self._pending[key].events) if key in self._pending else []
+        if not batch:
+            return None
+        try:
+            store.add_many(batch, wait=wait)
+        except JournalBusyError as exc:
+            return f"journal writes delayed ({len(batch)} pending): {exc.message}"
+        except Exception:  # noqa: BLE001 - any store: find the event it refuses
+            return self._write_one_by_one(store, key, batch, wait)
+        self._take(key, "events", len(batch))
+        return None
+
+    def _write_one_by_one(self, store: Store, key: object, batch: list[Event], wait: float) -> str | None:
+        """Write ``batch`` event by event, for one tick at most; an event refused by a journal
+        that accepts an empty write is cleaned, and quarantined if still refused."""
+        deadline = time.monotonic() + _TICK
+        for done, event in enumerate(batch):
+            if time.monotonic() > deadline:
+                return f"journal writes delayed ({len(batch) - done} pending): writing event by event"
+            try:
+                store.add_many([event], wait=wait)
+            except Exception as exc:  # noqa: BLE001 - any store
+                if isinstance(exc, JournalBusyError) or not _writable(store, wait):
+                    return f"journal writes delayed ({len(batch) - done} pending): {_reason(exc)}"
+                self._clean_or_quarantine(store, event, _reason(exc), wait)
+            self._take(key, "events", 1)
+        return None
+
+    def _clean_or_quarantine(self, store: Store, event: Event, reason: str, wait: float) -> None:
+        cleaned = clean_event(event)
+        if cleaned != event:
+            try:
+                store.add_many([cleaned], wait=wait)
+                log.warning(
+                    "event %s/%s journalled with its text cleaned: %s", event.task_id, event.status, reason
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - any store
+                reason = _reason(exc)
+        self.quarantined.append(Quarantined(event, reason))
+        log.error("event %s/%s quarantined, the journal refuses it: %s", event.task_id, event.status, reason)
+
+    def _write_saved(self, store: Store, key: object, wait: float) -> str | None:
         """Journal the saved result files waiting for ``store`` (kept for the next tick if busy)."""
-        waiting = self._saved_backlog.get(_store_key(store))
-        if not waiting:
-            return
+        with self._pending_lock:
+            rows = dict(self._pending[key].saved) if key in self._pending else {}
+        if not rows:
+            return None
         try:
-            store.add_results(list(waiting.values()), wait=wait)
+            store.add_results(list(rows.values()), wait=wait)
         except Exception as exc:  # noqa: BLE001 - busy or broken, any store: kept, tried again
-            reason = exc.message if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
-            self.journal_error = f"journal writes delayed ({len(waiting)} saved files pending): {reason}"
-            return
-        waiting.clear()
+            return f"journal writes delayed ({len(rows)} saved files pending): {_reason(exc)}"
+        with self._pending_lock:
+            waiting = self._pending[key].saved if key in self._pending else {}
+            for k, row in rows.items():
+                if waiting.get(k) is row:
+                    del waiting[k]
+        return None
 
     @property
     def notice(self) -> str | None:
         """A problem every watcher of this API shows: the journal or the team journal."""
         team = self.team.error if self.team is not None else None
-        return self.journal_error or team
+        quarantined = (
+            f"{len(self.quarantined)} events refused by the journal (engine.quarantined)"
+            if self.quarantined
+            else None
+        )
+        return self.journal_error or team or quarantined
 
     def _tick(self) -> None:
         subs = self.subscribers()
@@ -363,14 +554,11 @@ class Engine:
         self._poll_unfollowed(subs, team)
         if team is not None and self._team_thread is not None:
             self._team_thread.tick(lambda: self._team_tick(team, subs))
-        behind = {
-            _store_key(s.store): s.store
-            for s in subs
-            if self._backlog.get(_store_key(s.store)) or self._saved_backlog.get(_store_key(s.store))
-        }
+        with self._pending_lock:
+            waiting = {k for k, p in self._pending.items() if p}
+        behind = {_store_key(s.store): s.store for s in subs if _store_key(s.store) in waiting}
         for store in behind.values():
-            self._write_backlog(store, wait=JOURNAL_WAIT)
-            self._write_saved(store, wait=JOURNAL_WAIT)
+            self._write_pending(store, JOURNAL_WAIT)
         for sub in subs:
             try:
                 sub.redraw()
@@ -403,31 +591,22 @@ class Engine:
             if self.poller.running:
                 raise
 
-    def flush(self, store: Store, timeout: float = 40.0) -> None:
-        """Write what is waiting for ``store`` (waiting for locks as long as needed)."""
-
-        def write() -> None:
-            self._correct_first_seen(wait=None, only=store)
-            self._write_backlog(store, wait=None)
-            self._write_saved(store, wait=None)
-
-        if self.poller.in_poller_thread or not self.poller.running:
-            write()
-            return
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                write()
-            finally:
-                done.set()
-
-        try:
-            self.poller.call_soon(run)
-        except RuntimeError:  # stopped meanwhile
-            write()
-            return
-        done.wait(timeout)
+    def flush(self, store: Store, timeout: float = STOP_WAIT) -> bool:
+        """Write what is waiting for ``store``, trying for ``timeout`` seconds at most; True if
+        nothing is left waiting. From the poller thread (a callback), one bounded try only."""
+        if self.poller.in_poller_thread:
+            return self._write_pending(store, JOURNAL_WAIT, lock_wait=_TICK, now=True)
+        self._correct_first_seen(only=store)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if (
+                self._write_pending(store, max(0.0, min(0.1, left)), lock_wait=max(0.0, left), now=True)
+                or left <= 0
+            ):
+                with self._pending_lock:
+                    return not self._pending.get(_store_key(store))
+            time.sleep(min(0.05, max(0.0, left)))
 
 
 def _is_team(store: Store) -> bool:
@@ -436,9 +615,48 @@ def _is_team(store: Store) -> bool:
 
 
 def _store_key(store: Store) -> object:
-    """One key per journal: its file for SQLite (several watchers may open one file)."""
+    """One key per journal: its file for SQLite (several watchers may open one file, under
+    several spellings of its path)."""
+    identity = getattr(store, "identity", None)
+    if identity is not None:
+        return identity
     path = getattr(store, "path", None)
     return str(path) if path is not None else id(store)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
+
+
+def _writable(store: Store, wait: float) -> bool:
+    """Whether ``store`` accepts a write at all now (an empty transaction)."""
+    try:
+        store.add_many([], wait=wait)
+    except Exception:  # noqa: BLE001 - any store: not now
+        return False
+    return True
+
+
+def _give_up(store: Store, unwritten: Unwritten) -> None:
+    """Say what a stop could not write, and keep it where it can be recovered."""
+    path = getattr(store, "path", None)
+    kept = "on the watcher's `unwritten` attribute"
+    if path is not None:
+        try:
+            kept = (
+                f"in {write_unwritten(path, unwritten)} (the journal's next opening writes it in) and {kept}"
+            )
+        except OSError as exc:
+            kept += f" (not in a file: {exc})"
+    named = ", ".join(f"{e.task_id} {e.status}" for e in unwritten.events[:20])
+    more = f" and {len(unwritten.events) - 20} more" if len(unwritten.events) > 20 else ""
+    message = (
+        f"stop() could not write {len(unwritten.events)} events ({named}{more}), "
+        f"{len(unwritten.watched)} watched tasks and {len(unwritten.saved)} saved files to the "
+        f"journal {getattr(store, 'location', type(store).__name__)} in time; they are kept {kept}"
+    )
+    log.warning("%s", message)
+    warnings.warn(message, UnwrittenWarning, stacklevel=5)
 
 
 def _event(obs: Observation, observed_at: float) -> Event:

@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import SERVER_FIELDS, Event, MemoryStore, SavedResult, SQLJournal, Store, Watched, open_store
+from .store import (
+    SERVER_FIELDS,
+    Event,
+    MemoryStore,
+    SavedResult,
+    SQLJournal,
+    Store,
+    Unwritten,
+    Watched,
+    open_store,
+    with_pending,
+)
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -137,7 +148,8 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """One row per task with :data:`REDUCED_COLUMNS`, from event columns (vectorised).
 
     Only the columns that decide the reduction are converted for every event; the rest
-    are gathered at each task's last informative event only.
+    are gathered at each task's last informative event only. Each event is expected once,
+    as a journal holds them (:func:`~mh_notebook.store.with_pending` merges without repeats).
     """
     codes, uniques = pd.factorize(np.array(columns["task_id"], dtype=object), sort=False)
     status = np.array(columns["status"], dtype=object)
@@ -208,8 +220,10 @@ def history_frame(
     saved results (``local_path``: the first result's file).
 
     ``latency_s`` is exactly ``completed_at - created_at`` (server clock);
-    ``queue_s``/``run_s`` split it at ``started_at`` (the server's, else the first observation
-    of ``running``; ``split_from`` says which);
+    ``queue_s``/``run_s`` split it at ``started_at``: the server's when it sent one, else the
+    first observation of ``running`` clamped into ``[created_at, completed_at]`` (whole-second
+    server times and the clock offset's error cannot make ``run_s`` negative or ``queue_s``
+    exceed ``latency_s``); ``split_from`` says which;
     ``detection_delay_s`` is the first observation of the end minus ``completed_at``;
     ``polls`` counts requests (``live_polls`` from a running watcher wins when larger).
     A task whose last answer was ``expired`` is reported from its last answer before
@@ -228,14 +242,16 @@ def history_frame(
     frame["split_from"] = split.mask(observed.notna(), "observed").mask(server.notna(), "server")
     frame["started_at"] = server.fillna(observed)
     created, started, completed = (_micros(frame[c]) for c in ("created_at", "started_at", "completed_at"))
+    started = _within(started, created, completed)
+    frame["started_at"] = started / 1e6
     frame["latency_s"] = (completed - created) / 1e6
     frame["queue_s"] = (started - created) / 1e6
     frame["run_s"] = (completed - started) / 1e6
     frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
     frame["not_found"] = (frame["status"] == "not_found").fillna(False).astype("bool")
-    frame = frame.sort_values("first_seen_at", kind="stable")  # first seen first, whatever the source
-    typed = _typed(frame.rename_axis("task_id").reset_index())
-    return _with_metadata(typed, frame["metadata"].to_numpy())
+    frame = frame.rename_axis("task_id").reset_index()  # first seen first (ties by id), whatever the source
+    frame = frame.sort_values(["first_seen_at", "task_id"], kind="stable", ignore_index=True)
+    return _with_metadata(_typed(frame), frame["metadata"].to_numpy())
 
 
 def _with_metadata(frame: pd.DataFrame, metadata: Any) -> pd.DataFrame:
@@ -272,6 +288,19 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+def _within(started: Any, created: Any, completed: Any) -> Any:
+    """First sightings of ``running`` moved into the task's life ``[created, completed]``.
+
+    A server that reports whole seconds floors both ends (up to 1 s early), and the clock
+    offset that puts an observation on the server's clock is an estimate: the running
+    observation can fall after ``completed_at`` (``run_s < 0``) or before ``created_at``.
+    A task cannot start outside its own life, so the split point is clamped; where an end
+    is unknown, that side is left as observed.
+    """
+    clamped = np.fmin(np.fmax(started, created), completed)  # fmax/fmin ignore a NaN bound
+    return np.where(np.isnan(started), np.nan, clamped)
 
 
 def _add_watched(frame: pd.DataFrame, watched: Sequence[Watched]) -> pd.DataFrame:
@@ -452,15 +481,22 @@ def store_history(
     store: Store,
     live_polls: Mapping[str, int] | None = None,
     task_ids: Collection[str] | None = None,
+    pending: Unwritten | None = None,
 ) -> pd.DataFrame:
     """The history frame of an open store (``live_polls`` from a running watcher, if any).
 
     With ``task_ids``, only those tasks (the journal is reduced first, then filtered).
+    ``pending`` is what is known but not in the journal yet (a busy journal): added to what
+    the journal holds, and reduced in pandas (the SQL reduction gives the same frame).
     """
-    reduced = reduced_journal(store)
-    in_query = isinstance(store, SQLJournal)  # the database joins the watched list and results itself
-    watched = [] if in_query else store.watched()
-    results = [] if in_query else store.results(task_ids)
+    if pending is not None and any(pending):
+        reduced = reduce_events(columns_of(with_pending(store.events(), pending.events)))
+        in_query = False
+    else:
+        reduced = reduced_journal(store)
+        in_query = isinstance(store, SQLJournal)  # the database joins the watched list and results itself
+    watched = [] if in_query else [*store.watched(), *(pending.watched if pending else [])]
+    results = [] if in_query else [*store.results(task_ids), *(pending.saved if pending else [])]
     if task_ids is not None:
         wanted = set(task_ids)
         reduced = reduced[reduced["task_id"].isin(wanted)]  # hashed: thousands of ids stay cheap

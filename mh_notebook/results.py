@@ -291,10 +291,11 @@ class Keeper:
             self.downloads += 1
             async with client.stream("GET", url) as response:
                 _check(response)
-                sink = _Sink(limit, target)
-                try:
+                sink = await _in_executor(_Sink, limit, target) if target else _Sink(limit, None)
+                try:  # disk work in the executor: a slow disk never holds up the poller's loop
                     async for chunk in response.aiter_bytes(_CHUNK):
-                        if not sink.write(chunk):
+                        kept = await _in_executor(sink.write, chunk) if target else sink.write(chunk)
+                        if not kept:
                             break  # too large to keep, and nothing to save: stop here
                 except BaseException:
                     sink.discard()
@@ -422,8 +423,8 @@ async def _saved_copy(store: Store, task_id: str, index: int, target: Path | Non
     """The journal's row for ``target`` if the file is still there with the same SHA-256."""
     if target is None:
         return None
-    try:
-        rows = store.results([task_id])
+    try:  # in the executor: the journal may be busy in another thread (never the poller's loop)
+        rows = await _in_executor(store.results, [task_id])
     except JournalError:
         return None
     row = next((r for r in rows if r.idx == index and r.local_path == str(target)), None)

@@ -12,11 +12,15 @@ e.g. ``~/.local/share/mh_notebook/journal.sqlite`` on Linux).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -36,11 +40,20 @@ __all__ = [
     "SQLiteStore",
     "SavedResult",
     "Store",
+    "Unwritten",
     "Watched",
+    "clean_event",
+    "clean_text",
     "default_journal_path",
     "event_from_task",
     "open_store",
+    "read_unwritten",
+    "unwritten_path",
+    "with_pending",
+    "write_unwritten",
 ]
+
+log = logging.getLogger("mh_notebook.store")
 
 ENDED = frozenset({"succeeded", "failed", "cancelled", "not_found"})
 _LEARNED_ENDS = ("succeeded", "failed")
@@ -118,10 +131,26 @@ class SavedResult(NamedTuple):
     """Wall-clock seconds (``time.time()`` of this machine) the file was renamed into place."""
 
 
+_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str | None) -> str | None:
+    """``text`` as every journal stores it: NULs and lone surrogates (which PostgreSQL or
+    SQLite refuse) become U+FFFD; everything else, control characters included, is kept."""
+    return text if text is None or not _UNWRITABLE.search(text) else _UNWRITABLE.sub("\ufffd", text)
+
+
+def clean_event(event: Event) -> Event:
+    """``event`` with every text field passed through :func:`clean_text`."""
+    cleaned = [clean_text(v) if isinstance(v, str) else v for v in event]
+    return event if cleaned == list(event) else Event._make(cleaned)
+
+
 def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
-    """The event for ``task`` as fetched at ``observed_at`` after ``polls`` requests."""
+    """The event for ``task`` as fetched at ``observed_at`` after ``polls`` requests (its text
+    cleaned by :func:`clean_text`, so that any journal accepts it)."""
     first = task.result[0] if task.result else None
-    return Event(
+    return clean_event(Event(
         task.id, str(task.status), observed_at, polls, task.type, task.provider, task.model,
         task.created_at.timestamp() if task.created_at else None,
         task.completed_at.timestamp() if task.completed_at else None,
@@ -135,7 +164,7 @@ def event_from_task(task: Task, observed_at: float, polls: int) -> Event:
         task.started_at.timestamp() if task.started_at else None,
         task.progress, task.cost, task.estimated_seconds, task.original_task_id,
         json.dumps(task.metadata, default=str, sort_keys=True) if task.metadata is not None else None,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 class Store(Protocol):
@@ -193,11 +222,13 @@ class MemoryStore:
 
     Events are kept column-wise, so that a history of many tasks builds fast. ``wait`` is
     accepted and ignored (nothing else holds a lock for long); closing releases nothing and
-    the store stays readable.
+    the store stays readable. Like a SQL journal, an event already recorded (same task,
+    status, time and request count) is not recorded again.
     """
 
     def __init__(self) -> None:
         self._cols: dict[str, list[Any]] = {name: [] for name in Event._fields}
+        self._keys: set[tuple[Any, ...]] = set()
         self._watched: dict[str, Watched] = {}
         self._results: dict[tuple[str, int], SavedResult] = {}
         self._lock = threading.Lock()
@@ -239,8 +270,9 @@ class MemoryStore:
 
     def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
         """Record events (``wait`` is ignored)."""
-        rows = list(events)
         with self._lock:
+            rows = [Event._make(e) for e in events]
+            rows = [e for e in rows if _once(e, self._keys)]
             for column, values in zip(self._cols.values(), zip(*rows, strict=True), strict=False):
                 column.extend(values)
 
@@ -292,6 +324,21 @@ class MemoryStore:
     def close(self) -> None:
         """Mark the store closed (nothing to release)."""
         self._closed = True
+
+
+def _once(event: Event, seen: set[tuple[Any, ...]]) -> bool:
+    """True the first time ``event``'s identity (task, status, time, requests) is met."""
+    key = (event.task_id, event.status, event.observed_at, event.polls)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def with_pending(events: Iterable[Event], pending: Iterable[Event]) -> list[Event]:
+    """A journal's ``events`` followed by those of ``pending`` it does not hold yet (each once)."""
+    seen: set[tuple[Any, ...]] = set()
+    return [e for e in [*events, *pending] if _once(e, seen)]
 
 
 def _predictions(items: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -549,6 +596,10 @@ class SQLiteStore(SQLJournal):
         self.location = repr(str(self.path))
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = self._open(create)
+        self.identity: tuple[object, ...] = _file_identity(self.path)
+        """The file itself, however its path is spelled (symlinks, ``..``, hard links)."""
+        self.replayed = self._replay_unwritten()
+        """Events written at opening from :func:`unwritten_path` (a stop that could not write)."""
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -607,19 +658,28 @@ class SQLiteStore(SQLJournal):
         return self._db is None
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """The connection, held under the store's lock (``JournalError`` once closed)."""
-        with self._lock:
+    def _connection(self, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """The connection, held under the store's lock (``JournalError`` once closed); with
+        ``wait``, ``JournalBusyError`` if another thread of this process holds it that long."""
+        if not self._lock.acquire(timeout=-1 if wait is None else max(wait, 0.0)):
+            raise JournalBusyError(
+                f"the journal {self.location} stayed busy in this process for {wait} s; nothing was written"
+            )
+        try:
             if self._db is None:
                 raise JournalError(f"the journal {self.location} is closed")
             yield self._db
+        finally:
+            self._lock.release()
 
     @contextmanager
     def _cursor(self, *, write: bool, wait: float | None) -> Iterator[Any]:
         """Reads as they come; writes in ``BEGIN IMMEDIATE`` (``wait``: see :meth:`add_many`)."""
-        with self._connection() as db:
+        start = time.monotonic()
+        with self._connection(wait if write else None) as db:
             if write:
-                with self._bounded_wait(db, wait), sqlite_transaction(db):
+                left = None if wait is None else max(0.0, wait - (time.monotonic() - start))
+                with self._bounded_wait(db, left), sqlite_transaction(db):
                     yield db.cursor()
                 return
             try:
@@ -652,6 +712,96 @@ class SQLiteStore(SQLJournal):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def _replay_unwritten(self) -> int:
+        """Write the events a stopped watcher could not write (:func:`unwritten_path`); the
+        file is removed once they are in, and left for the next opening if the journal is busy."""
+        spill = unwritten_path(self.path)
+        try:
+            text = spill.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return 0
+        unwritten = read_unwritten(text)
+        try:  # each write is idempotent: a replay twice (two processes) writes nothing twice
+            self.add_watched(unwritten.watched, wait=_REPLAY_WAIT)
+            self.add_many(unwritten.events, wait=_REPLAY_WAIT)
+            self.add_results(unwritten.saved, wait=_REPLAY_WAIT)
+        except JournalError as exc:
+            log.warning("%d unwritten events stay in %s: %s", len(unwritten.events), spill, exc.message)
+            return 0
+        _drop_replayed(spill, text)
+        return len(unwritten.events)
+
+
+_REPLAY_WAIT = 1.0
+
+
+def _file_identity(path: Path) -> tuple[object, ...]:
+    """The file at ``path`` however the path is spelled: its device and inode (its resolved
+    path where there is no file, e.g. SQLite's ``:memory:``)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ("sqlite", str(path.resolve()))
+    return ("sqlite", stat.st_dev, stat.st_ino)
+
+
+class Unwritten(NamedTuple):
+    """What a watcher could not write to its journal before :meth:`~TaskWatcher.stop` returned."""
+
+    watched: list[Watched]
+    events: list[Event]
+    saved: list[SavedResult]
+
+
+def unwritten_path(journal: Path) -> Path:
+    """Where what could not be written to the SQLite file ``journal`` waits (JSON lines); the
+    next :class:`SQLiteStore` opening the file writes it in and removes this file."""
+    return journal.with_name(journal.name + ".unwritten.jsonl")
+
+
+def write_unwritten(journal: Path, unwritten: Unwritten) -> Path:
+    """Append ``unwritten`` to :func:`unwritten_path` of ``journal`` (fsynced); returns that path."""
+    spill = unwritten_path(journal)
+    parts = (("watched", unwritten.watched), ("event", unwritten.events), ("saved", unwritten.saved))
+    lines = "".join(
+        json.dumps({"kind": kind, "row": list(row)}) + "\n" for kind, rows in parts for row in rows
+    )
+    with spill.open("a", encoding="utf-8") as out:
+        out.write(lines)
+        out.flush()
+        os.fsync(out.fileno())
+    return spill
+
+
+def read_unwritten(text: str) -> Unwritten:
+    """The rows of an :func:`unwritten_path` file (a torn last line is skipped)."""
+    found = Unwritten([], [], [])
+    makers: dict[str, tuple[list[Any], Callable[..., Any]]] = {
+        "watched": (found.watched, Watched),
+        "event": (found.events, Event),
+        "saved": (found.saved, SavedResult),
+    }
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+            rows, make = makers[item["kind"]]
+            rows.append(make(*item["row"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("an unreadable line of unwritten journal rows was skipped: %.80r", line)
+    return found
+
+
+def _drop_replayed(spill: Path, replayed: str) -> None:
+    """Remove ``spill`` now that ``replayed`` is written, keeping what was appended meanwhile."""
+    try:
+        now = spill.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    if now.startswith(replayed) and len(now) > len(replayed):
+        spill.write_text(now[len(replayed) :], encoding="utf-8")
+    elif now.startswith(replayed):
+        spill.unlink(missing_ok=True)
 
 
 _COLS = ", ".join(Event._fields)

@@ -53,7 +53,7 @@ from .render import (
     text_line,
 )
 from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
-from .store import SQLiteStore, Store, Watched, open_store
+from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_store, with_pending
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,6 +155,9 @@ class TaskWatcher:
         self._stopped = False
         self._final: list[TaskState] | None = None
         self._actions = Actions(key, url, timeout=timeout, allow_insecure_http=allow_insecure_http)
+        self.unwritten: Unwritten | None = None
+        """What :meth:`stop` could not write to the journal in time (None: nothing); see
+        :class:`~mh_notebook.engine.UnwrittenWarning`."""
         try:
             self._engine = engine_for(self, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
@@ -178,8 +181,8 @@ class TaskWatcher:
             raise RuntimeError("this watcher has been stopped; create a new one")
         ids = [item.id if isinstance(item, Task) else check_task_id(item) for item in items]
         local = time.time()
-        now = self._engine.clock.server_now(local)  # journal times are the server's:
-        self.store.add_watched(Watched(task_id, self.base_url, now) for task_id in ids)  # fixed if unknown
+        now = self._engine.clock.server_now(local)  # journal times are the server's: fixed if unknown
+        self._engine.journal_watched(self.store, [Watched(task_id, self.base_url, now) for task_id in ids])
         with self._lock:
             fresh = [task_id for task_id in dict.fromkeys(ids) if task_id not in self._ids]
             self._ids.update(dict.fromkeys(ids))
@@ -277,7 +280,7 @@ class TaskWatcher:
         self._stopped = True
         self._dirty = True
         self._final = self._states()  # what it knew stays readable (and drawn) after stop
-        self._engine.detach(self)
+        self.unwritten = self._engine.detach(self)
         self._actions.close()
         self._close_store()
         with self._lock:
@@ -309,10 +312,13 @@ class TaskWatcher:
     @property
     def saved_files(self) -> dict[str, list[Path]]:
         """Task id → the result files saved on this machine (``save_to``), from the journal."""
+        ids = self.task_ids
         with self._journal() as store:
-            rows = store.results(self.task_ids)
+            rows = {(r.task_id, r.idx): r for r in store.results(ids)}
+        wanted = set(ids)  # saved files still waiting for a busy journal count too
+        rows.update(((r.task_id, r.idx), r) for r in self._unjournalled().saved if r.task_id in wanted)
         files: dict[str, list[Path]] = {}
-        for row in rows:
+        for row in sorted(rows.values(), key=lambda r: (r.task_id, r.idx)):
             files.setdefault(row.task_id, []).append(Path(row.local_path))
         return files
 
@@ -776,20 +782,27 @@ class TaskWatcher:
         from .history import store_history
 
         with self._journal() as store:
-            return store_history(store, self.polls, task_ids=self.task_ids)
+            return store_history(store, self.polls, task_ids=self.task_ids, pending=self._unjournalled())
 
     def events(self) -> pd.DataFrame:
         """One row per observed transition of this watcher's tasks, by observation time."""
         from .history import events_frame
 
         with self._journal() as store:
-            return events_frame([e for e in store.events() if e.task_id in self._ids])
+            events = with_pending(store.events(), self._unjournalled().events)
+            return events_frame([e for e in events if e.task_id in self._ids])
+
+    def _unjournalled(self) -> Unwritten:
+        """What is known but not (yet) in the journal: waiting to be written, or left by :meth:`stop`."""
+        if self._stopped:
+            return self.unwritten or Unwritten([], [], [])
+        return self._engine.pending(self.store)
 
     @contextlib.contextmanager
     def _journal(self) -> Iterator[Store]:
-        """The journal, up to date: this watcher's, or its file opened again after :meth:`stop`."""
-        if not self.store.closed:
-            self._engine.flush(self.store)
+        """The journal as committed (read at once, never waiting for writes): this watcher's,
+        the memory journal even after :meth:`stop`, or the file opened again after it."""
+        if not self.store.closed or isinstance(self.store, MemoryStore):
             yield self.store
             return
         path = getattr(self.store, "path", None)
@@ -936,7 +949,9 @@ class TaskWatcher:
         if kept is not None and kept[0].data is not None:
             return kept[0].data
         with contextlib.suppress(Exception), self._journal() as store:
-            for row in store.results([task_id]):
+            for row in [*self._unjournalled().saved, *store.results([task_id])]:
+                if row.task_id != task_id:
+                    continue
                 path = Path(row.local_path)
                 if row.idx == index and path.is_file():
                     data = path.read_bytes()

@@ -5,22 +5,26 @@ Everything against the simulator over real HTTP on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mh_notebook import ConfigurationError, Task
-from mh_notebook.engine import running_engines
+from mh_notebook.engine import STOP_WAIT, UnwrittenWarning, running_engines
 from mh_notebook.errors import AuthenticationError
 from mh_notebook.history import read_history
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, MemoryStore
+from mh_notebook.store import Event, JournalBusyError, MemoryStore, SQLiteStore, Watched, unwritten_path
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 100.0
@@ -131,12 +135,15 @@ class BrokenStore(MemoryStore):
 def test_a_failing_journal_never_stops_waits_or_callbacks(sim: Simulator) -> None:
     ids = [sim.submit(model="seedream-4.0", latency=3) for _ in range(3)]
     done: list[str] = []
-    with TaskWatcher(sim.api_key, sim.url, store=BrokenStore(), display="none", time_scale=SPEED) as w:
-        w.on_done(lambda t: done.append(t.id))
-        w.watch(ids)
-        assert set(w.wait(timeout=30)) == set(ids)
-        assert sorted(done) == sorted(ids)
-        assert "disk full" in (w.snapshot().notice or "")
+    w = TaskWatcher(sim.api_key, sim.url, store=BrokenStore(), display="none", time_scale=SPEED)
+    w.on_done(lambda t: done.append(t.id))
+    w.watch(ids)
+    assert set(w.wait(timeout=30)) == set(ids)
+    assert sorted(done) == sorted(ids)
+    assert "disk full" in (w.snapshot().notice or "")
+    with pytest.warns(UnwrittenWarning, match="kept on the watcher's `unwritten` attribute"):
+        w.stop()  # a journal with no file: what it could not write stays on the watcher
+    assert w.unwritten is not None and {e.task_id for e in w.unwritten.events} == set(ids)
 
 
 def test_a_locked_journal_does_not_stall_polling(sim: Simulator, tmp_path: Path) -> None:
@@ -374,3 +381,288 @@ def test_history_after_stop_reads_the_closed_journal(sim: Simulator, tmp_path: P
     assert w.snapshot().counts == {"succeeded": 1}
     assert list(w.history()["status"]) == ["succeeded"]
     assert not _open_fds(tmp_path / "j.sqlite")
+
+
+# --------------------------------------------------------- a misbehaving world: the journal
+LOCKER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+"""
+
+
+@contextlib.contextmanager
+def _locked_by_another_process(journal: Path) -> Iterator[None]:
+    """Another process holds ``journal``'s write lock (``BEGIN EXCLUSIVE``) until the block ends."""
+    SQLiteStore(journal).close()  # the file exists, in WAL mode, at the current schema
+    child = subprocess.Popen([sys.executable, "-c", LOCKER, str(journal)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        child.stdin.write("\n")
+        child.stdin.close()
+        child.wait(30)
+
+
+def _journalled(journal: Path, ids: list[str], timeout: float = 30.0) -> pd.DataFrame:
+    """The journal's history once every one of ``ids`` has ended in it (read from the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_history(journal).set_index("task_id")
+        ended = frame.reindex(ids)["status"].isin(["succeeded", "failed", "cancelled"])
+        if ended.all() or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.2)
+
+
+def test_a_journal_locked_by_another_process_never_stalls_polling(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: "never stalls polling" (issue 17, item 2). While another process holds the SQLite
+    journal's lock, watch() returns at once, polling goes on and tasks end, history() and
+    events() answer at once with everything observed, and once the lock goes everything is
+    written to the file."""
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 20 * i) for i in range(6)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        with _locked_by_another_process(journal):
+            started = time.monotonic()
+            w.watch(ids)
+            assert time.monotonic() - started < 5  # not SQLite's 30 s busy timeout
+            assert set(w.wait(timeout=30)) == set(ids)
+            assert "delayed" in (w.snapshot().notice or "")
+            started = time.monotonic()
+            frame, events = w.history().set_index("task_id"), w.events()
+            assert time.monotonic() - started < 5
+            assert (frame.loc[ids, "status"] == "succeeded").all()
+            assert (frame.loc[ids, "base_url"] == sim.url).all()  # the watched rows, not yet written
+            assert set(events[events["status"] == "succeeded"]["task_id"]) == set(ids)
+            assert read_history(journal).empty  # really nothing written yet
+        written = _journalled(journal, ids)
+        assert (written.loc[ids, "status"] == "succeeded").all()
+        assert (written.loc[ids, "base_url"] == sim.url).all()
+        assert w.unwritten is None
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite journal that counts the poller's tries to write events."""
+
+    tries = 0
+
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        self.tries += 1
+        super().add_many(events, wait=wait)
+
+
+def test_a_long_lock_costs_the_poller_a_few_tries_not_one_per_change(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: "never stalls polling" (issue 17, item 2). Each try waits up to 50 ms for the
+    lock; while a journal stays locked, the engine tries again every 0.5 s, not at every
+    change (one try per change cost 3.5x the time for 40 tasks)."""
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 5 * i) for i in range(30)]
+    store = CountingStore(journal)
+    with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED, rate_limit=50) as w:
+        with _locked_by_another_process(journal):
+            started = time.monotonic()
+            w.watch(ids)
+            w.wait(timeout=60)
+            elapsed = time.monotonic() - started
+            changes = len(w.engine.pending(store).events)
+            assert changes >= len(ids)  # each end at least, all waiting
+            assert store.tries <= 2 * (elapsed / 0.5 + 2)  # a batch and an empty probe per retry
+        _journalled(journal, ids)
+    store.close()
+
+
+class WatchedLaterStore(SQLiteStore):
+    """A SQLite journal busy for the watched list only, until told otherwise."""
+
+    busy = True
+
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        if self.busy:
+            raise JournalBusyError("busy for the watched list")
+        super().add_watched(items, wait=wait)
+
+
+def test_a_task_is_watched_in_the_journal_before_its_events_appear(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: what waits is written in order (issue 17, "bounded waits"): a task's watched row
+    before its events, so a reader of the file never sees a change of a task without its API."""
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=30 + 10 * i) for i in range(3)]
+    store = WatchedLaterStore(journal)
+    with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+        _settled(w)
+        assert read_history(journal).empty  # the events wait behind the watched rows
+        store.busy = False
+        frame = _journalled(journal, ids)
+        assert (frame.loc[ids, "base_url"] == sim.url).all()
+    store.close()
+
+
+def test_stop_while_the_journal_is_locked_names_and_keeps_what_is_unwritten(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Promise: "loses nothing" (issue 17, item 9). stop() while another process holds the
+    journal waits a bounded time, then warns naming each unwritten event, keeps them on
+    ``unwritten`` and next to the journal; history() still has them; the journal's next
+    opening writes them in."""
+    journal = tmp_path / "j.sqlite"
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=50 + 10 * i) for i in range(3)]
+    w = TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED)
+    with _locked_by_another_process(journal):
+        w.watch(ids)
+        w.wait(timeout=30)
+        started = time.monotonic()
+        with pytest.warns(UnwrittenWarning, match="could not write") as caught:
+            w.stop()
+        assert time.monotonic() - started < STOP_WAIT + 10
+        message = str(caught[0].message)
+        assert all(f"{task_id} succeeded" in message for task_id in ids)
+        assert w.unwritten is not None
+        assert {e.task_id for e in w.unwritten.events if e.status == "succeeded"} == set(ids)
+        assert {r.task_id for r in w.unwritten.watched} == set(ids)
+        assert unwritten_path(journal).exists() and str(unwritten_path(journal)) in message
+        assert (w.history().set_index("task_id").loc[ids, "status"] == "succeeded").all()
+    frame = read_history(journal).set_index("task_id")  # opening it writes them in
+    assert (frame.loc[ids, "status"] == "succeeded").all() and (frame.loc[ids, "base_url"] == sim.url).all()
+    assert not unwritten_path(journal).exists()
+
+
+ODD = "nul\x00 lone\ud800 bell\x07 esc\x1b[31m tab\t nl\n é 🙂"
+
+
+def test_odd_server_text_never_blocks_the_journal(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: "loses nothing" (issue 17, item 7). NULs, lone surrogates and control characters
+    in every string the server lets a task carry: nothing blocks, every task ends in the
+    journal (the text cleaned where the database refuses it), later tasks too."""
+    journal = tmp_path / "j.sqlite"
+    odd = [
+        sim.submit(model="seedream-4.0", outcome="failed", latency=30, error_code=f"E\x00\ud83d{i}", error_message=ODD)
+        for i in range(3)
+    ]  # fmt: skip
+    later = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 10 * i) for i in range(4)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        w.watch(odd + later)
+        assert set(w.wait(timeout=30)) == set(odd + later)
+    frame = read_history(journal).set_index("task_id")
+    assert (frame.loc[odd, "status"] == "failed").all() and (frame.loc[later, "status"] == "succeeded").all()
+    assert set(frame.loc[odd, "error_message"]) == {ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")}
+    assert frame.loc[odd[0], "error_code"] == "E\ufffd\ufffd0"
+    assert w.unwritten is None and w.engine.quarantined == []
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    from pg_server import postgres_server
+
+    with postgres_server() as server:
+        yield server.new_database()
+
+
+@pytest.mark.postgres
+def test_odd_server_text_never_blocks_a_postgresql_journal(sim: Simulator, pg_url: str) -> None:
+    """Promise: "loses nothing" (issue 17, item 7) with PostgreSQL, which refuses NUL in text:
+    every task ends in the journal, later ones too."""
+    odd = [
+        sim.submit(model="seedream-4.0", outcome="failed", latency=30, error_message=ODD) for _ in range(2)
+    ]
+    later = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 10 * i) for i in range(3)]
+    with TaskWatcher(sim.api_key, sim.url, store=pg_url, display="none", time_scale=SPEED) as w:
+        w.watch(odd + later)
+        assert set(w.wait(timeout=60)) == set(odd + later)
+    frame = read_history(pg_url).set_index("task_id")
+    assert (frame.loc[odd, "status"] == "failed").all() and (frame.loc[later, "status"] == "succeeded").all()
+    assert set(frame.loc[odd, "error_message"]) == {ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")}
+    assert w.unwritten is None and w.engine.quarantined == []
+
+
+def test_an_event_the_journal_refuses_is_quarantined_and_blocks_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Promise: "loses nothing" (issue 17, item 7). An event a working journal refuses (here a
+    trigger of the database) is retried alone, quarantined with the reason and logged; every
+    event before and after it is written."""
+    journal = tmp_path / "j.sqlite"
+    SQLiteStore(journal).close()
+    db = sqlite3.connect(journal)
+    db.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.error_code = 'POISON' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    )
+    db.commit()
+    db.close()
+    bad = sim.submit(model="seedream-4.0", outcome="failed", latency=30, error_code="POISON")
+    good = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=60 + 20 * i) for i in range(4)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        w.watch([bad, *good])
+        assert set(w.wait(timeout=30)) == {bad, *good}
+        frame = _journalled(journal, good)
+        assert (frame.loc[good, "status"] == "succeeded").all()
+        assert frame.loc[bad, "status"] != "failed"  # its earlier events are there, the refused one is not
+        assert "refused" in (w.snapshot().notice or "")
+    assert w.unwritten is None
+    quarantined = w.engine.quarantined
+    assert [(q.event.task_id, q.event.status) for q in quarantined] == [(bad, "failed")]
+    assert "poisoned" in quarantined[0].reason
+
+
+def test_one_journal_file_under_two_spellings_is_learned_from_once(sim: Simulator, tmp_path: Path) -> None:
+    """Promise: a journal teaches the latency model once per engine (issue 17, item 21e), however
+    its path is spelled (a symlink, ``x/../x``)."""
+    (tmp_path / "x").mkdir()
+    journal = tmp_path / "x" / "j.sqlite"
+    os.symlink(journal, tmp_path / "link.sqlite")
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=20 + i) for i in range(3)]
+    with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as first:
+        first.watch(ids)
+        first.wait(timeout=30)
+        key = (first.tasks[ids[0]].provider or "?", first.tasks[ids[0]].model or "?")
+    spellings = [tmp_path / "link.sqlite", tmp_path / "x" / ".." / "x" / "j.sqlite", journal]
+    watchers = [
+        TaskWatcher(sim.api_key, sim.url, store=p, display="none", time_scale=SPEED) for p in spellings
+    ]
+    try:
+        assert len({id(w.engine) for w in watchers}) == 1
+        _settled(watchers[0])
+        assert watchers[0].engine.latency.count(key) == 3
+    finally:
+        for w in watchers:
+            w.stop()
+
+
+def _all_ended(w: TaskWatcher, n: int) -> bool:
+    tasks = w.tasks
+    return len(tasks) == n and all(t.is_terminal for t in tasks.values())
+
+
+def test_a_journal_busy_in_this_process_never_holds_up_keeping_results(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Promise: "never stalls polling" (issue 17, item 21d). The Keeper reads the journal (and
+    writes files) off the poller's loop: while another thread of the kernel is inside a long
+    journal write, a succeeded task's result is kept and every other task is still polled."""
+    journal = tmp_path / "j.sqlite"
+    first = sim.submit(model="seedream-4.0", outcome="succeeded", latency=30)
+    others = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=150 + 10 * i) for i in range(4)]
+    with TaskWatcher(
+        sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED, save_to=tmp_path / "out"
+    ) as w:
+        with _locked_by_another_process(journal):
+            user = threading.Thread(target=w.store.add_watched, args=([Watched("task_zz", sim.url, 0.0)],))
+            user.start()  # the user's own write without a bound: holds the journal up to 30 s
+            time.sleep(0.3)
+            w.watch([first, *others])
+            deadline = time.monotonic() + 20  # not after the user's 30 s
+            while not _all_ended(w, 5) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _all_ended(w, 5)
+            assert user.is_alive()
+        user.join(40)
+        assert set(w.wait(timeout=60)) == {first, *others}
+        assert set(w.saved_files) == {first, *others}

@@ -7,17 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mh_notebook.history import HISTORY_COLUMNS, history_frame, latency_summary, read_history
+from mh_notebook.history import HISTORY_COLUMNS, history_frame, latency_summary, read_history, store_history
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, JournalError, MemoryStore, SQLiteStore, Watched
+from mh_notebook.store import Event, JournalError, MemoryStore, SQLiteStore, Unwritten, Watched
 from mh_notebook.watcher import TaskWatcher
 
 matplotlib.use("Agg")
@@ -293,3 +297,102 @@ def test_memory_and_sqlite_reductions_agree(tmp_path: Path) -> None:
     assert frame.loc["d", "status"] == "expired"  # never seen before expiry: kept as is
     assert pd.isna(frame.loc["e", "status"])
     assert frame.loc["e", "first_seen_at"] == pd.Timestamp(100.1, unit="s", tz="UTC")
+
+
+# ------------------------------------------------ whole seconds, a stopped memory journal
+def test_whole_second_server_times_never_give_negative_run_or_queue_over_latency() -> None:
+    """Promise: ``queue_s + run_s == latency_s`` with both >= 0 even when the server floors its
+    times to whole seconds (issue 17, item 19): the first sighting of ``running`` is clamped
+    into ``[created_at, completed_at]``."""
+    events = [
+        Event("a", "running", 101.5, 2, created_at=100.0),  # truly created at 100.9, ended 101.8
+        Event("a", "succeeded", 102.0, 3, created_at=100.0, completed_at=101.0),
+        Event("b", "running", 99.6, 1, created_at=100.0),  # the clock offset's error: before creation
+        Event("b", "failed", 105.0, 2, created_at=100.0, completed_at=104.0),
+        Event("c", "running", 100.5, 1, created_at=100.0),  # running, end unknown: as observed
+    ]
+    frame = history_frame(events).set_index("task_id")
+    assert (frame.loc["a", "queue_s"], frame.loc["a", "run_s"], frame.loc["a", "latency_s"]) == (
+        1.0,
+        0.0,
+        1.0,
+    )
+    assert (frame.loc["b", "queue_s"], frame.loc["b", "run_s"]) == (0.0, 4.0)
+    assert frame.loc["a", "started_at"] == frame.loc["a", "completed_at"]
+    assert frame.loc["c", "queue_s"] == 0.5 and pd.isna(frame.loc["c", "run_s"])
+
+
+def test_whole_second_simulator_histories_split_latency_sensibly(tmp_path: Path) -> None:
+    """Promise (issue 17, item 19) against a server that reports whole seconds, over real HTTP."""
+    with Simulator(seed=3, speed=SPEED, whole_seconds=True) as sim:
+        ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=40 + 15 * i) for i in range(16)]
+        with _run(sim, tmp_path / "j.sqlite", ids) as w:
+            frame = w.history()
+    split = frame.dropna(subset=["run_s"])
+    assert len(split) >= 4  # several were seen running
+    assert (split["run_s"] >= 0).all() and (split["queue_s"] >= 0).all()
+    assert (split["queue_s"] <= split["latency_s"]).all()
+    assert ((split["queue_s"] + split["run_s"] - split["latency_s"]).abs() < 1e-6).all()
+
+
+def test_a_stopped_memory_journal_stays_readable(sim: Simulator) -> None:
+    """Promise: with ``store=None`` the history stays readable after ``stop()`` (issue 17, item 18)."""
+    task_id = sim.submit(model="seedream-4.0", outcome="succeeded", latency=3)
+    with _run(sim, None, [task_id]) as w:
+        pass
+    assert list(w.history()["status"]) == ["succeeded"]
+    assert set(w.events()["status"]) >= {"succeeded"}
+
+
+# ------------------------------------------------------ the reduction: SQL == pandas
+_STATUSES = ["pending", "queued", "running", "succeeded", "failed", "cancelled", "expired", "not_found"]
+_events = st.builds(
+    Event,
+    task_id=st.sampled_from(["a", "b", "c", "d"]),
+    status=st.sampled_from(_STATUSES),
+    observed_at=st.integers(0, 12).map(lambda t: 100.0 + t / 4),
+    polls=st.integers(1, 6),
+    type=st.sampled_from([None, "image"]),
+    provider=st.sampled_from([None, "p"]),
+    model=st.sampled_from([None, "m1", "m2"]),
+    created_at=st.sampled_from([None, 99.0, 100.5]),
+    completed_at=st.sampled_from([None, 101.0, 102.5]),
+    n_results=st.integers(0, 2),
+    format=st.sampled_from([None, "png"]),
+    duration_s=st.sampled_from([None, 1.5]),
+    size_bytes=st.sampled_from([None, 7]),
+    error_code=st.sampled_from([None, "E"]),
+    error_message=st.sampled_from([None, "no", "\ufffd\x07"]),
+)
+
+
+@settings(max_examples=30)
+@given(
+    events=st.lists(_events, max_size=14),
+    again=st.lists(st.integers(0, 13), max_size=4),
+    watched=st.dictionaries(st.sampled_from(["a", "c", "e"]), st.integers(0, 8).map(lambda t: 99.0 + t / 2)),
+    predictions=st.lists(st.tuples(st.sampled_from(["a", "b", "e"]), st.sampled_from([5.0, 9.0]))),
+    cut=st.integers(0, 14),
+)
+def test_sql_and_pandas_reduce_any_journal_alike(
+    events: list[Event], again: list[int], watched: dict[str, float], predictions: list[Any], cut: int
+) -> None:
+    """Property: the SQL reduction (``store._REDUCE_SQL``, SQLite) and the pandas one
+    (``history.reduce_events``, memory journals and pending writes) give the same history
+    for any event sequence: out of order, repeated (a retried write), split across writes,
+    with watched tasks never observed and predictions for unwatched ones. 30 examples."""
+    sequence = events + [events[i] for i in again if i < len(events)]  # retried writes
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite, memory = SQLiteStore(Path(tmp) / "j.sqlite"), MemoryStore()
+        try:
+            for store in (sqlite, memory):
+                store.add_watched(Watched(t, "u", at) for t, at in watched.items())
+                store.add_many(sequence[:cut])
+                store.add_many(sequence[cut:])
+                store.set_predictions(predictions)
+            from_sql, from_pandas = read_history(sqlite), read_history(memory)
+            pending = store_history(sqlite, pending=Unwritten([], sequence[cut:], []))
+        finally:
+            sqlite.close()
+    pd.testing.assert_frame_equal(from_sql, from_pandas)
+    pd.testing.assert_frame_equal(from_sql, pending)

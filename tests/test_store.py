@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 import sqlite3
 import threading
@@ -449,3 +450,119 @@ def test_duplicates_an_older_version_wrote_are_merged_on_upgrade(tmp_path: Path)
 
 
 COLS = ", ".join(f for f in Event._fields if f not in store_module.SERVER_FIELDS)  # a v1 journal's
+
+
+# ------------------------------------------------------- misbehaving text, locks, spellings
+ODD = "nul\x00 lone\ud800 high\udfff bell\x07 esc\x1b[31m tab\t nl\n é 🙂"
+
+
+def test_text_no_journal_accepts_is_cleaned_at_the_event_boundary(tmp_path: Path) -> None:
+    """Promise: one odd server string never blocks the journal (issue 17, item 7). NULs and
+    lone surrogates (PostgreSQL refuses the one, SQLite the other) become U+FFFD when an
+    answer becomes an Event; other control characters are kept as they came."""
+    from mh_notebook.models import Task
+
+    data = {"id": "task_odd", "type": "image", "status": "failed", "provider": "p\x00", "model": ODD,
+            "error": {"code": "E\ud83d", "message": ODD}, "created_at": "2025-01-15T10:00:00Z"}  # fmt: skip
+    event = store_module.event_from_task(Task.from_api(data), 1000.0, 1)
+    assert (
+        event.error_message
+        == event.model
+        == ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd").replace("\udfff", "\ufffd")
+    )
+    assert (event.provider, event.error_code) == ("p\ufffd", "E\ufffd")
+    assert "\x07" in event.error_message and "\x1b[31m" in event.error_message
+    store = SQLiteStore(tmp_path / "j.sqlite")
+    store.add(event, wait=0.05)
+    assert store.events() == [event]
+    store.close()
+
+
+def test_a_bounded_write_gives_up_while_this_process_holds_the_journal(tmp_path: Path) -> None:
+    """Promise: a bounded write (the poller's) waits about ``wait`` even when another thread of
+    this process is inside a long unbounded write (issue 17, item 2: the store's own lock was
+    taken without a bound, so the poller waited out the other thread's 30 s busy timeout)."""
+    path = tmp_path / "j.sqlite"
+    store = SQLiteStore(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the file
+    unbounded = threading.Thread(target=store.add_watched, args=([Watched("a", "u", 1.0)],), daemon=True)
+    unbounded.start()  # a user's call without wait: holds the store for up to 30 s
+    time.sleep(0.3)
+    outcome: list[BaseException] = []
+
+    def bounded() -> None:
+        try:
+            store.add(_ev("b", "running", 2.0), wait=0.05)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=bounded, daemon=True)
+    writer.start()
+    writer.join(10)  # generous; the old code waited ~30 s here
+    try:
+        assert not writer.is_alive()
+        assert isinstance(outcome[0], JournalBusyError)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        unbounded.join(40)
+        writer.join(40)
+    store.close()
+
+
+def test_one_file_under_two_spellings_is_one_journal(tmp_path: Path) -> None:
+    """Promise: a SQLite file opened as a relative path, through ``..`` or a symlink is one
+    journal (issue 17, item 21e: the engine keys journals by it, to seed and write once)."""
+    (tmp_path / "x").mkdir()
+    path = tmp_path / "x" / "j.sqlite"
+    os.symlink(path, tmp_path / "link.sqlite")
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        stores = [
+            SQLiteStore(p)
+            for p in (path, "x/../x/j.sqlite", "./link.sqlite", tmp_path / "x" / "." / "j.sqlite")
+        ]
+    finally:
+        os.chdir(here)
+    assert len({s.identity for s in stores}) == 1
+    assert SQLiteStore(tmp_path / "other.sqlite").identity != stores[0].identity
+    for s in stores:
+        s.close()
+
+
+def test_unwritten_rows_are_written_at_the_next_opening(tmp_path: Path) -> None:
+    """Promise: what ``stop()`` could not write is recoverable (issue 17, item 9): kept as JSON
+    lines next to the journal, written in by its next opening (not while it stays locked)."""
+    path = tmp_path / "j.sqlite"
+    SQLiteStore(path).close()
+    rows = store_module.Unwritten(
+        [Watched("a", "u", 100.0)],
+        [_ev("a", "running", 110.0), _ev("a", "failed", 120.0, 2, error_message="x\ufffd")],
+        [SavedResult("a", 0, "/tmp/a.png", "00" * 32, 3, 121.0)],
+    )
+    spill = store_module.write_unwritten(path, rows)
+    assert spill == store_module.unwritten_path(path) == tmp_path / "j.sqlite.unwritten.jsonl"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        store = SQLiteStore(path)  # still locked: the rows stay where they are
+        assert store.replayed == 0 and spill.exists() and store.events() == []
+        store.close()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    store = SQLiteStore(path)
+    assert store.replayed == 2 and not spill.exists()
+    assert (store.watched(), store.events(), store.results()) == (rows.watched, rows.events, rows.saved)
+    store.close()
+
+
+def test_a_memory_journal_writes_an_event_once_as_sqlite_does() -> None:
+    """Promise: a retried write counts nothing twice, in memory too (the reductions agree)."""
+    store = MemoryStore()
+    store.add_many([_ev("a", "running", 110.0), _ev("a", "running", 110.0)])
+    store.add(_ev("a", "running", 110.0))
+    store.add(_ev("a", "running", 110.0, 2))
+    assert len(store.events()) == 2
