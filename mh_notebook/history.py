@@ -91,8 +91,13 @@ def _micros(seconds: Any) -> Any:
     return np.round(np.asarray(seconds, dtype="float64") * 1e6)
 
 
+_EPOCH_RANGE = 9.2e9
+"""Epoch seconds a nanosecond timestamp can hold (1678 to 2261): a server's time outside is missing."""
+
+
 def _utc(seconds: pd.Series) -> pd.Series:
     micros = pd.Series(_micros(seconds), index=seconds.index)
+    micros = micros.where(micros.abs() < _EPOCH_RANGE * 1e6)  # a year-3000 timestamp never breaks a history
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 

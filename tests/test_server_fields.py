@@ -145,3 +145,12 @@ def test_a_task_keeps_the_latest_value_each_server_field_was_sent(
     row = frame.loc["task_f"]
     assert (row["estimated_seconds"], row["cost"], row["metadata.run"]) == (30.0, 0.32, "b")
     assert row["split_from"] == "server" and row["queue_s"] == 3.0 and row["run_s"] == 27.0
+
+
+def test_a_server_time_out_of_pandas_range_is_missing_never_an_error() -> None:
+    """Found by the reduction property: a ``started_at`` (or any server time) in the year 3000
+    made ``history()`` raise OutOfBoundsDatetime. A malformed time is missing, the rest stays."""
+    store = MemoryStore()
+    store.add_many([_event("running", 104.0, server_started_at=9.3e9, cost=0.5)._replace(created_at=-1e11)])
+    row = read_history(store).set_index("task_id").loc["task_f"]
+    assert pd.isna(row["started_at"]) and pd.isna(row["created_at"]) and row["cost"] == 0.5
