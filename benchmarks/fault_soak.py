@@ -22,7 +22,9 @@ fresh watcher (defaults: 10 req/s ceiling, ``store=None``) per run:
 - ``faults + 429``: the same plus 10% random 429s (``Retry-After: 1``), not rate-bound;
 - ``limit 6/s``: 60 catalogue tasks (seed 7, not the seed of ``polling_conditions.py``)
   arriving at 0.5 task/s against a server that allows 6 requests per simulated second
-  (burst 6), at speed 2.
+  (burst 6), at speed 2;
+- ``limit 6/s, told``: the same with the watcher's ``rate_limit=5.9``: what a budget that
+  knew the limit from the start would give (the bound of what learning it can reach).
 
 Printed: the time until every task has ended (simulated seconds), wrong final statuses,
 requests per task, the share answered 429, on time (the end seen within max(1 s, 5% of the
@@ -182,6 +184,8 @@ class BudgetArm:
     """Requests per simulated second the server allows (``None``: no limit)."""
     speed: float = 1.0
     seed: int = 17
+    ceiling: float = 10.0
+    """The watcher's ``rate_limit`` (requests per simulated second)."""
 
 
 BUDGET_ARMS = [
@@ -189,6 +193,9 @@ BUDGET_ARMS = [
     BudgetArm("faults, no 429", Faults(**NOISE)),
     BudgetArm("faults + 429", Faults(rate_429=0.10, retry_after=1.0, **NOISE)),
     BudgetArm("limit 6/s", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7),
+    BudgetArm(
+        "limit 6/s, told", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7, ceiling=5.9
+    ),
 ]
 
 
@@ -232,7 +239,9 @@ def run_budget_arm(arm: BudgetArm, cap: float = 300.0) -> BudgetResult:
     )
     with sim:
         times, models, latencies = _budget_workload(arm)
-        watcher = TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=speed)
+        watcher = TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", time_scale=speed, rate_limit=arm.ceiling
+        )
         ids: list[str] = []
         start = time.time()
         for at, model, latency in zip(times, models, latencies, strict=True):
@@ -304,6 +313,11 @@ def budget_report(results: list[BudgetResult], control_baseline: float | None) -
         print(
             f"  {'PASS' if ok else 'MISS'} server limit 6/s at 0.5 task/s: >= 90% on time, <= 5% answered 429: "
             f"{r.on_time:.1%} on time, {share:.1%} answered 429"
+        )
+    for r in by.get("limit 6/s, told", []):
+        print(
+            f"  ref. the same with the watcher told the limit (rate_limit=5.9, no 429 to learn from): "
+            f"{r.on_time:.1%} on time, {r.answered_429 / max(1, r.requests):.1%} answered 429"
         )
     for r in by.get("control", []):
         per_task = r.requests / r.arm.tasks

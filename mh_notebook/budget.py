@@ -9,8 +9,9 @@ only when the share of 429s among requests sent at about its rate is clearly abo
 share among requests sent well below it (a one-sided two-proportion z-test, ``evidence``),
 or somewhat above it while the whole record shows a clear trend (``evidence_near``).
 Then, and only then, the rate drops by ``decrease`` (AIMD, once per pause, from the rate
-really sent) and everyone should wait its ``Retry-After``; any other 429 holds back only
-the request that got it. While the budget is really used (requests wait for its tokens)
+really sent, but not below ``settle`` of the rate the server answered without 429 lately)
+and everyone should wait its ``Retry-After``; any other 429 holds back only the request
+that got it. While the budget is really used (requests wait for its tokens)
 the rate grows back: quickly while well under the rate at which the last real 429 came,
 slowly near it. So a server limit is probed about once a minute instead of every few
 seconds.
@@ -152,6 +153,10 @@ class AdaptiveRate:
     probe_every: float = 60.0
     memory: float = 120.0
     """Half-life (seconds) of the ledger; a limit not seen again for this long is forgotten."""
+    settle: float = 0.95
+    """On a limit, the rate drops to at least this share of the rate answered without 429
+    lately (over about ``accept_meter`` seconds): about the server's limit."""
+    accept_meter: float = 3.0
 
     def __post_init__(self) -> None:
         self.rate = self.ceiling
@@ -161,7 +166,9 @@ class AdaptiveRate:
         self.ledger = RateLedger(self.memory)
         self._hold_until = -math.inf
         self._limit_seen = -math.inf
+        self._limit_rate: float | None = None
         self._sending, self._sent_at = 0.0, -math.inf
+        self._accepted, self._accepted_at = 0.0, -math.inf
         self._acc_seconds = self._acc_used = self._acc_held = 0.0
         self._bound = False
         self._probe_from: float | None = None
@@ -190,6 +197,14 @@ class AdaptiveRate:
     def on_answer(self, now: float, sent_rate: float) -> None:
         """An answer other than 429 to a request sent at ``sent_rate``."""
         self.ledger.add(now, sent_rate, False)
+        self._accepted = self.accepted(now) + 1.0 / self.accept_meter
+        self._accepted_at = now
+
+    def accepted(self, now: float) -> float:
+        """The rate of answers other than 429 lately (requests per second)."""
+        if self._accepted_at == -math.inf:
+            return 0.0
+        return self._accepted * math.exp(-max(0.0, now - self._accepted_at) / self.accept_meter)
 
     def on_limited(self, now: float, retry_after: float | None, sent_rate: float | None = None) -> bool:
         """A 429 arrived at ``now`` for a request sent at ``sent_rate`` (default: the rate
@@ -202,16 +217,20 @@ class AdaptiveRate:
         shown = z >= self.evidence or (
             z >= self.evidence_near and self.ledger.trend(now) >= self.trend_evidence
         )
+        known = self._limit_rate is not None and now - self._limit_seen < self.memory
         self.ledger.add(now, rate, True)
-        if not shown:
+        if shown:  # where the limit showed itself: 429s from near there on are its own
+            self._limit_rate = rate
+        elif not (known and self._limit_rate is not None and rate >= self.near * self._limit_rate):
             self._maybe_probe(now, n_lo)
-            return False
+            return False  # noise, or well under the rate where the limit showed
         self._limit_seen = now
         self._probe_from = None  # a probe that showed the limit: the AIMD carries on from it
         if now < self._hold_until:
             return True
-        self.limited_at = min(self.rate, rate)
-        self.rate = max(self.lowest, min(self.limited_at * self.decrease, self.ceiling))
+        self.limited_at = base = min(self.rate, rate)
+        target = max(base * self.decrease, self.settle * self.accepted(now))  # not lower than it lets through
+        self.rate = max(self.lowest, min(target, base, self.ceiling))
         self._hold_until = now + max(1.0, retry_after or 0.0)
         return True
 
@@ -306,8 +325,8 @@ class TokenBucket:
     def try_take(self) -> float:
         """Take a token and return 0, or return the seconds until one is there."""
         self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # a wait of exactly a token's time may round short
+            self._tokens = max(0.0, self._tokens - 1.0)
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
