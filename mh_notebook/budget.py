@@ -52,8 +52,10 @@ class RateLedger:
     """
 
     half_life: float = 120.0
-    min_answers: float = 10.0
+    min_answers: float = 20.0
     """Answers each group needs before they are compared."""
+    min_limited: float = 5.0
+    """429s the group near the rate needs before it is compared."""
     bins: dict[int, list[float]] = field(default_factory=dict)
     """Bin -> [answers, 429s, time of the counts]."""
 
@@ -77,11 +79,12 @@ class RateLedger:
         """How clearly 429s rise with the rate at ``rate``: a one-sided z of the share of
         429s among requests sent within ``near`` times ``rate`` against the share among
         those sent well below (under ``rate / near``), and how many answers that lower
-        group holds. z is 0 while either group has fewer than ``min_answers``."""
+        group holds. z is 0 while either group has fewer than ``min_answers``, or the group
+        near ``rate`` fewer than ``min_limited`` 429s."""
         n_lo, k_lo = self.counts(now, 0.0, rate / near)
         n_at, k_at = self.counts(now, rate / near, rate * near)
-        if n_lo < self.min_answers or n_at < self.min_answers or k_at < 1.0:
-            return 0.0, n_lo  # too few to tell (a z of two answers is no evidence)
+        if n_lo < self.min_answers or n_at < self.min_answers or k_at < self.min_limited:
+            return 0.0, n_lo  # too few to tell (a z of two or three 429s is no evidence)
         p = (k_lo + k_at) / (n_lo + n_at)
         se = math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n_lo + 1.0 / n_at))
         return (k_at / n_at - k_lo / n_lo) / se, n_lo
@@ -149,14 +152,18 @@ class AdaptiveRate:
     meter: float = 1.0
     """Time constant (seconds) of the measured sending rate."""
     probe_depth: float = 0.6
+    """A probe sends at most this share of the rate (see the module's docstring)."""
     probe_seconds: float = 4.0
+    """How long a probe lasts."""
     probe_every: float = 60.0
+    """Seconds between probes, at least."""
     memory: float = 120.0
     """Half-life (seconds) of the ledger; a limit not seen again for this long is forgotten."""
     settle: float = 0.95
     """On a limit, the rate drops to at least this share of the rate answered without 429
     lately (over about ``accept_meter`` seconds): about the server's limit."""
     accept_meter: float = 3.0
+    """Time constant (seconds) of the measured rate of answers other than 429."""
 
     def __post_init__(self) -> None:
         self.rate = self.ceiling
