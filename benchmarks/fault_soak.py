@@ -10,12 +10,38 @@ thread, and stale result URLs are refreshed.
     python benchmarks/fault_soak.py [--tasks 400] [--speed 20]
 
 ``tests/test_soak.py`` runs a quick version of the same routine.
+
+``--budget`` runs the request-budget arms instead (issue 17: a budget that tells a server
+limit from random 429s), each ``--repeat`` times (default 2), with a fresh simulator and a
+fresh watcher (defaults: 10 req/s ceiling, ``store=None``) per run:
+
+- ``control``: 300 tasks of 1-8 s (images and audio, catalogue outcomes), all watched at
+  once, no faults;
+- ``faults, no 429``: the same with 10% 5xx (500/502/503/504, half HTML), 5% garbage bodies
+  (2.5% HTML pages with 200, 2.5% truncated JSON) and 5% dropped connections;
+- ``faults + 429``: the same plus 10% random 429s (``Retry-After: 1``), not rate-bound;
+- ``limit 6/s``: 60 catalogue tasks (seed 7, not the seed of ``polling_conditions.py``)
+  arriving at 0.5 task/s against a server that allows 6 requests per simulated second
+  (burst 6), at speed 2;
+- ``limit 6/s, told``: the same with the watcher's ``rate_limit=5.9``: what a budget that
+  knew the limit from the start would give (the bound of what learning it can reach).
+
+Printed: the time until every task has ended (simulated seconds), wrong final statuses,
+requests per task, the share answered 429, on time (the end seen within max(1 s, 5% of the
+latency), read at the simulator) and the watcher's belief about its 429s; then the
+targets: the 429 arm in at most 1.5x the time of the no-429 arm, the limit arm >= 90% on
+time with <= 5% answered 429, and the control's requests per task within 10% of
+``--control-baseline`` (the figure of the code before the change).
+
+    python benchmarks/fault_soak.py --budget [--arms control ...] [--repeat 2]
+        [--control-baseline 3.6]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import sys
@@ -139,6 +165,173 @@ def run_soak(n_tasks: int = 400, speed: float = 20.0, rate_limit: float = 20.0, 
     )
 
 
+# ------------------------------------------------------------------ budget arms (issue 17)
+NOISE = {"rate_5xx": 0.10, "rate_html": 0.025, "rate_truncated": 0.025, "rate_drop": 0.05}
+"""The faults of both noise arms: 10% 5xx, 5% garbage bodies, 5% dropped connections."""
+SHORT_MODELS = [m for m, spec in CATALOGUE.items() if spec.type in ("image", "audio")]
+
+
+@dataclass(frozen=True)
+class BudgetArm:
+    """One workload and one server of the budget benchmark."""
+
+    name: str
+    faults: Faults
+    tasks: int = 300
+    arrivals: float | None = None
+    """Tasks per simulated second (``None``: all watched at once)."""
+    server_limit: float | None = None
+    """Requests per simulated second the server allows (``None``: no limit)."""
+    speed: float = 1.0
+    seed: int = 17
+    ceiling: float = 10.0
+    """The watcher's ``rate_limit`` (requests per simulated second)."""
+
+
+BUDGET_ARMS = [
+    BudgetArm("control", Faults()),
+    BudgetArm("faults, no 429", Faults(**NOISE)),
+    BudgetArm("faults + 429", Faults(rate_429=0.10, retry_after=1.0, **NOISE)),
+    BudgetArm("limit 6/s", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7),
+    BudgetArm(
+        "limit 6/s, told", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7, ceiling=5.9
+    ),
+]
+
+
+@dataclass
+class BudgetResult:
+    arm: BudgetArm
+    seconds: float
+    """Simulated seconds from the first watch until every task was seen to end (or the cap)."""
+    ended: int
+    wrong_status: int
+    requests: int
+    answered_429: int
+    on_time: float
+    belief: str
+
+
+def _budget_workload(arm: BudgetArm) -> tuple[list[float], list[str], list[float | None]]:
+    """Arrival times (simulated seconds), models and forced latencies of the arm's tasks."""
+    rng = random.Random(arm.seed)
+    if arm.arrivals is None:
+        models = [rng.choice(SHORT_MODELS) for _ in range(arm.tasks)]
+        return [0.0] * arm.tasks, models, [rng.uniform(1.0, 8.0) for _ in models]
+    at, times, models = 0.0, [], []
+    for _ in range(arm.tasks):
+        at += rng.expovariate(arm.arrivals)
+        kind = rng.choices(["video", "image", "audio"], weights=[0.6, 0.28, 0.12])[0]
+        times.append(at)
+        models.append(rng.choice([m for m, spec in CATALOGUE.items() if spec.type == kind]))
+    return times, models, [None] * arm.tasks
+
+
+def run_budget_arm(arm: BudgetArm, cap: float = 300.0) -> BudgetResult:
+    """Run one arm; ``cap`` real seconds at most after the last arrival."""
+    speed = arm.speed
+    sim = Simulator(
+        seed=arm.seed,
+        speed=speed,
+        faults=arm.faults,
+        rate_limit=None if arm.server_limit is None else arm.server_limit * speed,
+        rate_burst=arm.server_limit,
+    )
+    with sim:
+        times, models, latencies = _budget_workload(arm)
+        watcher = TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", time_scale=speed, rate_limit=arm.ceiling
+        )
+        ids: list[str] = []
+        start = time.time()
+        for at, model, latency in zip(times, models, latencies, strict=True):
+            pause = start + at / speed - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            ids.append(sim.submit(model=model, latency=latency))
+            if arm.arrivals is not None:
+                watcher.watch(ids[-1])
+        if arm.arrivals is None:
+            watcher.watch(ids)
+        try:
+            final = watcher.wait(timeout=cap)
+        except TimeoutError:
+            final = watcher.tasks
+        seconds = (time.time() - start) * speed
+        snapshot = watcher.snapshot()
+        belief = str(getattr(snapshot, "budget_belief", None) or "-")
+        watcher.stop()
+        truth = {i: sim.timeline(i) for i in ids}
+        log = [entry for entry in sim.request_log if entry[1] in truth]
+        requests = sum(sim.requests[i] for i in ids)
+    ended = [i for i in ids if i in final and final[i].is_terminal]
+    seen: dict[str, float] = {}
+    for t, task_id, code in log:  # the first 200 at or after the true end
+        if code == 200 and t >= truth[task_id]["end"] and task_id not in seen:
+            seen[task_id] = t
+    on_time = 0
+    for i in ids:
+        latency = (truth[i]["end"] - truth[i]["created"]) * speed
+        delay = (seen.get(i, math.inf) - truth[i]["end"]) * speed
+        on_time += delay <= max(1.0, 0.05 * latency)
+    return BudgetResult(
+        arm=arm,
+        seconds=seconds,
+        ended=len(ended),
+        wrong_status=sum(str(final[i].status) != truth[i]["outcome"] for i in ended),
+        requests=requests,
+        answered_429=sum(code == 429 for _, _, code in log),
+        on_time=on_time / len(ids),
+        belief=belief,
+    )
+
+
+def budget_report(results: list[BudgetResult], control_baseline: float | None) -> None:
+    """Print one row per run and the targets."""
+    head = f"{'arm':<16}{'tasks':>6}{'ended':>6}{'wrong':>6}{'sim s':>8}{'req/task':>9}{'429':>7}{'on time':>9}  belief"
+    print(head)
+    print("-" * (len(head) + 30))
+    for r in results:
+        print(
+            f"{r.arm.name:<16}{r.arm.tasks:>6}{r.ended:>6}{r.wrong_status:>6}{r.seconds:>8.1f}"
+            f"{r.requests / r.arm.tasks:>9.2f}{r.answered_429 / max(1, r.requests):>7.1%}{r.on_time:>9.1%}  {r.belief}"
+        )
+    by: dict[str, list[BudgetResult]] = {}
+    for r in results:
+        by.setdefault(r.arm.name, []).append(r)
+    print("\nTargets (issue 17), run by run:")
+    for a, b in zip(by.get("faults + 429", []), by.get("faults, no 429", []), strict=False):
+        ok = a.ended == a.arm.tasks and a.wrong_status == 0 and a.seconds <= 1.5 * b.seconds
+        print(
+            f"  {'PASS' if ok else 'MISS'} random 429s: all end with their true status in <= 1.5x the "
+            f"no-429 time: {a.ended}/{a.arm.tasks} ended, {a.wrong_status} wrong, "
+            f"{a.seconds:.1f} s vs {b.seconds:.1f} s = {a.seconds / b.seconds:.2f}x"
+        )
+    for r in by.get("limit 6/s", []):
+        share = r.answered_429 / max(1, r.requests)
+        ok = r.on_time >= 0.90 and share <= 0.05
+        print(
+            f"  {'PASS' if ok else 'MISS'} server limit 6/s at 0.5 task/s: >= 90% on time, <= 5% answered 429: "
+            f"{r.on_time:.1%} on time, {share:.1%} answered 429"
+        )
+    for r in by.get("limit 6/s, told", []):
+        print(
+            f"  ref. the same with the watcher told the limit (rate_limit=5.9, no 429 to learn from): "
+            f"{r.on_time:.1%} on time, {r.answered_429 / max(1, r.requests):.1%} answered 429"
+        )
+    for r in by.get("control", []):
+        per_task = r.requests / r.arm.tasks
+        if control_baseline is None:
+            print(f"  n/a  control requests per task: {per_task:.2f} (no --control-baseline given)")
+            continue
+        ratio = per_task / control_baseline
+        mark = "PASS" if abs(ratio - 1.0) <= 0.10 else "MISS"
+        print(
+            f"  {mark} control requests per task within 10% of the code before: "
+            f"{per_task:.2f} vs {control_baseline:.2f} = {ratio:.2f}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,7 +341,13 @@ def main() -> int:
     parser.add_argument(
         "--rate-limit", type=float, default=20.0, help="watcher requests per simulated second"
     )
+    parser.add_argument("--budget", action="store_true", help="run the budget arms (issue 17) instead")
+    parser.add_argument("--arms", nargs="+", help=f"budget arms: {[a.name for a in BUDGET_ARMS]}")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each budget arm")
+    parser.add_argument("--control-baseline", type=float, help="control req/task of the code before")
     args = parser.parse_args()
+    if args.budget:
+        return budget_main(args)
     r = run_soak(args.tasks, args.speed, args.rate_limit)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"{r.tasks} tasks, simulator speed {args.speed:g}, heavy faults {HEAVY}")
@@ -166,6 +365,26 @@ def main() -> int:
     print(f"expired result URLs refreshed on demand: {r.refreshed_urls}/10")
     print("RESULT:", "PASS" if r.ok and r.refreshed_urls == 10 else "FAIL")
     return 0 if r.ok else 1
+
+
+def budget_main(args: argparse.Namespace) -> int:
+    """The budget arms, each ``args.repeat`` times, in turn (runs of one arm not back to back)."""
+    arms = [a for a in BUDGET_ARMS if args.arms is None or a.name in args.arms]
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; figures in simulated seconds")
+    results = []
+    for round_ in range(args.repeat):
+        for arm in arms:
+            began = time.time()
+            r = run_budget_arm(arm)
+            results.append(r)
+            print(
+                f"  run {round_ + 1} {arm.name:<15} {time.time() - began:5.0f} s real at speed {arm.speed:g}: "
+                f"{r.ended}/{arm.tasks} ended in {r.seconds:.1f} sim s",
+                flush=True,
+            )
+    print()
+    budget_report(results, args.control_baseline)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,112 +1,352 @@
 """The request budget: how many requests per second to send, learned from the server.
 
 ``rate_limit=`` is a ceiling, not a target. The server's own limit (per key, unknown,
-maybe lower) shows itself through 429 answers; :class:`AdaptiveRate` settles just under
-it, AIMD-style: on a 429 the rate drops by ``decrease`` (once per pause, however many
-requests were already in flight), and while the budget is really used it grows back:
-quickly while well under the rate at which the last 429 came, slowly near it. So a
-server limit is probed about once a minute instead of every few seconds.
+maybe lower) shows itself through 429 answers, but so does a flaky proxy that answers 429
+at random. :class:`AdaptiveRate` tells them apart by how the 429s depend on the rate they
+were sent at (:class:`RateLedger`): random 429s come in the same share at any rate; a
+limit's come only above it, in a share that rises with the rate. So a 429 shows a limit
+only when the share of 429s among requests sent at about its rate is clearly above the
+share among requests sent well below it (a one-sided two-proportion z-test, ``evidence``),
+or somewhat above it while the whole record shows a clear trend (``evidence_near``).
+Then, and only then, the rate drops by ``decrease`` (AIMD, once per pause, from the rate
+really sent, but not below ``settle`` of the rate the server answered without 429 lately)
+and everyone should wait its ``Retry-After``; any other 429 holds back only the request
+that got it. While the budget is really used (requests wait for its tokens)
+the rate grows back: quickly while well under the rate at which the last real 429 came,
+slowly near it. So a server limit is probed about once a minute instead of every few
+seconds.
 
-Which request to spend the budget on is :func:`poll_priority`'s business. Both are pure:
-no clock of their own, every method takes the time.
+At one steady rate the two look alike. When many 429s come while the budget is what holds
+requests back and nothing was sent well below that rate lately, the budget probes: it
+sends at the rate a limit would allow (the share answered without 429), at most
+``probe_depth`` of the rate, for ``probe_seconds`` (no pause), at most once every
+``probe_every`` seconds, and goes back up unless the 429s fell with the rate. Noise alone
+so never lowers the rate below a demand that fits under the ceiling: a demand that fits
+never waits for a token.
+
+Which request to spend the budget on is :func:`poll_priority`'s business. All of it is
+pure: no clock of its own, every method takes the time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["AdaptiveRate", "TokenBucket", "poll_priority"]
+__all__ = ["AdaptiveRate", "RateLedger", "TokenBucket", "poll_priority"]
+
+_BIN = math.log(2.0) / 8
+"""Width of a ledger bin in log(rate): 8 bins per doubling."""
+
+
+@dataclass
+class RateLedger:
+    """Answers (429 or not) by the rate their requests were sent at, fading with time.
+
+    Counts are kept per bin of log(rate) and halve every ``half_life`` seconds, so the
+    ledger describes the last few minutes.
+    """
+
+    half_life: float = 120.0
+    min_answers: float = 20.0
+    """Answers each group needs before they are compared."""
+    min_limited: float = 5.0
+    """429s the group near the rate needs before it is compared."""
+    bins: dict[int, list[float]] = field(default_factory=dict)
+    """Bin -> [answers, 429s, time of the counts]."""
+
+    def add(self, now: float, rate: float, limited: bool) -> None:
+        """One answer to a request sent at ``rate`` (requests per second)."""
+        cell = self._cell(now, _bin(rate))
+        cell[0] += 1.0
+        cell[1] += 1.0 if limited else 0.0
+
+    def counts(self, now: float, low: float, high: float) -> tuple[float, float]:
+        """(answers, 429s) sent at rates in [``low``, ``high``)."""
+        n = k = 0.0
+        lo, hi = _bin(low) if low > 0 else -(10**9), _bin(high) if math.isfinite(high) else 10**9
+        for key in list(self.bins):
+            if lo <= key < hi:
+                cell = self._cell(now, key)
+                n, k = n + cell[0], k + cell[1]
+        return n, k
+
+    def evidence(self, now: float, rate: float, near: float = 1.25) -> tuple[float, float]:
+        """How clearly 429s rise with the rate at ``rate``: a one-sided z of the share of
+        429s among requests sent within ``near`` times ``rate`` against the share among
+        those sent well below (under ``rate / near``), and how many answers that lower
+        group holds. z is 0 while either group has fewer than ``min_answers``, or the group
+        near ``rate`` fewer than ``min_limited`` 429s."""
+        n_lo, k_lo = self.counts(now, 0.0, rate / near)
+        n_at, k_at = self.counts(now, rate / near, rate * near)
+        if n_lo < self.min_answers or n_at < self.min_answers or k_at < self.min_limited:
+            return 0.0, n_lo  # too few to tell (a z of two or three 429s is no evidence)
+        p = (k_lo + k_at) / (n_lo + n_at)
+        se = math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n_lo + 1.0 / n_at))
+        return (k_at / n_at - k_lo / n_lo) / se, n_lo
+
+    def trend(self, now: float) -> float:
+        """How clearly 429s rise with the rate over the whole ledger: the z of a trend test
+        of the 429 share on log(rate) (Cochran-Armitage); 0 with too few answers or 429s."""
+        cells = [(key * _BIN, *self._cell(now, key)[:2]) for key in list(self.bins)]
+        n = sum(c[1] for c in cells)
+        k = sum(c[2] for c in cells)
+        if n < 2 * self.min_answers or k < 3.0 or n - k < 3.0:
+            return 0.0
+        mean = sum(x * m for x, m, _ in cells) / n
+        spread = sum(m * (x - mean) ** 2 for x, m, _ in cells)
+        if spread < n * (_BIN / 2) ** 2:  # all sent at about one rate: nothing to compare
+            return 0.0
+        p = k / n
+        return sum(j * (x - mean) for x, _, j in cells) / math.sqrt(p * (1.0 - p) * spread)
+
+    def share(self, now: float) -> tuple[float, float]:
+        """(answers, share answered 429) over the whole ledger."""
+        n, k = self.counts(now, 0.0, math.inf)
+        return n, (k / n if n > 0 else 0.0)
+
+    def _cell(self, now: float, key: int) -> list[float]:
+        cell = self.bins.get(key)
+        if cell is None:
+            cell = self.bins[key] = [0.0, 0.0, now]
+        elif now > cell[2]:
+            fade = 0.5 ** ((now - cell[2]) / self.half_life)
+            cell[0], cell[1], cell[2] = cell[0] * fade, cell[1] * fade, now
+            if cell[0] < 0.01:
+                cell[0] = cell[1] = 0.0
+        return cell
+
+
+def _bin(rate: float) -> int:
+    return math.floor(math.log(max(rate, 1e-6)) / _BIN)
 
 
 @dataclass
 class AdaptiveRate:
-    """Requests per second to send: at most ``ceiling``, lowered by 429s, regrown by use."""
+    """Requests per second to send: at most ``ceiling``, lowered only by a real server
+    limit (429s that rise with the sending rate), regrown while the budget binds."""
 
     ceiling: float
     """The user's ``rate_limit``: never exceeded."""
     decrease: float = 0.7
-    """Factor applied to the rate on a 429."""
+    """Factor applied to the rate really sent when a 429 shows a limit."""
     fast_growth: float = 0.05
-    """Growth per second while well under the rate of the last 429 (or none seen)."""
+    """Growth per second while well under the rate of the last real 429 (or none seen)."""
     slow_growth: float = 0.004
-    """Growth per second near the rate of the last 429."""
+    """Growth per second near the rate of the last real 429."""
     near: float = 0.85
-    """"Near" means above this share of the rate at the last 429."""
+    """"Near" means above this share of the rate at the last real 429."""
     floor: float = 0.1
-    """The rate never goes below this (requests per second)."""
+    """The rate never goes below this (requests per second), nor above the ceiling."""
+    evidence: float = 3.5
+    """z a 429 needs to show a limit (:meth:`RateLedger.evidence`); or ``evidence_near``
+    there and ``trend_evidence`` over the whole ledger (:meth:`RateLedger.trend`)."""
+    evidence_near: float = 2.0
+    trend_evidence: float = 3.0
+    window: float = 2.0
+    """Seconds of ticks judged together before growing (at least 5 tokens' worth)."""
+    meter: float = 1.0
+    """Time constant (seconds) of the measured sending rate."""
+    probe_depth: float = 0.6
+    """A probe sends at most this share of the rate (see the module's docstring)."""
+    probe_seconds: float = 4.0
+    """How long a probe lasts."""
+    probe_every: float = 60.0
+    """Seconds between probes, at least."""
+    memory: float = 120.0
+    """Half-life (seconds) of the ledger; a limit not seen again for this long is forgotten."""
+    settle: float = 0.95
+    """On a limit, the rate drops to at least this share of the rate answered without 429
+    lately (over about ``accept_meter`` seconds): about the server's limit."""
+    accept_meter: float = 3.0
+    """Time constant (seconds) of the measured rate of answers other than 429."""
 
     def __post_init__(self) -> None:
         self.rate = self.ceiling
         """The current rate (requests per second)."""
         self.limited_at: float | None = None
-        """The rate when the last 429 came (the server's limit is about there)."""
+        """The rate sent when the last real 429 came (the server's limit is about there)."""
+        self.ledger = RateLedger(self.memory)
         self._hold_until = -math.inf
+        self._limit_seen = -math.inf
+        self._limit_rate: float | None = None
+        self._sending, self._sent_at = 0.0, -math.inf
+        self._accepted, self._accepted_at = 0.0, -math.inf
+        self._acc_seconds = self._acc_used = self._acc_held = 0.0
+        self._bound = False
+        self._probe_from: float | None = None
+        self._probe_until = self._last_probe = -math.inf
+
+    @property
+    def lowest(self) -> float:
+        """The floor, never above the ceiling."""
+        return min(self.floor, self.ceiling)
 
     def set_ceiling(self, ceiling: float) -> None:
         """A new ceiling (a watcher with a lower ``rate_limit`` attached, or one left)."""
         self.ceiling = ceiling
+        self._probe_from = None
         self.rate = min(self.rate if self.limited_at is not None else ceiling, ceiling)
+        self.rate = max(self.rate, self.lowest)
 
-    def on_limited(self, now: float, retry_after: float | None) -> bool:
-        """A 429 arrived at ``now``; returns True if the rate changed.
+    def on_send(self, now: float) -> float:
+        """A request is sent at ``now``; returns the sending rate it was sent at
+        (requests per second over about ``meter`` seconds, this one half counted)."""
+        fade = math.exp(-max(0.0, now - self._sent_at) / self.meter) if self._sent_at > -math.inf else 0.0
+        before = self._sending * fade
+        self._sending, self._sent_at = before + 1.0 / self.meter, now
+        return before + 0.5 / self.meter
 
-        429s answering requests sent before the previous decrease took effect (the same
-        burst) lower nothing more.
+    def on_answer(self, now: float, sent_rate: float) -> None:
+        """An answer other than 429 to a request sent at ``sent_rate``."""
+        self.ledger.add(now, sent_rate, False)
+        self._accepted = self.accepted(now) + 1.0 / self.accept_meter
+        self._accepted_at = now
+
+    def accepted(self, now: float) -> float:
+        """The rate of answers other than 429 lately (requests per second)."""
+        if self._accepted_at == -math.inf:
+            return 0.0
+        return self._accepted * math.exp(-max(0.0, now - self._accepted_at) / self.accept_meter)
+
+    def on_limited(self, now: float, retry_after: float | None, sent_rate: float | None = None) -> bool:
+        """A 429 arrived at ``now`` for a request sent at ``sent_rate`` (default: the rate
+        sent lately). True if it shows the server's limit: then the rate was cut (once per
+        pause: 429s of the same burst cut nothing more) and everyone should wait
+        ``retry_after``. False: noise, or not shown yet; only its own request waits.
         """
+        rate = sent_rate if sent_rate is not None else self.sending(now)
+        z, n_lo = self.ledger.evidence(now, rate)
+        shown = z >= self.evidence or (
+            z >= self.evidence_near and self.ledger.trend(now) >= self.trend_evidence
+        )
+        known = self._limit_rate is not None and now - self._limit_seen < self.memory
+        self.ledger.add(now, rate, True)
+        if shown:  # where the limit showed itself: 429s from near there on are its own
+            self._limit_rate = rate
+        elif not (known and self._limit_rate is not None and rate >= self.near * self._limit_rate):
+            self._maybe_probe(now, n_lo)
+            return False  # noise, or well under the rate where the limit showed
+        self._limit_seen = now
+        self._probe_from = None  # a probe that showed the limit: the AIMD carries on from it
         if now < self._hold_until:
-            return False
-        self.limited_at = self.rate
-        self.rate = max(self.floor, min(self.rate * self.decrease, self.ceiling))
+            return True
+        self.limited_at = base = min(self.rate, rate)
+        target = max(base * self.decrease, self.settle * self.accepted(now))  # not lower than it lets through
+        self.rate = max(self.lowest, min(target, base, self.ceiling))
         self._hold_until = now + max(1.0, retry_after or 0.0)
         return True
 
-    def on_tick(self, now: float, seconds: float, used: float) -> bool:
-        """``seconds`` passed in which ``used`` requests were sent; grow if the budget was
-        the bottleneck. Returns True if the rate changed."""
-        if now < self._hold_until or self.rate >= self.ceiling or seconds <= 0:
-            return False
-        if used < 0.8 * self.rate * seconds:  # demand was lower: nothing learned about the server
-            return False
+    def sending(self, now: float) -> float:
+        """The rate requests were sent at lately (requests per second)."""
+        if self._sent_at == -math.inf:
+            return 0.0
+        return self._sending * math.exp(-max(0.0, now - self._sent_at) / self.meter)
+
+    def _maybe_probe(self, now: float, n_lo: float) -> None:
+        """Many 429s at one rate, the budget binding, nothing sent well below lately:
+        send lower for a while to see whether the 429s fall with the rate."""
+        if not self._bound or n_lo >= 20.0 or self._probe_from is not None:
+            return
+        if now - self._last_probe < self.probe_every or now < self._hold_until:
+            return
+        n_at, k_at = self.ledger.counts(now, self.rate / 1.25, math.inf)
+        if k_at < 3.0:
+            return
+        self._probe_from, self._last_probe = self.rate, now
+        self._probe_until = now + self.probe_seconds
+        # as low as a limit would be (the rate answered without 429), at most probe_depth
+        self.rate = max(self.lowest, self.rate * min(self.probe_depth, 1.0 - k_at / n_at))
+
+    def on_tick(self, now: float, seconds: float, used: float, held: float | None = None) -> bool:
+        """``seconds`` passed in which ``used`` requests were sent, ``held`` of them after
+        waiting for a token (``None``: not known, judged from ``used`` alone). Ticks are
+        judged together over ``window`` seconds (and at least 5 tokens' worth): the rate
+        grows if the budget bound, i.e. most requests waited for a token. Returns True if
+        the rate changed."""
+        changed = self._end_probe(now)
+        self._acc_seconds += max(0.0, seconds)
+        self._acc_used += used
+        self._acc_held += used if held is None else held
+        if self._acc_seconds < max(self.window, 5.0 / self.rate):
+            return changed
+        span, used, held = self._acc_seconds, self._acc_used, self._acc_held
+        self._acc_seconds = self._acc_used = self._acc_held = 0.0
+        self._bound = used >= 0.8 * self.rate * span and held >= 0.5 * used
+        if now < self._hold_until or self._probe_from is not None or self.rate >= self.ceiling:
+            return changed
+        if not self._bound:  # demand was lower: nothing learned about the server
+            return changed
         near = self.limited_at is not None and self.rate >= self.near * self.limited_at
         growth = self.slow_growth if near else self.fast_growth
-        self.rate = min(self.ceiling, self.rate * (1.0 + growth * seconds))
+        self.rate = min(self.ceiling, self.rate * (1.0 + growth * span))
         return True
+
+    def _end_probe(self, now: float) -> bool:
+        if self._probe_from is None or now < self._probe_until:
+            return False
+        self.rate, self._probe_from = min(self._probe_from, self.ceiling), None
+        return True
+
+    def belief(self, now: float) -> str | None:
+        """What the 429s seen lately say, for the panel (``None``: no 429 lately)."""
+        if self.limited_at is not None and now - self._limit_seen < self.memory:
+            return f"server limit ≈ {self.limited_at:.2g} req/s learned from 429s"
+        n, share = self.ledger.share(now)
+        if n < 1.0 or share * n < 0.5:
+            return None
+        return f"429s look random ({share:.0%} of requests): not a limit"
 
 
 class TokenBucket:
     """An asyncio token bucket whose rate can change without being refilled.
 
     aiolimiter's leaky bucket cannot change its rate in place, and a new one starts full:
-    an adaptive rate that changes every tick would then send a burst every tick.
+    an adaptive rate that changes every tick would then send a burst every tick. A new
+    rate also wakes whoever waits, so a raised rate applies at once.
     """
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self._clock = rate, burst, clock
         self._tokens, self._at = burst, clock()
+        self._changed: asyncio.Event | None = None
 
     def set(self, rate: float, burst: float) -> None:
         """A new rate and size; the tokens already there stay (at most the new size)."""
         self._refill()
         self.rate, self.burst = rate, burst
         self._tokens = min(self._tokens, burst)
+        if self._changed is not None:  # waits computed at the old rate are recomputed
+            self._changed.set()
+            self._changed = None
 
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
 
-    async def acquire(self) -> None:
-        """Wait for a token and take it."""
-        while True:
-            self._refill()
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return
-            await asyncio.sleep((1.0 - self._tokens) / self.rate)
+    def try_take(self) -> float:
+        """Take a token and return 0, or return the seconds until one is there."""
+        self._refill()
+        if self._tokens >= 1.0 - 1e-9:  # a wait of exactly a token's time may round short
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    async def acquire(self) -> bool:
+        """Wait for a token and take it; True if it had to wait."""
+        waited = False
+        while (wait := self.try_take()) > 0:
+            waited = True
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+        return waited
 
 
 def poll_priority(

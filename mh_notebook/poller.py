@@ -3,7 +3,8 @@
 It decides which task to ask about next (each task has its own next-poll time from
 :class:`~mh_notebook.policy.PollPolicy`), keeps a global rate limit (a token bucket
 whose rate follows the learned budget) and a cap on requests in flight that every request
-takes its turn in (polls and refreshes alike), pauses everyone on a 429, backs off per
+takes its turn in (polls and refreshes alike), pauses everyone on a 429 that shows a
+server limit (other 429s hold back their own request only), backs off per
 task on errors, and stops on 401/403 (probing the key again every ``max_interval`` until
 it works). It knows nothing
 of widgets or journals: every change it sees is handed to ``on_observation`` (in the
@@ -80,6 +81,8 @@ class TaskState:
     """The latency window its next poll was scheduled by."""
     version: int = 0
     in_flight: bool = False
+    sent_rate: float = 0.0
+    """The engine's sending rate (requests per second) when its last poll was sent."""
 
 
 class PollQueue:
@@ -214,7 +217,9 @@ class Poller:
         self._burst = burst
         self.clock = clock or ClockOffset()
         self._limiter: TokenBucket | None = None
-        self._sent = 0
+        self._sent = self._held = 0
+        self.budget_belief: str | None = None
+        """What the 429s seen lately say: a server limit, or random (for the panel)."""
         self._max_in_flight, self._tick_interval = max_in_flight, tick_interval
         self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
         self._on_close = on_close
@@ -439,13 +444,23 @@ class Poller:
         self._burst = burst
         self._new_limiter()
 
-    def _limited(self, retry_after: float | None, fallback: float) -> None:
-        """A 429: everyone waits ``Retry-After``, and the budget shrinks (once per pause)."""
+    def _limited(self, retry_after: float | None, fallback: float, sent_rate: float | None = None) -> bool:
+        """A 429 for a request sent at ``sent_rate``. If the budget sees a server limit in
+        it (:meth:`AdaptiveRate.on_limited`), everyone waits ``Retry-After`` and the rate
+        shrinks (once per pause); True then. Otherwise only its own request waits."""
         wait = retry_after if retry_after is not None else fallback
         now = self._loop.time()
+        if not self.budget.on_limited(now, wait, sent_rate):
+            self._new_limiter()  # a probe may have lowered the rate
+            return False
         self._pause_until = max(self._pause_until, now + wait)
-        if self.budget.on_limited(now, wait):
-            self._new_limiter()
+        self._new_limiter()
+        return True
+
+    def _count_send(self) -> float:
+        """One request goes out now: counted for the budget; the rate it is sent at."""
+        self._sent += 1
+        return self.budget.on_send(self._loop.time())
 
     async def _schedule_forever(self) -> None:
         while not self._stopping:
@@ -466,7 +481,7 @@ class Poller:
                 continue
             state.in_flight = True
             state.last_polled = self._loop.time()
-            self._sent += 1
+            state.sent_rate = self._count_send()
             job = asyncio.create_task(self._poll(state))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
@@ -474,11 +489,12 @@ class Poller:
     async def _take_turn(self, *, honour_pause: bool) -> bool:
         """Wait for the rate limit and a free slot; False (no slot held) if now held back.
 
-        A 429's pause holds everyone back; ``honour_pause`` adds the user's pause and a
+        A real server limit's pause holds everyone back; ``honour_pause`` adds the user's pause and a
         refused key (refreshes asked for by the user and key probes pass those).
         """
         assert self._limiter is not None
-        await self._limiter.acquire()
+        if await self._limiter.acquire():
+            self._held += 1  # the budget held a request back: it binds
         await self._slots.acquire()
         held = self._loop.time() < self._pause_until or (
             honour_pause and (self._paused or self.auth_error is not None)
@@ -537,6 +553,7 @@ class Poller:
             except ModelHunterError as exc:
                 self._on_error(state, exc)
             else:
+                self.budget.on_answer(self._loop.time(), state.sent_rate)
                 self._record_answer(state, task)
                 if task.status == TaskStatus.EXPIRED:
                     self._schedule(state, 0.0, first=True)  # the next answer carries a fresh URL
@@ -643,9 +660,10 @@ class Poller:
                 return
             self._schedule(state, state.policy.not_found_interval)
             return
-        if isinstance(exc, RateLimitedError):  # the whole API is held back, not this task
-            self._limited(exc.retry_after, state.policy.error_backoff)
-            delay = max(0.0, self._pause_until - self._loop.time())
+        if isinstance(exc, RateLimitedError):  # a real limit holds everyone back, noise this task
+            delay = exc.retry_after if exc.retry_after is not None else state.policy.error_backoff
+            if self._limited(exc.retry_after, state.policy.error_backoff, state.sent_rate):
+                delay = max(0.0, self._pause_until - self._loop.time())
         else:
             state.errors += 1
             delay = state.policy.error_delay(state.errors, self._rng)
@@ -671,8 +689,9 @@ class Poller:
             except ModelHunterError as exc:
                 if not (is_transient(exc) or isinstance(exc, ServerError)) or attempt == attempts:
                     raise  # like polling, any 5xx is worth another try here
-                if isinstance(exc, RateLimitedError):  # the next turn waits for the pause
-                    self._limited(exc.retry_after, self.policy.error_backoff)
+                if isinstance(exc, RateLimitedError):  # a limit's pause holds the next turn
+                    if not self._limited(exc.retry_after, self.policy.error_backoff):
+                        await asyncio.sleep(exc.retry_after or self.policy.error_backoff)
                 else:
                     await asyncio.sleep(self.policy.error_delay(attempt, self._rng))
                 continue
@@ -691,7 +710,7 @@ class Poller:
         try:
             if state is not None:
                 state.polls += 1
-            self._sent += 1
+            self._count_send()
             return await self._client.get_task(task_id, retry=False)
         finally:
             self._slots.release()
@@ -713,10 +732,13 @@ class Poller:
             self._tick()
 
     def _adapt_rate(self) -> None:
-        """Grow the budget back towards the ceiling while it is what holds polls back."""
-        used, self._sent = self._sent, 0
-        if self.budget.on_tick(self._loop.time(), self._tick_interval, used):
+        """Grow the budget back towards the ceiling while it is what holds polls back (most
+        requests waited for a token), end a probe, and say what the 429s look like."""
+        (used, self._sent), (held, self._held) = (self._sent, 0), (self._held, 0)
+        now = self._loop.time()
+        if self.budget.on_tick(now, self._tick_interval, used, held):
             self._new_limiter()
+        self.budget_belief = self.budget.belief(now)
 
     def _tick(self) -> None:
         if self._on_tick is None:

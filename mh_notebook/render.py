@@ -97,6 +97,8 @@ class Snapshot:
     """The key is a ``river_test_`` key: ModelHunter's sandbox, nothing is charged."""
     spend: float | None = None
     """USD the watched tasks cost, as far as the server said (``None``: it said nothing)."""
+    budget_belief: str | None = None
+    """What the 429s seen lately say: a server limit, or random (``None``: no 429 lately)."""
 
 
 def safe_text(value: object, limit: int = 160) -> str:
@@ -156,7 +158,9 @@ def summary_html(snapshot: Snapshot) -> str:
     dot = {"live": "#1a7f37", "paused": "#9a6700", "stopped": "#57606a"}[state]
     limit = f" · ≤ {snapshot.rate_limit:g} req/s" if snapshot.rate_limit else ""
     if snapshot.rate_limit and snapshot.rate is not None and snapshot.rate < 0.99 * snapshot.rate_limit:
-        limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s (server limit learned from 429s)"
+        limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s"
+    if snapshot.budget_belief:
+        limit += f" · {safe_text(snapshot.budget_belief)}"
     head = (
         f'<b style="font-size:13px">ModelHunter tasks</b>{_SANDBOX if snapshot.sandbox else ""} · '
         f"{snapshot.total} watched{_spend(snapshot)} · "
@@ -387,6 +391,8 @@ def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) ->
     lines.append(" · ".join(f"{_plain(s, 24)} {snapshot.counts[s]}" for s in names) or "no tasks")
     if snapshot.notice:
         lines.append(f"! {_plain(snapshot.notice, 400)}")
+    if snapshot.budget_belief:
+        lines.append(f"requests: {_plain(snapshot.budget_belief, 200)}")
     lines += [_text_row(row) for row in snapshot.rows]
     hidden = snapshot.total - len(snapshot.rows)
     if hidden > 0:

@@ -674,7 +674,7 @@ class TaskWatcher:
         return Snapshot(
             rows, self._counts(), len(states), paused=self.paused, stopped=self._stopped,
             notice=notice, rate_limit=self._engine.poller.rate_limit, rate=self._engine.poller.effective_rate,
-            sandbox=self.sandbox, spend=_spend(states),
+            sandbox=self.sandbox, spend=_spend(states), budget_belief=self._engine.poller.budget_belief,
         )  # fmt: skip
 
     @property

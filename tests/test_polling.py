@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from mh_notebook.render import eta_text, summary_html
-from mh_notebook.sim import Simulator
+from mh_notebook.sim import Faults, Simulator
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0
@@ -82,7 +82,73 @@ def test_a_server_limit_below_the_ceiling_is_learned() -> None:
     assert share_429 < 0.15, share_429  # bouncing off the limit at 40 req/s would be ~70%
     assert answers.count(200) / 6.0 > 0.6 * 12.0  # and the server's budget is used
     assert rate < 12.0 * 1.2
-    assert "of 40 req/s (server limit learned from 429s)" in summary
+    assert "of 40 req/s · server limit ≈ " in summary
+    assert "learned from 429s" in summary
+
+
+def test_a_random_429_holds_back_only_its_own_request() -> None:
+    # item 1: a 429 with Retry-After 20 s stopped every task's polling for 20 s
+    with Simulator(seed=8, speed=1, faults=Faults(retry_after=20.0)) as sim:
+        ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(3)]
+        sim.inject("429")  # the first request of all
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as w:
+            w.watch(ids)
+            time.sleep(6.0)
+            rate, ceiling = w.engine.poller.effective_rate, w.engine.poller.rate_limit
+        log = list(sim.request_log)
+    ((refused_at, refused, _),) = [entry for entry in log if entry[2] == 429]
+    after = [(task_id, code) for t, task_id, code in log if t > refused_at]
+    assert all(task_id != refused for task_id, _ in after)  # it waits its Retry-After...
+    for other in set(ids) - {refused}:  # ...the others do not (a poll every ~1 s while young)
+        assert sum(task_id == other and code == 200 for task_id, code in after) >= 2, after
+    assert rate == ceiling  # and one 429 lowers no budget
+
+
+def test_random_429s_do_not_lower_the_budget_and_the_panel_says_so() -> None:
+    # item 1: every random 429 cut the rate by 30%; here a fifth of all answers are 429s
+    # at whatever rate, and the demand (10 young tasks, ~10 req/s) fits under the ceiling
+    with Simulator(seed=9, speed=1, faults=Faults(rate_429=0.2, retry_after=1.0)) as sim:
+        ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(10)]
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=30) as w:
+            w.watch(ids)
+            rates = []
+            for _ in range(40):
+                time.sleep(0.2)
+                rates.append(w.engine.poller.effective_rate)
+            snapshot = w.snapshot()
+        refused = sum(code == 429 for _, _, code in sim.request_log)
+    assert refused >= 5  # the faults happened
+    assert min(rates) == 30.0
+    assert "429s look random (" in summary_html(snapshot)
+    assert "not a limit" in summary_html(snapshot)
+
+
+def test_a_raised_ceiling_applies_at_once(sim: Simulator) -> None:
+    # item 4: at 0.05 req/s the next request waits 20 s; raising the ceiling (a slow watcher
+    # left) must not leave it waiting the old 20 s
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.poller import Poller
+
+    ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(2)]
+    poller = Poller(
+        lambda: AsyncClient(sim.api_key, sim.url, allow_insecure_http=True),
+        on_observation=lambda _: None,
+        rate_limit=0.05,
+    )
+    try:
+        poller.watch(ids)
+        deadline = time.monotonic() + 10
+        while len(sim.request_log) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert len(sim.request_log) == 1  # the second waits for a token: 20 s at 0.05/s
+        poller.set_rate(10.0)
+        deadline = time.monotonic() + 8.0
+        while len(sim.request_log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(sim.request_log) >= 2, "the raised ceiling waited for the old rate's wait"
+    finally:
+        poller.stop()
 
 
 def test_short_tasks_jump_the_queue_when_the_budget_is_short() -> None:
