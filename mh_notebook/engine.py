@@ -678,7 +678,7 @@ def _journalled_polls(store: Store, task_ids: list[str]) -> dict[str, int]:
     if latest is None or not task_ids:
         return {}
     try:
-        return {e.task_id: e.polls for e in latest(task_ids)}
+        return {e.task_id: e.polls for e in latest(task_ids, wait=JOURNAL_WAIT)}  # watch() returns at once
     except Exception:  # a count is not worth failing watch() for
         log.debug("journalled counts of %d tasks not read", len(task_ids), exc_info=True)
         return {}

@@ -541,9 +541,10 @@ class SQLJournal:
                 mine[(row.task_id, row.idx)] = row
         return sorted(mine.values(), key=lambda r: (r.task_id, r.idx))
 
-    def latest_events(self, task_ids: Iterable[str]) -> list[Event]:
-        """The last informative event (not ``expired``, if any) of each of these tasks."""
-        return [Event(*row) for row in self._query_in(_LATEST_SQL, task_ids)]
+    def latest_events(self, task_ids: Iterable[str], *, wait: float | None = None) -> list[Event]:
+        """The last informative event (not ``expired``, if any) of each of these tasks; with
+        ``wait``, ``JournalBusyError`` if the journal stays busy that long."""
+        return [Event(*row) for row in self._query_in(_LATEST_SQL, task_ids, wait)]
 
     def events(self) -> list[Event]:
         """Every event, in the order written."""
@@ -568,17 +569,19 @@ class SQLJournal:
         rows = self._query(_RECENT_ENDS_SQL.format(scope=scope), (*args, *_LEARNED_ENDS, max(limit, 0)))
         return [Event(*row) for row in reversed(rows)]
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._cursor(write=False, wait=None) as cur:
+    def _query(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> list[tuple[Any, ...]]:
+        with self._cursor(write=False, wait=wait) as cur:
             cur.execute(self._q(sql), args)
             return [tuple(row) for row in cur.fetchall()]
 
-    def _query_in(self, prefix: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
+    def _query_in(
+        self, prefix: str, values: Iterable[str], wait: float | None = None
+    ) -> list[tuple[Any, ...]]:
         """``prefix IN (...)`` over ``values``, in bounded chunks."""
         wanted, rows = sorted(set(values)), []
         for at in range(0, len(wanted), 500):
             chunk = tuple(wanted[at : at + 500])
-            rows += self._query(f"{prefix} IN ({', '.join('?' * len(chunk))})", chunk)
+            rows += self._query(f"{prefix} IN ({', '.join('?' * len(chunk))})", chunk, wait)
         return rows
 
 
@@ -676,7 +679,7 @@ class SQLiteStore(SQLJournal):
     def _cursor(self, *, write: bool, wait: float | None) -> Iterator[Any]:
         """Reads as they come; writes in ``BEGIN IMMEDIATE`` (``wait``: see :meth:`add_many`)."""
         start = time.monotonic()
-        with self._connection(wait if write else None) as db:
+        with self._connection(wait) as db:  # a bounded read gives way to a long write here too
             if write:
                 left = None if wait is None else max(0.0, wait - (time.monotonic() - start))
                 with self._bounded_wait(db, left), sqlite_transaction(db):
