@@ -87,8 +87,10 @@ _TERMINAL = ["succeeded", "failed", "cancelled"]
 
 
 def _micros(seconds: Any) -> Any:
-    """Epoch seconds as whole microseconds (floats holding integers): exact differences."""
-    return np.round(np.asarray(seconds, dtype="float64") * 1e6)
+    """Epoch seconds as whole microseconds (floats holding integers): exact differences (a
+    server's absurd time overflows to infinity quietly, and is then left out as missing)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.round(np.asarray(seconds, dtype="float64") * 1e6)
 
 
 _EPOCH_RANGE = 9.2e9
