@@ -8,6 +8,7 @@ honoured (seconds or HTTP date, capped), bounded by attempts and total time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import ipaddress
@@ -127,6 +128,7 @@ def resolve_settings(
             f"variable ({' or '.join(KEY_ENVS[1:])} is read too; for the embedded simulator use "
             "sim.api_key)"
         )
+    _check_key(key.strip())
     url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
@@ -139,6 +141,24 @@ def resolve_settings(
     if url.endswith(_API_PREFIX):  # the docs write the API's address with its prefix
         url = url[: -len(_API_PREFIX)]
     return key.strip(), url
+
+
+def _whole_answer_deadline(timeout: float | httpx.Timeout | None) -> float | None:
+    """The longest one whole answer may take: httpx's ``timeout`` bounds each read, so a body
+    that trickles in a byte at a time would hold a request (and a poll slot) forever."""
+    read = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+    return None if read is None else read + 5.0
+
+
+def _check_key(key: str) -> None:
+    """``ConfigurationError`` for a key no Bearer header can carry (it is never echoed)."""
+    for at, char in enumerate(key):
+        if not 33 <= ord(char) <= 126:
+            what = "a space or line break" if char.isspace() else f"the character U+{ord(char):04X}"
+            raise ConfigurationError(
+                f"the API key has {what} at position {at} (of {len(key)}): keys are printable ASCII "
+                "with no spaces; copy it again (a two-line secrets file or a web page can add one)"
+            )
 
 
 def _key_from_environment() -> str | None:
@@ -313,6 +333,10 @@ class _Core:
 
     def read(self, call: _Call, response: httpx.Response, sent_at: datetime) -> Any:
         """Turn a response into the call's result or raise the matching error."""
+        if response.status_code >= 500 and call.creates and _error_fields(response)[0] is None:
+            # not the API's own error envelope: a gateway gave up, and the task may exist
+            error = self.api_error(call.task_id, response, what=call.what)
+            raise _creation_unknown(call, f"HTTP {response.status_code}: {error.message}", sent_at)
         if response.status_code >= 400:
             raise self.api_error(call.task_id, response, what=call.what)
         content = response.content
@@ -330,11 +354,33 @@ class _Core:
                 task_id=call.task_id,
                 field="<body>",
             ) from None
+        body = self._scrub_decoded(body)
         try:
-            return call.parse(body)
+            result = call.parse(body)
         except MalformedResponseError as exc:
             exc.task_id = exc.task_id or call.task_id
+            if call.creates:  # the task may exist all the same
+                raise _creation_unknown(call, f"the answer is malformed: {exc.message}", sent_at) from None
             raise
+        if (
+            call.method == "GET"
+            and call.task_id is not None
+            and getattr(result, "id", call.task_id) != call.task_id
+        ):
+            raise MalformedResponseError(
+                f"{call.what}: the answer is about another task ({self.scrub(str(result.id))[:80]!r})",
+                task_id=call.task_id,
+                field="id",
+            )
+        return result
+
+    def _scrub_decoded(self, body: Any) -> Any:
+        """``body`` with the key removed once decoded too (an echo written as JSON escapes,
+        ``\\u0072...``, passes the check on the raw bytes)."""
+        text = json.dumps(body, ensure_ascii=False)
+        if self.key.value not in text:
+            return body
+        return json.loads(text.replace(self.key.value, "***"))
 
     def interpret(self, task_id: str, response: httpx.Response) -> Task:
         """Turn a task's GET response into a :class:`Task` or raise the matching error."""
@@ -754,6 +800,8 @@ class AsyncClient:
     ) -> None:
         self._core = _Core(api_key, base_url, retry or RetryPolicy(), allow_insecure_http)
         self._on_response = on_response
+        self._deadline = _whole_answer_deadline(timeout)
+        """The longest one whole answer may take (``None``: no limit)."""
         self._http = httpx.AsyncClient(
             timeout=_timeout(timeout), transport=transport, limits=limits or httpx.Limits()
         )
@@ -858,9 +906,13 @@ class AsyncClient:
     async def _send(self, call: _Call, sent_at: datetime) -> httpx.Response:
         sent = time.time()
         try:
-            response = await self._http.request(
-                call.method, call.url, params=call.params, json=call.body, headers=self._core.headers()
-            )
+            async with asyncio.timeout(self._deadline):  # httpx bounds each read, not the whole answer
+                response = await self._http.request(
+                    call.method, call.url, params=call.params, json=call.body, headers=self._core.headers()
+                )
+        except TimeoutError:
+            slow = httpx.ReadTimeout(f"no whole answer within {self._deadline:g} s (a body that trickles in)")
+            raise self._core.transport_error(call, slow, sent_at) from None
         except httpx.TransportError as exc:
             raise self._core.transport_error(call, exc, sent_at) from None
         if self._on_response is not None:

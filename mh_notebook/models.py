@@ -160,6 +160,13 @@ class Task(BaseModel):
     def _null_result(cls, value: object) -> object:
         return [] if value is None else value
 
+    @field_validator("error", mode="before")
+    @classmethod
+    def _error_as_text(cls, value: object) -> object:
+        """An error sent as plain text (``"error": "moderation"``) is its message: the task's
+        true end is kept, not refused with the whole answer."""
+        return {"message": value} if isinstance(value, str) else value
+
     @field_validator("created_at", "completed_at", "started_at", mode="after")
     @classmethod
     def _to_utc(cls, value: datetime | None) -> datetime | None:

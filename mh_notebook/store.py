@@ -134,6 +134,12 @@ class SavedResult(NamedTuple):
 _UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def _int64(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return None
+    return value
+
+
 def clean_text(text: str | None) -> str | None:
     """``text`` as every journal stores it: NULs and lone surrogates (which PostgreSQL or
     SQLite refuse) become U+FFFD; everything else, control characters included, is kept."""
@@ -141,8 +147,9 @@ def clean_text(text: str | None) -> str | None:
 
 
 def clean_event(event: Event) -> Event:
-    """``event`` with every text field passed through :func:`clean_text`."""
-    cleaned = [clean_text(v) if isinstance(v, str) else v for v in event]
+    """``event`` with every text field passed through :func:`clean_text`, and integers no
+    journal column holds (beyond 64 bits: a server's absurd ``size_bytes``) left out."""
+    cleaned = [clean_text(v) if isinstance(v, str) else _int64(v) for v in event]
     return event if cleaned == list(event) else Event._make(cleaned)
 
 

@@ -115,8 +115,9 @@ class TaskWatcher:
         static_interval: float = 3.0,
     ) -> None:
         key, url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
-        if not rate_limit > 0 or not time_scale > 0:
-            raise ValueError(f"rate_limit and time_scale must be > 0, got {rate_limit!r} and {time_scale!r}")
+        _check_settings(
+            rate_limit=rate_limit, time_scale=time_scale, burst=burst, max_in_flight=max_in_flight
+        )
         self.base_url = url
         self.sandbox = is_sandbox_key(key)
         """True for a ``river_test_`` key (ModelHunter's sandbox: nothing is charged)."""
@@ -990,6 +991,19 @@ class TaskWatcher:
             return result[index].url if index < len(result) else None
 
         return refresh
+
+
+def _check_settings(**settings: object) -> None:
+    """``ValueError`` naming a setting that is not a positive number (``burst``: None or >= 1),
+    before anything is shared with other watchers of the API."""
+    for name, value in settings.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is None and name == "burst":
+            continue
+        least = 1 if name in ("burst", "max_in_flight") else 0
+        if not number or not (value >= least if least else value > 0) or value != value:  # type: ignore[operator]
+            bound = f">= {least}" if least else "> 0"
+            raise ValueError(f"{name} must be a number {bound}, got {value!r}")
 
 
 def _spend(states: Iterable[TaskState]) -> float | None:

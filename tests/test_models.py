@@ -143,7 +143,7 @@ def test_naive_and_offset_timestamps_become_utc() -> None:
             "result",
             "t9",
         ),
-        ({"success": True, "data": {"id": "t9", "status": "failed", "error": "boom"}}, "field 'error'", "t9"),
+        ({"success": True, "data": {"id": "t9", "status": "failed", "error": 42}}, "field 'error'", "t9"),
         ({"success": False, "error": {"code": "UNAUTHORIZED", "message": "bad key"}}, "UNAUTHORIZED", None),
     ],
 )
