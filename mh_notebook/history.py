@@ -262,12 +262,14 @@ def history_frame(
 
 
 def _with_metadata(frame: pd.DataFrame, metadata: Any) -> pd.DataFrame:
-    """One ``metadata.<key>`` column per key of the tasks' metadata (JSON text or missing)."""
-    present = [i for i, text in enumerate(metadata) if isinstance(text, str)]
-    if not present:
+    """One ``metadata.<key>`` column per key of the tasks' metadata (JSON text or missing).
+
+    Each distinct text is parsed once (a batch's tasks mostly share their tags)."""
+    present = np.flatnonzero([isinstance(text, str) for text in metadata])
+    if len(present) == 0:
         return frame
-    texts = [metadata[i] for i in present]
-    objects = _json_objects(texts)
+    codes, texts = pd.factorize(np.asarray(metadata, dtype=object)[present])
+    objects = _json_objects(list(texts))
     if any("{" in text[1:] for text in texts):  # nested objects (maybe): pandas' own flattening
         keys = pd.json_normalize(objects, sep=".")
     else:  # flat: a column per key, gathered directly (several times faster)
@@ -275,7 +277,7 @@ def _with_metadata(frame: pd.DataFrame, metadata: Any) -> pd.DataFrame:
         keys = pd.DataFrame({name: [obj.get(name) for obj in objects] for name in names})
     if len(keys.columns) == 0:
         return frame
-    keys = keys.add_prefix("metadata.").set_axis(frame.index[present])
+    keys = keys.take(codes).add_prefix("metadata.").set_axis(frame.index[present])
     return pd.concat([frame, keys.reindex(frame.index)], axis=1)
 
 
