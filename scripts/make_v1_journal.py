@@ -92,11 +92,12 @@ def write_journal(store_module: types.ModuleType, path: Path) -> dict[str, str]:
     return bases
 
 
-def single_file(path: Path) -> None:
-    """Checkpoint the WAL into the file and leave rollback-journal mode: one file, nothing else."""
+def single_file(path: Path, version: int = 1) -> None:
+    """Checkpoint the WAL into the file and leave rollback-journal mode: one file, nothing else
+    (its schema ``version`` checked)."""
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == version
         assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
     finally:
         db.close()

@@ -14,7 +14,6 @@ every one of those values back unchanged (its new columns empty).
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import types
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_v1_journal
 from make_v1_journal import old_module as _old_module_v1
-from make_v1_journal import summarise
+from make_v1_journal import single_file, summarise
 
 REV = "8258cec"
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,18 +96,6 @@ def write_journal(store: types.ModuleType, path: Path) -> dict[str, str]:
     return bases
 
 
-def single_file(path: Path) -> None:
-    """Checkpoint the WAL into the file and leave rollback-journal mode: one file, nothing else."""
-    db = sqlite3.connect(path)
-    try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
-        assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
-    finally:
-        db.close()
-    extra = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path]
-    assert not extra, extra
-
-
 def main() -> None:
     """Write the journal with the 0.2 store, then the expected values by the 0.2 history."""
     old_module("mh_dialect_v02", "mh_notebook/dialect.py")
@@ -123,7 +110,7 @@ def main() -> None:
         stale.unlink()
     bases = write_journal(store, JOURNAL)
     tasks = summarise(history.read_history(JOURNAL))
-    single_file(JOURNAL)
+    single_file(JOURNAL, version=5)
     expected = {"made_by": f"mh_notebook {REV} (0.2) read_history", "base_urls": bases, "tasks": tasks}
     EXPECTED.write_text(json.dumps(expected, indent=1, allow_nan=False) + "\n")
     print(f"{JOURNAL.relative_to(ROOT)}: {JOURNAL.stat().st_size} bytes, {len(tasks)} tasks")

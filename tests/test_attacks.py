@@ -27,7 +27,7 @@ from mh_notebook import (
 from mh_notebook.sim import Simulator
 from mh_notebook.store import SQLiteStore, event_from_task
 
-KEY = "river_live_0123456789abcdef0123456789abcdef"
+KEY = "river_live_" + "fake-key-for-tests" * 2  # made up: no account has it
 Answer = Callable[[BaseHTTPRequestHandler], tuple[int, bytes] | None]
 
 
