@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Self
 
 from pydantic import (
@@ -30,49 +29,13 @@ from pydantic import (
 )
 
 from .errors import MalformedResponseError
+from .records import TaskStatus
 
 __all__ = ["Balance", "ResultItem", "Task", "TaskError", "TaskPage", "TaskStatus"]
 
 
-class TaskStatus(StrEnum):
-    """A task's status; equal to the API's string (``TaskStatus.RUNNING == "running"``).
-
-    A status the API adds later becomes a pseudo-member that keeps its raw string
-    (``TaskStatus("paused") == "paused"``) and is treated as not finished.
-    """
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-    @classmethod
-    def _missing_(cls, value: object) -> TaskStatus | None:
-        if not isinstance(value, str) or not value:
-            return None
-        member = str.__new__(cls, value)
-        member._name_ = value.upper()
-        member._value_ = value
-        return member
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for ``succeeded``, ``failed`` and ``cancelled``: nothing more will happen."""
-        return self in _TERMINAL
-
-    @property
-    def is_known(self) -> bool:
-        """False for a status this version of the package does not know."""
-        return self.value in _KNOWN
-
-
 _OPTIONAL = ("started_at", "progress", "cost", "metadata", "estimated_seconds", "original_task_id")
 """Fields the API sends in some answers only (list items, creation and retry answers)."""
-_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-_KNOWN = frozenset(s.value for s in TaskStatus.__members__.values())
 
 
 class ResultItem(BaseModel):
