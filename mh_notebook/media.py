@@ -27,7 +27,7 @@ from IPython.display import HTML, Image, Video
 from .errors import APIError, ModelHunterError, NetworkError
 from .formats import media_kind, mime_subtype, mime_type, safe_filename, safe_url
 from .models import ResultItem
-from .render import human_size, link_html, media_element, media_html, safe_text
+from .view.render import human_size, link_html, media_element, media_html, safe_text
 
 __all__ = ["DEFAULT_EMBED_LIMIT", "display_object", "download_file", "safe_filename", "urls_work"]
 

@@ -42,7 +42,7 @@ from .formats import media_kind
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
-from .render import (
+from .view.render import (
     MediaEntry,
     Row,
     Snapshot,
@@ -58,7 +58,7 @@ from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_sto
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .panel import LiveResult, Panel, StaticView
+    from .view.panel import LiveResult, Panel, StaticView
 
 __all__ = ["TaskWatcher"]
 
@@ -682,7 +682,7 @@ class TaskWatcher:
     def panel(self) -> Panel:
         """The live ipywidgets panel (created on first use)."""
         if self._panel is None:
-            from .panel import Panel
+            from .view.panel import Panel
 
             panel = Panel(
                 on_pause=self.pause,
@@ -702,7 +702,7 @@ class TaskWatcher:
 
     def _static_view(self) -> StaticView:
         if self._static is None:
-            from .panel import StaticView
+            from .view.panel import StaticView
 
             self._static = StaticView()
         return self._static
@@ -919,7 +919,7 @@ class TaskWatcher:
         """The results of a succeeded task as live media widgets (the panel's kind of view),
         or ``None`` when one cannot be: no panel, a format not shown inline, over
         ``inline_limit``, the download failed, or the watcher was stopped."""
-        from .panel import LiveResult
+        from .view.panel import LiveResult
 
         task = self.tasks.get(task_id)
         if self._stopped or not self._gallery_on or task is None or task.status != "succeeded":

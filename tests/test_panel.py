@@ -9,7 +9,7 @@ import ipywidgets as widgets
 import pytest
 
 from mh_notebook import ModelHunterError
-from mh_notebook.render import Row, human_size, media_html, safe_text, safe_url, table_html
+from mh_notebook.view.render import Row, human_size, media_html, safe_text, safe_url, table_html
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 
@@ -149,7 +149,7 @@ def test_panel_controls_pause_and_stop(sim: Simulator) -> None:
 
 
 def test_cancel_asks_for_confirmation_and_shows_what_went_wrong() -> None:
-    from mh_notebook.panel import CancelControl
+    from mh_notebook.view.panel import CancelControl
 
     cancelled: list[str] = []
     control = CancelControl(cancelled.append)

@@ -300,7 +300,7 @@ def test_the_gallery_keeps_the_newest_n(sim: Simulator) -> None:
 
 
 def test_tiles_beyond_the_limit_are_closed() -> None:
-    from mh_notebook.panel import Panel
+    from mh_notebook.view.panel import Panel
     from mh_notebook.results import KeptResult
 
     panel = Panel(on_pause=lambda: None, on_resume=lambda: None, on_stop=lambda: None, gallery_limit=2)

@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as widgets
 
-from .errors import ModelHunterError
-from .formats import mime_subtype
+from ..errors import ModelHunterError
+from ..formats import mime_subtype
+from ..results import KeptResult
 from .render import Row, Snapshot, safe_text, summary_html, table_html
-from .results import KeptResult
 
 __all__ = ["CancelControl", "LiveResult", "Panel", "StaticView"]
 

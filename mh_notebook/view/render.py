@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .formats import media_kind, mime_type, safe_url
+from ..formats import media_kind, mime_type, safe_url
+from ..records import DISPLAY_ORDER, NOT_FOUND, TaskStatus, status_label
 
 __all__ = [
     "MediaEntry",
@@ -33,20 +34,21 @@ __all__ = [
     "table_html",
 ]
 
-COLOURS = {
-    "pending": "#8a8f98",
-    "queued": "#6b7c93",
-    "running": "#1f6feb",
-    "succeeded": "#1a7f37",
-    "failed": "#cf222e",
-    "cancelled": "#bc4c00",
-    "expired": "#8250df",
-    "not found": "#57606a",
+COLOURS: dict[str, str] = {
+    TaskStatus.PENDING: "#8a8f98",
+    TaskStatus.QUEUED: "#6b7c93",
+    TaskStatus.RUNNING: "#1f6feb",
+    TaskStatus.SUCCEEDED: "#1a7f37",
+    TaskStatus.FAILED: "#cf222e",
+    TaskStatus.CANCELLED: "#bc4c00",
+    TaskStatus.EXPIRED: "#8250df",
+    NOT_FOUND: "#57606a",
     "error": "#cf222e",
 }
+"""Badge colour per status key (the data spelling: ``records.NOT_FOUND``)."""
 _UNKNOWN_COLOUR = "#9a6700"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-_ORDER = ["running", "queued", "pending", "succeeded", "failed", "cancelled", "expired", "not found"]
+_ORDER: tuple[str, ...] = DISPLAY_ORDER
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _badge(status: str) -> str:
     colour = COLOURS.get(status, _UNKNOWN_COLOUR)
     return (
         f'<span style="background:{colour};color:#fff;border-radius:9px;padding:1px 8px;'
-        f'font-size:11px;white-space:nowrap">{safe_text(status, 24)}</span>'
+        f'font-size:11px;white-space:nowrap">{safe_text(status_label(status), 24)}</span>'
     )
 
 
@@ -244,7 +246,7 @@ _RETRY_HINT = (
 def _error_cell(row: Row) -> str:
     if row.error_code or row.error_message:
         code = f"<code>{safe_text(row.error_code, 40)}</code> " if row.error_code else ""
-        hint = _RETRY_HINT if row.status == "failed" else ""
+        hint = _RETRY_HINT if row.status == TaskStatus.FAILED else ""
         return f'<span style="color:#82071e">{code}{safe_text(row.error_message)}</span>{hint}'
     if row.problem:
         return f'<span style="color:#9a6700" title="retrying">⚠ {safe_text(row.problem, 120)}</span>'
@@ -279,7 +281,9 @@ def table_html(rows: Sequence[Row], total: int, counts: Counter[str]) -> str:
     if hidden > 0:
         shown = Counter(r.status for r in rows)
         rest = {s: n - shown.get(s, 0) for s, n in counts.items() if n - shown.get(s, 0) > 0}
-        detail = ", ".join(f"{n} {safe_text(s, 24)}" for s, n in sorted(rest.items(), key=lambda kv: -kv[1]))
+        detail = ", ".join(
+            f"{n} {safe_text(status_label(s), 24)}" for s, n in sorted(rest.items(), key=lambda kv: -kv[1])
+        )
         foot = (
             f'<div style="color:#57606a;padding:4px 8px">… and {hidden} more tasks not shown ({detail})</div>'
         )
@@ -388,7 +392,9 @@ def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) ->
     sandbox = " (sandbox)" if snapshot.sandbox else ""
     spend = f" · spent {usd(snapshot.spend)}" if snapshot.spend is not None else ""
     lines = [f"ModelHunter tasks{sandbox} · {snapshot.total} watched{spend} · {state}"]
-    lines.append(" · ".join(f"{_plain(s, 24)} {snapshot.counts[s]}" for s in names) or "no tasks")
+    lines.append(
+        " · ".join(f"{_plain(status_label(s), 24)} {snapshot.counts[s]}" for s in names) or "no tasks"
+    )
     if snapshot.notice:
         lines.append(f"! {_plain(snapshot.notice, 400)}")
     if snapshot.budget_belief:
@@ -415,7 +421,14 @@ def _plain(value: object, limit: int) -> str:
 def _text_row(row: Row) -> str:
     model = f"{row.provider}/{row.model}" if row.model else ""
     error = " ".join(x for x in (row.error_code, row.error_message) if x)
-    cells = [row.task_id, row.type or "", model, row.status, _seconds(row.seconds), usd(row.cost)]
+    cells = [
+        row.task_id,
+        row.type or "",
+        model,
+        status_label(row.status),
+        _seconds(row.seconds),
+        usd(row.cost),
+    ]
     cells += [_result_cell(row), error]
     return "  " + "  ".join(_plain(c, 80) for c in cells if c)
 
@@ -424,10 +437,10 @@ def text_line(row: Row) -> str:
     """One concise console line for a status change."""
     what = " ".join(x for x in (row.type, f"{row.provider}/{row.model}" if row.model else None) if x)
     tail = ""
-    if row.status == "succeeded" and row.format:
+    if row.status == TaskStatus.SUCCEEDED and row.format:
         tail = f" → {row.format} {human_size(row.size_bytes)}".rstrip()
     elif row.error_code or row.error_message:
         tail = f" → {row.error_code}: {row.error_message}"
     secs = f" after {_seconds(row.seconds)}" if row.ended and row.seconds is not None else ""
-    line = f"[mh] {row.task_id} {what}: {row.status}{secs}{tail}"
+    line = f"[mh] {row.task_id} {what}: {status_label(row.status)}{secs}{tail}"
     return _CONTROL.sub("", line)[:300]
