@@ -1,0 +1,23 @@
+"""The engine: one per API (base URL and key) per process, shared by every watcher of it.
+
+:mod:`.core` holds :class:`Engine` and its registry, :mod:`.writes` the journal write
+queue, :mod:`.journalling` what the engine reads from and makes for a journal, and
+:mod:`.boundary` the two typed sides of the engine/watcher boundary.
+"""
+
+from .boundary import Subscriber, SubscriberSpec, WatcherEngine
+from .core import Engine, engine_for, running_engines
+from .writes import JOURNAL_WAIT, STOP_WAIT, Quarantined, UnwrittenWarning
+
+__all__ = [
+    "JOURNAL_WAIT",
+    "STOP_WAIT",
+    "Engine",
+    "Quarantined",
+    "Subscriber",
+    "SubscriberSpec",
+    "UnwrittenWarning",
+    "WatcherEngine",
+    "engine_for",
+    "running_engines",
+]
