@@ -272,7 +272,7 @@ def test_a_watcher_leaving_during_a_team_tick_breaks_nothing(
     ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=100 + 10 * i) for i in range(3)]
     team = TaskWatcher(sim.api_key, sim.url, store=url, display="none", time_scale=SPEED)
     engine = team.engine
-    watches, held_up = team.watches, threading.Event()
+    watches, held_up = team._tracked.watches, threading.Event()
 
     def slow_watches(task_id: str) -> bool:  # holds the team tick until the team is gone
         if not held_up.is_set() and _in_team_tick():
@@ -280,7 +280,7 @@ def test_a_watcher_leaving_during_a_team_tick_breaks_nothing(
             wait_for(lambda: engine.team is None, 10)
         return watches(task_id)
 
-    team.watches = slow_watches  # type: ignore[method-assign]
+    team._tracked.watches = slow_watches  # type: ignore[method-assign]
     with (
         caplog.at_level(logging.ERROR, logger="mh_notebook"),
         TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as solo,

@@ -351,12 +351,12 @@ def test_timed_out_waits_leave_nothing_behind(sim: Simulator, watcher: TaskWatch
                 await watcher.wait_async(timeout=0.001)
 
     asyncio.run(wait_async_times_out())
-    assert len(watcher._waiters) == 0  # 400 timed-out waits: no future kept
+    assert len(watcher._waits._waiters) == 0  # 400 timed-out waits: no future kept
     quick = sim.submit(model="seedream-4.0", latency=3)
     watcher.unwatch(watcher.task_ids[0])
     watcher.watch(quick)
     assert set(watcher.wait(timeout=30)) == {quick}  # waiting still works afterwards
-    assert len(watcher._waiters) == 0
+    assert len(watcher._waits._waiters) == 0
 
 
 @pytest.mark.timeout(120)  # the old code stalled the engine here: never hang the suite

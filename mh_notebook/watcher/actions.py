@@ -10,13 +10,13 @@ a creation or retry is never resent blindly.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .client import Client, _Secret
+from ..client import Client, _Secret
 
 if TYPE_CHECKING:
-    from .models import Task
-    from .watcher import TaskWatcher
+    from ..models import Task
 
 __all__ = ["Actions"]
 
@@ -25,8 +25,16 @@ class Actions:
     """A watcher's verbs; the HTTP client is made on first use and closed by :meth:`close`."""
 
     def __init__(
-        self, api_key: str, base_url: str, *, timeout: float | None, allow_insecure_http: bool
+        self,
+        api_key: str,
+        base_url: str,
+        *,
+        timeout: float | None,
+        allow_insecure_http: bool,
+        watch: Callable[[Task], object],
+        check_open: Callable[[], None],
     ) -> None:
+        self._watch, self._check_open = watch, check_open
         self._key = _Secret(api_key)
         self._base_url, self._timeout, self._insecure = base_url, timeout, allow_insecure_http
         self._client: Client | None = None
@@ -50,7 +58,6 @@ class Actions:
 
     def submit(
         self,
-        watcher: TaskWatcher,
         endpoint: str,
         *,
         model: str,
@@ -58,25 +65,25 @@ class Actions:
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
     ) -> str:
-        """Create a task, have ``watcher`` watch it, return its id."""
-        _check_running(watcher)  # never create a paid task nobody will watch
+        """Create a task, watch it, return its id."""
+        self._check_open()  # never create a paid task nobody will watch
         task = self.client.create_task(
             endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
         )
         if task.metadata is None and metadata:  # the creation answer need not echo it: we know it
             task = task.model_copy(update={"metadata": dict(metadata)})
-        watcher.watch(task)
+        self._watch(task)
         return task.id
 
     def cancel(self, task_id: str) -> Task:
         """Cancel a task in progress; an ended one raises ``ConflictError``."""
         return self.client.cancel_task(task_id)
 
-    def retry(self, watcher: TaskWatcher, task_id: str) -> str:
+    def retry(self, task_id: str) -> str:
         """Retry a failed or expired task (a new, charged task), watch it, return its id."""
-        _check_running(watcher)
+        self._check_open()
         task = self.client.retry_task(task_id)
-        watcher.watch(task)
+        self._watch(task)
         return task.id
 
     def balance(self) -> float:
@@ -89,8 +96,3 @@ class Actions:
             client, self._client = self._client, None
         if client is not None:
             client.close()
-
-
-def _check_running(watcher: TaskWatcher) -> None:
-    if watcher._stopped:  # the facade's own state
-        raise RuntimeError("this watcher has been stopped; create a new one")
