@@ -276,7 +276,7 @@ def test_display_auto_detects_a_kernel_by_its_kernel_attribute(
 ) -> None:
     import IPython
 
-    from mh_notebook.watcher.facade import _resolve_display
+    from mh_notebook.watcher.settings import resolve_display as _resolve_display
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
     assert _resolve_display("auto") == mode

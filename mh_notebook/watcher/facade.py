@@ -1,20 +1,11 @@
 """``TaskWatcher``: a set of tasks, its live view, its waits and its analysis.
 
-A watcher owns no thread: it attaches to the :class:`~mh_notebook.engine.Engine` of its
-API (one per base URL and key per process), which polls, keeps the request budget and
-journals. Re-creating a watcher (a re-run cell) adds no thread and no load: tasks
-watched by several watchers are polled once. Every change of a watched task is handed
-to :meth:`TaskWatcher.observe` in the engine's thread, once journalled; the view (the
-widget panel in a Jupyter kernel, text lines elsewhere) is redrawn there at most every
-``refresh_interval`` seconds.
-
-Results outlive their URLs: when a task succeeds, the engine keeps its results once (see
-:mod:`mh_notebook.results`): the newest ``gallery_limit`` in memory for the live gallery
-(each up to ``inline_limit`` bytes), and every one on disk with ``save_to``. A succeeded
-task counts as done for :meth:`~TaskWatcher.wait`, :meth:`~TaskWatcher.as_completed` and
-``on_done`` once its results are kept. The static twin of the panel (``text/html`` and
-``text/plain`` for saved notebooks) is updated by display id when tasks end, at most every
-``static_interval`` seconds, and at once when every task is done and when the watcher stops.
+A facade: it owns no thread and little state. It attaches its tracked set to the shared
+:class:`~mh_notebook.engine.Engine` of its API (which polls, keeps the budget, journals
+and keeps results) and delegates each verb to the part that does it (see
+:mod:`mh_notebook.watcher`). Changes arrive in the engine's thread; the view is redrawn
+there at most every ``refresh_interval`` seconds, its static twin at most every
+``static_interval`` (at once when every task is done and when the watcher stops).
 """
 
 from __future__ import annotations
@@ -30,7 +21,6 @@ from ..engine import Engine, SubscriberSpec, engine_for
 from ..errors import AuthenticationError
 from ..models import Task
 from ..policy import PollPolicy
-from ..records import status_label
 from ..results import DEFAULT_INLINE_LIMIT
 from ..store import Store, Unwritten, open_store
 from ..view.render import Snapshot
@@ -40,7 +30,8 @@ from .intake import Intake
 from .keeping import Keeping
 from .media_io import MediaIO
 from .presenter import PanelActions, Presenter
-from .tracked import Callback, DisplayMode, Flags, Lifecycle, TrackedSet
+from .settings import DisplayMode, check_settings, resolve_display
+from .tracked import Callback, Flags, TrackedSet
 from .viewmodel import ViewModel
 from .waiters import Waiters
 
@@ -95,9 +86,7 @@ class TaskWatcher:
         static_interval: float = 3.0,
     ) -> None:
         key, url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
-        _check_settings(
-            rate_limit=rate_limit, time_scale=time_scale, burst=burst, max_in_flight=max_in_flight
-        )
+        check_settings(rate_limit=rate_limit, time_scale=time_scale, burst=burst, max_in_flight=max_in_flight)
         self.base_url, self.sandbox = url, is_sandbox_key(key)
         """``sandbox``: True for a ``river_test_`` key (ModelHunter's sandbox: nothing is charged)."""
         self._owns_store = store is None or isinstance(store, str | Path)
@@ -111,7 +100,7 @@ class TaskWatcher:
         """Where every succeeded result is saved (``None``: nowhere)."""
         self.gallery_limit, self.inline_limit = max(1, gallery_limit), max(0, inline_limit)
         spec = SubscriberSpec(self.store, self.rate_limit, burst)
-        self._tracked = tracked = TrackedSet(spec, url, Flags(_resolve_display(display)))
+        self._tracked = tracked = TrackedSet(spec, url, Flags(resolve_display(display)))
         self.callback_errors: list[BaseException] = tracked.callback_errors
         """Exceptions raised by callbacks (they are logged, never fatal)."""
         self._results = Keeping(
@@ -140,16 +129,12 @@ class TaskWatcher:
         try:
             self._engine = engine_for(tracked, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
-            self._close_store()
+            tracked.close(owned=self._owns_store)
             raise
         tracked.bind(self._engine)
 
     def __repr__(self) -> str:
-        counts = self._tracked.counts()
-        detail = ", ".join(f"{n} {status_label(s)}" for s, n in counts.most_common())
-        sandbox = ", sandbox" if self.sandbox else ""
-        tasks = f"tasks={sum(counts.values())}: {detail or 'none'}"
-        return f"TaskWatcher(base_url={self.base_url!r}{sandbox}, {tasks})"
+        return f"TaskWatcher({self._view.describe()})"
 
     # ---------------------------------------------------------- the tracked set
     def watch(self, *tasks: str | Task | Iterable[str | Task]) -> list[str]:
@@ -202,8 +187,7 @@ class TaskWatcher:
 
         Use after a kernel restart: ``TaskWatcher(store=...).resume()``. Returns the ids.
         Unlike :meth:`resume_polling` (which lets a paused engine poll again), this adds
-        tasks to this watcher: the journal's unfinished ones.
-        """
+        tasks to this watcher: the journal's unfinished ones."""
         return self._intake.resume()
 
     def unwatch(self, task_id: str) -> None:
@@ -211,18 +195,14 @@ class TaskWatcher:
         self._intake.unwatch(task_id)
 
     def pause(self) -> None:
-        """Stop polling until :meth:`resume_polling` (the panel's Pause button).
-
-        Polling is shared by every watcher of this API in the process: all of them pause.
-        """
+        """Stop polling until :meth:`resume_polling` (the panel's Pause button); polling is
+        shared by every watcher of this API in the process: all of them pause."""
         self._tracked.pause()
 
     def resume_polling(self) -> None:
         """Poll again after :meth:`pause`; after a refused key, try the key again at once.
-
         Unlike :meth:`resume` (which adds the journal's unfinished tasks to this watcher),
-        this adds no task: the shared engine sends requests again.
-        """
+        this adds no task: the shared engine sends requests again."""
         self._tracked.resume()
 
     def stop(self) -> None:
@@ -233,14 +213,9 @@ class TaskWatcher:
         self._tracked.freeze()  # what it knew stays readable (and drawn) after stop
         self._tracked.unwritten = self._engine.detach(self._tracked)
         self._actions.close()
-        self._close_store()
+        self._tracked.close(owned=self._owns_store)
         self._waits.fail_all()
         self._presenter.final()
-
-    def _close_store(self) -> None:
-        if self._owns_store:
-            self.store.close()
-        self._tracked.state = Lifecycle.CLOSED if self._owns_store else Lifecycle.STOPPED
 
     def __enter__(self) -> Self:
         return self
@@ -303,11 +278,8 @@ class TaskWatcher:
         return self._engine
 
     def on_change(self, fn: Callback) -> Callback:
-        """Call ``fn(task)`` on every status change, in the engine's thread.
-
-        Keep it quick. An exception in it is logged and kept in ``callback_errors``;
-        it never stops the watcher. Usable as a decorator.
-        """
+        """Call ``fn(task)`` on every status change, in the engine's thread. Keep it quick: an
+        exception in it is logged and kept in ``callback_errors``. Usable as a decorator."""
         self._tracked.on_change.append(fn)
         return fn
 
@@ -318,13 +290,10 @@ class TaskWatcher:
 
     # ------------------------------------------------------------- waiting
     def wait(self, timeout: float | None = None) -> dict[str, Task]:
-        """Block until every watched task has ended; return id → final ``Task``.
-
-        Tasks the API does not know count as ended (see ``not_found``). Raises
-        ``TimeoutError`` naming the unfinished ids (a timed-out wait keeps nothing), or
-        the ``AuthenticationError`` that stopped polling; ``RuntimeError`` in a callback
-        (it runs in the engine's thread, which settles waits).
-        """
+        """Block until every watched task has ended; return id → final ``Task``. Tasks the API
+        does not know count as ended (see ``not_found``). Raises ``TimeoutError`` naming the
+        unfinished ids (a timed-out wait keeps nothing), or the ``AuthenticationError`` that
+        stopped polling; ``RuntimeError`` in a callback (the engine's thread settles waits)."""
         return self._waits.wait(timeout)
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
@@ -332,10 +301,8 @@ class TaskWatcher:
         return await self._waits.wait_async(timeout)
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
-        """Yield each watched task as it ends (already ended ones first).
-
-        Tasks the API does not know end the wait for them without being yielded.
-        """
+        """Yield each watched task as it ends (already ended ones first). Tasks the API
+        does not know end the wait for them without being yielded."""
         return self._waits.as_completed(timeout)
 
     def as_completed_async(self, timeout: float | None = None) -> AsyncIterator[Task]:
@@ -401,12 +368,9 @@ class TaskWatcher:
 
     # ---------------------------------------------------------------- media
     def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget).
-
-        Like :meth:`show`, :meth:`download`, :meth:`wait` and :meth:`as_completed`, it raises
-        ``RuntimeError`` at once in an engine's thread (an ``on_change``/``on_done`` callback),
-        where it would wait for that thread's own loop.
-        """
+        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget). Like
+        :meth:`show`, :meth:`download`, :meth:`wait` and :meth:`as_completed`, it raises
+        ``RuntimeError`` at once in an engine's thread (a callback), where it would wait."""
         return self._media.refresh(task_id, timeout)
 
     def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
@@ -415,54 +379,15 @@ class TaskWatcher:
         return self._media.fresh_task(task_id, timeout)
 
     def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
-        """Display a task's media inline (Video/Image/Audio by format).
-
-        With the panel (``display="auto"`` in Jupyter, or ``"widget"``), a succeeded result
-        of at most ``inline_limit`` bytes is shown through ipywidgets' binary media widgets,
-        as the gallery's are: page reloads and second tabs get the bytes from the kernel for
-        its life, never from the expiring URL. The bytes are the ones the gallery kept or
-        ``save_to`` saved (checksum verified), else fetched once through the engine.
-        Saved notebooks show a thumbnail or a label instead.
-
-        ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
-        20 MB) so the media survive the URL's expiry: the bytes the gallery kept or
-        ``save_to`` saved are used when there are some, else they are downloaded. Otherwise
-        a URL that works now is used (the task is fetched again if the known one fails).
-        When the API cannot give the task any more (past the provider's retention, or the
-        watcher was stopped), a local copy is embedded.
-        """
+        """Display a task's media inline (Video/Image/Audio by format): live media widgets
+        with the panel (bytes from the kernel, never the expiring URL), or a URL that works
+        now; ``embed=True`` puts the bytes (up to ``embed_limit``, default 20 MB) in the
+        notebook. Kept or saved bytes are used when there are some; see
+        :meth:`MediaIO.show <mh_notebook.watcher.media_io.MediaIO.show>`."""
         self._media.show(task_id, embed=embed, embed_limit=embed_limit)
 
     def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
-        """Save a task's result files into ``directory``; returns their paths.
-
-        Streams to a temporary file and renames it (atomic), checks the size against
-        ``size_bytes``, and gets a fresh URL when the old one has expired.
-        """
+        """Save a task's result files into ``directory``; returns their paths. Streams to a
+        temporary file and renames it (atomic), checks the size against ``size_bytes``, and
+        gets a fresh URL when the old one has expired."""
         return self._media.download(task_id, directory, progress=progress)
-
-
-def _check_settings(**settings: object) -> None:
-    """``ValueError`` naming a setting that is not a positive number (``burst``: None or >= 1),
-    before anything is shared with other watchers of the API."""
-    for name, value in settings.items():
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is None and name == "burst":
-            continue
-        least = 1 if name in ("burst", "max_in_flight") else 0
-        if not number or not (value >= least if least else value > 0) or value != value:  # type: ignore[operator]
-            bound = f">= {least}" if least else "> 0"
-            raise ValueError(f"{name} must be a number {bound}, got {value!r}")
-
-
-def _resolve_display(display: DisplayMode) -> DisplayMode:
-    """``auto``: the widget panel in a Jupyter kernel (any shell with a ``kernel``, as in
-    Colab), text lines elsewhere."""
-    if display != "auto":
-        return display
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return "text"
-    shell = get_ipython()
-    return "auto" if getattr(shell, "kernel", None) is not None else "text"

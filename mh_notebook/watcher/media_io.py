@@ -59,7 +59,22 @@ class MediaIO:
         return self.refresh(task_id, timeout)
 
     def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
-        """Display a task's media inline (see ``TaskWatcher.show``)."""
+        """Display a task's media inline (Video/Image/Audio by format).
+
+        With the panel (``display="auto"`` in Jupyter, or ``"widget"``), a succeeded result
+        of at most ``inline_limit`` bytes is shown through ipywidgets' binary media widgets,
+        as the gallery's are: page reloads and second tabs get the bytes from the kernel for
+        its life, never from the expiring URL. The bytes are the ones the gallery kept or
+        ``save_to`` saved (checksum verified), else fetched once through the engine.
+        Saved notebooks show a thumbnail or a label instead.
+
+        ``embed=True`` puts the bytes in the notebook (up to ``embed_limit``, default
+        20 MB) so the media survive the URL's expiry: the bytes the gallery kept or
+        ``save_to`` saved are used when there are some, else they are downloaded. Otherwise
+        a URL that works now is used (the task is fetched again if the known one fails).
+        When the API cannot give the task any more (past the provider's retention, or the
+        watcher was stopped), a local copy is embedded.
+        """
         from IPython.display import HTML, display
 
         from ..media import DEFAULT_EMBED_LIMIT, display_object

@@ -11,18 +11,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
 
 from ..engine import SubscriberSpec, WatcherEngine
 from ..models import Task
 from ..poller import Observation, TaskState
 from ..records import NOT_FOUND, TaskStatus
 from ..store import Unwritten
+from .settings import DisplayMode
 
-__all__ = ["Callback", "DisplayMode", "Flags", "Lifecycle", "TrackedSet"]
+__all__ = ["Callback", "Flags", "Lifecycle", "TrackedSet"]
 
 log = logging.getLogger("mh_notebook.watcher")
-DisplayMode = Literal["auto", "widget", "text", "none"]
 Callback = Callable[[Task], object]
 
 
@@ -151,6 +150,12 @@ class TrackedSet:
         self._final = self.states()
         self.state = Lifecycle.STOPPING
         self.flags.touch()
+
+    def close(self, *, owned: bool) -> None:
+        """``stop()`` ends: the journal is closed if this watcher opened it."""
+        if owned:
+            self.spec.store.close()
+        self.state = Lifecycle.CLOSED if owned else Lifecycle.STOPPED
 
     def counts(self) -> Counter[str]:
         """Tasks per status (``records.NOT_FOUND`` for those the API never knew)."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 
 from ..poller import TaskState
-from ..records import NOT_FOUND, TaskStatus, latency_key
+from ..records import NOT_FOUND, TaskStatus, latency_key, status_label
 from ..view.render import Row, Snapshot
 from .tracked import TrackedSet
 
@@ -21,6 +21,14 @@ class ViewModel:
 
     def __init__(self, tracked: TrackedSet, *, sandbox: bool) -> None:
         self._tracked, self._sandbox = tracked, sandbox
+
+    def describe(self) -> str:
+        """The watcher's ``repr`` inside the parentheses: URL, sandbox, counts per status."""
+        tracked = self._tracked
+        counts = tracked.counts()
+        detail = ", ".join(f"{n} {status_label(s)}" for s, n in counts.most_common())
+        sandbox = ", sandbox" if self._sandbox else ""
+        return f"base_url={tracked.base_url!r}{sandbox}, tasks={sum(counts.values())}: {detail or 'none'}"
 
     def row(self, state: TaskState) -> Row:
         """One task as the panel shows it."""
