@@ -16,8 +16,8 @@ from typing import TypeVar
 
 import pytest
 
-from mh_notebook.view.render import eta_text, summary_html
 from mh_notebook.sim import Faults, Simulator
+from mh_notebook.view.render import eta_text, summary_html
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0

@@ -300,8 +300,8 @@ def test_the_gallery_keeps_the_newest_n(sim: Simulator) -> None:
 
 
 def test_tiles_beyond_the_limit_are_closed() -> None:
-    from mh_notebook.view.panel import Panel
     from mh_notebook.results import KeptResult
+    from mh_notebook.view.panel import Panel
 
     panel = Panel(on_pause=lambda: None, on_resume=lambda: None, on_stop=lambda: None, gallery_limit=2)
     for i in range(3):
