@@ -5,7 +5,7 @@ queue, :mod:`.journalling` what the engine reads from and makes for a journal, a
 :mod:`.boundary` the two typed sides of the engine/watcher boundary.
 """
 
-from .boundary import Subscriber, SubscriberSpec, WatcherEngine
+from .boundary import Observation, Subscriber, SubscriberSpec, TaskState, WatcherEngine
 from .core import Engine, engine_for, running_engines
 from .writes import JOURNAL_WAIT, STOP_WAIT, Quarantined, UnwrittenWarning
 
@@ -13,9 +13,11 @@ __all__ = [
     "JOURNAL_WAIT",
     "STOP_WAIT",
     "Engine",
+    "Observation",
     "Quarantined",
     "Subscriber",
     "SubscriberSpec",
+    "TaskState",
     "UnwrittenWarning",
     "WatcherEngine",
     "engine_for",

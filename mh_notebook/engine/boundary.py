@@ -3,7 +3,9 @@
 :class:`Subscriber` is all the engine knows of a watcher: the :class:`SubscriberSpec` it
 attaches with (journal, rate limit, burst), which tasks it watches, and two calls in the
 poller thread. :class:`WatcherEngine` is all a watcher may ask of the engine: it never
-reaches into the poller, the clock or the latency model behind it.
+reaches into the poller, the clock or the latency model behind it. The poller's
+:class:`Observation` and :class:`TaskState` (what a change and a task's state are) are
+re-exported here: they are what crosses the boundary.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..poller import Observation, TaskState
+
 if TYPE_CHECKING:
     from ..clock import ClockOffset
     from ..errors import AuthenticationError
     from ..models import Task
     from ..policy import PollPolicy
-    from ..poller import Observation, TaskState
     from ..results import KeepSpec, KeptResult
     from ..store import Store, Unwritten, Watched
 
-__all__ = ["Subscriber", "SubscriberSpec", "WatcherEngine"]
+__all__ = ["Observation", "Subscriber", "SubscriberSpec", "TaskState", "WatcherEngine"]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..engine import SubscriberSpec, WatcherEngine
+from ..engine import Observation, SubscriberSpec, TaskState, WatcherEngine
 from ..models import Task
-from ..poller import Observation, TaskState
 from ..records import NOT_FOUND, TaskStatus
 from ..store import Unwritten
 from .settings import DisplayMode

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..poller import TaskState
+from ..engine import TaskState
 from ..records import NOT_FOUND, TaskStatus, latency_key, status_label
 from ..view.render import Row, Snapshot
 from .tracked import TrackedSet
