@@ -27,8 +27,8 @@ import ipywidgets as widgets
 
 from .errors import ModelHunterError
 from .formats import mime_subtype
-from .render import Row, Snapshot, safe_text, summary_html, table_html
 from .results import KeptResult
+from .view.render import Row, Snapshot, safe_text, summary_html, table_html
 
 __all__ = ["CancelControl", "LiveResult", "Panel", "StaticView"]
 

@@ -42,7 +42,9 @@ from .formats import media_kind
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
-from .render import (
+from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
+from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_store, with_pending
+from .view.render import (
     MediaEntry,
     Row,
     Snapshot,
@@ -52,8 +54,6 @@ from .render import (
     static_text,
     text_line,
 )
-from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
-from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_store, with_pending
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -853,7 +853,7 @@ class TaskWatcher:
         """The task with result URLs that work now: the known one if its URLs answer,
         else fetched again (the server's answer decides, never a guessed lifetime)."""
         self._refuse_in_engine_thread("fresh_task()")
-        from .media import urls_work
+        from .results.download import urls_work
 
         state = self._engine.poller.state(task_id)
         task = state.task if state is not None else None
@@ -880,7 +880,7 @@ class TaskWatcher:
         """
         from IPython.display import HTML, display
 
-        from .media import DEFAULT_EMBED_LIMIT, display_object
+        from .view.media import DEFAULT_EMBED_LIMIT, display_object
 
         self._refuse_in_engine_thread("show()")
         embed = self.embed_media if embed is None else embed
@@ -966,7 +966,8 @@ class TaskWatcher:
         Streams to a temporary file and renames it (atomic), checks the size against
         ``size_bytes``, and gets a fresh URL when the old one has expired.
         """
-        from .media import download_file, safe_filename
+        from .formats import safe_filename
+        from .results.download import download_file
 
         self._refuse_in_engine_thread("download()")
         task = self.fresh_task(task_id)

@@ -9,8 +9,8 @@ import ipywidgets as widgets
 import pytest
 
 from mh_notebook import ModelHunterError
-from mh_notebook.render import Row, human_size, media_html, safe_text, safe_url, table_html
 from mh_notebook.sim import Simulator
+from mh_notebook.view.render import Row, human_size, media_html, safe_text, safe_url, table_html
 from mh_notebook.watcher import TaskWatcher
 
 HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'

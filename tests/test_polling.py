@@ -16,8 +16,8 @@ from typing import TypeVar
 
 import pytest
 
-from mh_notebook.render import eta_text, summary_html
 from mh_notebook.sim import Faults, Simulator
+from mh_notebook.view.render import eta_text, summary_html
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0
@@ -213,7 +213,7 @@ def test_eta_text(elapsed: float | None, expected: float | None, text: str) -> N
 
 
 def test_progress_stays_below_one_while_running() -> None:
-    from mh_notebook.render import eta
+    from mh_notebook.view.render import eta
 
     assert eta(30.0, 14.0) == (0.0, 0.95)
     assert eta(7.0, 14.0) == (7.0, 0.5)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from mh_notebook import AuthenticationError, Task
-from mh_notebook.media import safe_filename
+from mh_notebook.formats import safe_filename
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 
@@ -93,7 +93,7 @@ def test_a_429_holds_back_its_request_for_retry_after(sim: Simulator) -> None:
 )
 def test_a_sandbox_key_is_named_never_shown(sim: Simulator, key: str, sandbox: bool) -> None:
     with TaskWatcher(key, sim.url, store=None, display="none") as w:
-        from mh_notebook.render import static_text, summary_html
+        from mh_notebook.view.render import static_text, summary_html
 
         snap = w.snapshot()
         texts = [repr(w), summary_html(snap), static_text(snap, [], "")]

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .formats import media_kind, mime_type, safe_url
+from ..formats import media_kind, mime_type, safe_url
 
 __all__ = [
     "MediaEntry",
