@@ -39,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitedError",
     "ServerError",
+    "error_class",
     "redact",
 ]
 
@@ -147,3 +148,28 @@ class RateLimitedError(APIError):
 
 class ServerError(APIError):
     """5xx: a transient failure on the API or a proxy in front of it."""
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: InvalidRequestError,
+    429: RateLimitedError,
+}
+
+
+def error_class(status: int, *, from_api: bool = True) -> type[APIError]:
+    """The one HTTP-status-to-error mapping: the class of the tree for an error ``status``.
+
+    A media host (``from_api=False``) is not the API: its 403 is an expired signed URL, not
+    a refused key, and its 4xx say nothing of the API's codes; only 429 and 5xx keep their
+    classes (both worth another try).
+    """
+    cls = _BY_STATUS.get(status) if from_api or status == 429 else None
+    if cls is not None:
+        return cls
+    return ServerError if status >= 500 else APIError

@@ -11,7 +11,7 @@ import hashlib
 import mimetypes
 import re
 
-__all__ = ["media_kind", "mime_subtype", "mime_type", "safe_filename", "safe_url"]
+__all__ = ["media_kind", "mime_subtype", "mime_type", "safe_filename", "safe_url", "snippet"]
 
 _KINDS = ("video", "image", "audio")
 _CLEAN_ID_CHARS = 80
@@ -60,3 +60,9 @@ def safe_filename(task_id: str, index: int, fmt: str | None) -> str:
         stem = f"{stem[:64] or 'task'}.{digest}"
     ext = re.sub(r"[^A-Za-z0-9]", "", fmt or "")[:8].lower() or "bin"
     return f"{stem}_{index}.{ext}"
+
+
+def snippet(text: str, limit: int = 200) -> str:
+    """Untrusted text for a message: whitespace runs made one space, cut at ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."

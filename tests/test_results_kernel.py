@@ -13,8 +13,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from test_kernel import run
 
+from mh_notebook.formats import safe_filename
 from mh_notebook.history import read_history
-from mh_notebook.media import safe_filename
 from mh_notebook.sim import Simulator
 from mh_notebook.store import SQLiteStore
 

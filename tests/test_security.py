@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mh_notebook import Client, ModelHunterError, ResultItem, Task
-from mh_notebook.media import display_object
 from mh_notebook.sim import Simulator
+from mh_notebook.view.media import display_object
 from mh_notebook.view.render import Row, table_html
 from mh_notebook.watcher import TaskWatcher
 

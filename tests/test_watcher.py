@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from mh_notebook import AuthenticationError, Task
-from mh_notebook.media import safe_filename
+from mh_notebook.formats import safe_filename
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 

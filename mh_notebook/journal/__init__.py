@@ -1,1 +1,2 @@
-"""The journal: the Store protocol with declared capabilities, memory, SQL, SQLite, PostgreSQL, team leases."""
+"""The journal: the Store protocol with declared capabilities; memory, SQL, SQLite,
+PostgreSQL and team leases."""

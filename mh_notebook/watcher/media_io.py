@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from ..errors import ModelHunterError
 from ..formats import media_kind, safe_filename
 from ..models import Task
 from ..records import TaskStatus
+from ..results.files import read_verified
 from ..view.render import safe_text
 from .analysis import Analysis
 from .keeping import Keeping
@@ -50,7 +50,7 @@ class MediaIO:
         """The task with result URLs that work now: the known one if its URLs answer, else
         fetched again."""
         refuse_in_engine_thread(self._tracked.engine, "fresh_task()")
-        from ..media import urls_work
+        from ..results.download import urls_work
 
         state = self._tracked.engine.state(task_id)
         task = state.task if state is not None else None
@@ -77,7 +77,7 @@ class MediaIO:
         """
         from IPython.display import HTML, display
 
-        from ..media import DEFAULT_EMBED_LIMIT, display_object
+        from ..view.media import DEFAULT_EMBED_LIMIT, display_object
 
         refuse_in_engine_thread(self._tracked.engine, "show()")
         embed = self.embed_media if embed is None else embed
@@ -155,16 +155,14 @@ class MediaIO:
             for row in [*self._analysis.unjournalled().saved, *store.results([task_id])]:
                 if row.task_id != task_id:
                     continue
-                path = Path(row.local_path)
-                if row.idx == index and path.is_file():
-                    data = path.read_bytes()
-                    if hashlib.sha256(data).hexdigest() == row.sha256:
-                        return data
+                data = read_verified(row.local_path, row.sha256) if row.idx == index else None
+                if data is not None:
+                    return data
         return None
 
     def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
         """Save a task's result files into ``directory``; returns their paths."""
-        from ..media import download_file
+        from ..results.download import download_file
 
         refuse_in_engine_thread(self._tracked.engine, "download()")
         task = self.fresh_task(task_id)

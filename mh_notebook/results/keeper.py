@@ -1,115 +1,37 @@
-"""Results that outlive their URLs: each fetched once, kept in memory (bounded) and on disk.
-
-A result's signed URL expires (15 minutes with ModelHunter); a notebook session lasts
-hours and a saved notebook forever. When a task succeeds, the engine keeps each of its
-results with a :class:`Keeper`, on the poller's own event loop (a background job: it never
-holds up a poll), through a connection pool of its own that never carries the API key:
-
-- the bytes of a result of at most ``inline_limit`` bytes stay in memory, for the live
-  gallery (ipywidgets' binary widgets: page reloads and second tabs are served by the
-  kernel, not by the expiring URL);
-- with a ``save_to`` directory, the file is streamed there (a temporary file, fsync, then an
-  atomic rename) with its SHA-256, for the journal's ``results`` table;
-- an image gets a small JPEG thumbnail (Pillow) for the static view of saved notebooks.
-
-A 403 (the URL expired) fetches the task again through the poller, which spends the API's
-request budget like any poll, and retries once with the fresh URL. One download serves every
-watcher: bytes in memory are shared through a weak cache, and a file already saved whose
-checksum still matches the journal is not downloaded again (after a kernel restart, it is
-read from disk). Blocking work (fsync, hashing a saved file, decoding an image) runs in
-the loop's default executor.
-"""
+"""The keeper: each result of a succeeded task fetched once, on the poller's own event loop
+(a background job: it never holds up a poll), through a connection pool of its own that
+never carries the API key (see :mod:`mh_notebook.results`)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import contextlib
 import dataclasses
-import hashlib
-import io
-import os
-import tempfile
 import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
-from .errors import APIError, ModelHunterError, NetworkError
-from .formats import media_kind, safe_filename, safe_url
-from .models import ResultItem, Task
-from .poller import Poller
-from .store import JournalError, SavedResult, Store
+from ..errors import APIError, ModelHunterError, NetworkError, RateLimitedError, ServerError
+from ..formats import safe_filename, safe_url
+from ..models import ResultItem, Task
+from ..poller import Poller
+from ..records import TaskStatus
+from ..store import JournalError, SavedResult, Store
+from .download import media_error
+from .files import AtomicWriter, hash_file, write_atomically
+from .kept import KeepSpec, KeptResult, thumbnail_data_uri
 
-__all__ = [
-    "DEFAULT_INLINE_LIMIT",
-    "KeepSpec",
-    "Keeper",
-    "KeptResult",
-    "thumbnail_data_uri",
-]
+__all__ = ["Keeper"]
 
-DEFAULT_INLINE_LIMIT = 8_000_000
-"""Bytes of one result kept in memory for the live gallery (larger ones get a note)."""
-THUMBNAIL_SIDE = 128
-"""Longest side (pixels) of an image's thumbnail in the static view."""
 _CHUNK = 1 << 16
 _ATTEMPTS = 3
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class KeepSpec:
-    """What a watcher wants kept of each succeeded result."""
-
-    inline_limit: int
-    """Bytes of one result kept in memory (0: none, the watcher shows no gallery)."""
-    save_to: Path | None
-    """Directory every result is saved to, or ``None``."""
-    store: Store
-    """The watcher's journal: files it records as saved are not downloaded again."""
-
-
-@dataclass(eq=False)
-class KeptResult:
-    """What was kept of one result (shared read-only between threads once returned)."""
-
-    task_id: str
-    index: int
-    format: str | None
-    size_bytes: int | None
-    """The file's size once fetched, else what the API said."""
-    data: bytes | None = None
-    """The bytes, if at most the watcher's ``inline_limit``."""
-    sha256: str | None = None
-    local_path: str | None = None
-    """Absolute path of the saved file (``save_to``)."""
-    saved_at: float | None = None
-    thumbnail: str | None = None
-    """``data:image/jpeg;base64,...`` (images only, when the bytes or the file were at hand)."""
-    too_large: bool = False
-    """Over ``inline_limit``: not kept in memory."""
-    problem: str | None = None
-    """Why nothing could be kept (e.g. the download failed); ``None`` when all went well."""
-
-    @property
-    def kind(self) -> str | None:
-        """``image``, ``video``, ``audio`` or ``None`` (another format)."""
-        return media_kind(self.format)
-
-    def saved(self) -> SavedResult | None:
-        """The journal row of the saved file, if one was saved."""
-        if self.local_path is None or self.sha256 is None or self.size_bytes is None:
-            return None
-        return SavedResult(
-            self.task_id, self.index, self.local_path, self.sha256, self.size_bytes, self.saved_at or 0.0
-        )
 
 
 @dataclass(frozen=True)
@@ -119,14 +41,6 @@ class _Fetched:
     sha256: str | None
     path: Path | None
     too_large: bool
-
-
-class _ExpiredError(Exception):
-    """The media URL answered 403 (signed URLs expire)."""
-
-
-class _TransientError(Exception):
-    """A 429 or 5xx from the media server: worth another try."""
 
 
 class Keeper:
@@ -231,7 +145,7 @@ class Keeper:
         if target is not None:
             saved = await _saved_copy(spec.store, cached.task_id, cached.index, target)
             if saved is None:
-                await _in_executor(_write_atomically, target, data)
+                await _in_executor(write_atomically, target, data)
             kept.local_path = str(target)
             kept.saved_at = saved.saved_at if saved is not None else time.time()
         return kept
@@ -261,23 +175,27 @@ class Keeper:
         for attempt in range(1, _ATTEMPTS + 2):
             try:
                 return await self._stream(url, limit, target, expected)
-            except _ExpiredError:
-                if refreshed:
+            except (RateLimitedError, ServerError, httpx.TransportError) as exc:  # worth another try
+                if attempt >= _ATTEMPTS:
+                    raise NetworkError(f"result download failed: {type(exc).__name__}: {exc}") from None
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+            except APIError as exc:
+                if exc.status_code != 403:
+                    raise
+                if refreshed:  # signed URLs expire: one fresh URL from the API, no more
                     raise APIError(
                         "the result URL answered 403 even after a refresh", status_code=403
                     ) from None
                 refreshed = True
                 url = await self._fresh_url(task_id, index)
-            except (_TransientError, httpx.TransportError) as exc:
-                if attempt >= _ATTEMPTS:
-                    raise NetworkError(f"result download failed: {type(exc).__name__}: {exc}") from None
-                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fresh_url(self, task_id: str, index: int) -> str:
         """The task fetched again through the poller (the API's request budget applies)."""
         task = await asyncio.wrap_future(self._poller.refresh(task_id))
-        item = task.result[index] if task.status == "succeeded" and index < len(task.result) else None
+        item = (
+            task.result[index] if task.status == TaskStatus.SUCCEEDED and index < len(task.result) else None
+        )
         url = safe_url(item.url if item else None)
         if url is None:
             raise ModelHunterError(
@@ -290,7 +208,8 @@ class Keeper:
         async with slots:
             self.downloads += 1
             async with client.stream("GET", url) as response:
-                _check(response)
+                if response.status_code >= 400:
+                    raise media_error(response.status_code, "the result download")
                 sink = await _in_executor(_Sink, limit, target) if target else _Sink(limit, None)
                 try:  # disk work in the executor: a slow disk never holds up the poller's loop
                     async for chunk in response.aiter_bytes(_CHUNK):
@@ -311,44 +230,26 @@ class Keeper:
         return self._client, self._slots
 
 
-def _check(response: httpx.Response) -> None:
-    code = response.status_code
-    if code == 403:
-        raise _ExpiredError
-    if code == 429 or code >= 500:
-        raise _TransientError(f"HTTP {code}")
-    if code >= 400:
-        raise APIError(f"the result download answered HTTP {code}", status_code=code)
-
-
 class _Sink:
-    """Where a download goes: a SHA-256, bytes in memory up to ``limit``, a temporary file."""
+    """Where a download goes: its checksum and file (:class:`AtomicWriter`), and its bytes in
+    memory up to ``limit``."""
 
     def __init__(self, limit: int, target: Path | None) -> None:
-        self.limit, self.target = limit, target
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.limit = limit
+        self.writer = AtomicWriter(target)
         self.buffer: bytearray | None = bytearray() if limit > 0 else None
         self.overflowed = False
         self.stopped = False
-        self.tmp: Path | None = None
-        self.out: IO[bytes] | None = None
-        if target is not None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            self.tmp, self.out = Path(name), os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> bool:
         """Take one chunk; False when there is no point reading on (too large, nothing to save)."""
-        self.size += len(chunk)
-        self.hash.update(chunk)
+        self.writer.write(chunk)
         if self.buffer is not None:
-            if self.size <= self.limit:
+            if self.writer.size <= self.limit:
                 self.buffer += chunk
             else:
                 self.buffer, self.overflowed = None, True
-        if self.out is not None:
-            self.out.write(chunk)
+        if self.writer.target is not None:
             return True
         if self.buffer is None:
             self.stopped = True
@@ -359,64 +260,23 @@ class _Sink:
         """Check the size, then fsync and rename the file into place (in the executor)."""
         if self.stopped:
             return _Fetched(None, None, None, None, too_large=True)
-        try:
-            if expected is not None and self.size != expected:
-                raise ModelHunterError(f"got {self.size} bytes of a result the API said has {expected}")
-            if self.out is not None and self.tmp is not None and self.target is not None:
-                await _in_executor(_commit, self.out, self.tmp, self.target)
-        except BaseException:
+        size = self.writer.size
+        if expected is not None and size != expected:
             self.discard()
-            raise
+            raise ModelHunterError(f"got {size} bytes of a result the API said has {expected}")
+        checksum = await _in_executor(self.writer.commit) if self.writer.target else self.writer.commit()
         data = bytes(self.buffer) if self.buffer is not None else None
-        return _Fetched(data, self.size, self.hash.hexdigest(), self.target, too_large=self.overflowed)
+        return _Fetched(data, size, checksum.sha256, self.writer.target, too_large=self.overflowed)
 
     def discard(self) -> None:
         """Drop the temporary file (a failed or cancelled download leaves nothing behind)."""
-        if self.out is not None:
-            self.out.close()
-        if self.tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
+        self.writer.discard()
 
 
 # ------------------------------------------------------------ blocking helpers (executor)
 async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in the loop's default executor (blocking file work, image decoding)."""
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def _commit(out: IO[bytes], tmp: Path, target: Path) -> None:
-    """Make the written file durable, then rename it over ``target`` (atomic)."""
-    out.flush()
-    os.fsync(out.fileno())
-    out.close()
-    os.replace(tmp, target)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-
-
-def _hash_file(path: Path) -> tuple[str, int] | None:
-    """SHA-256 and size of a file, or ``None`` if it is gone."""
-    if not path.is_file():
-        return None
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 async def _saved_copy(store: Store, task_id: str, index: int, target: Path | None) -> SavedResult | None:
@@ -430,27 +290,5 @@ async def _saved_copy(store: Store, task_id: str, index: int, target: Path | Non
     row = next((r for r in rows if r.idx == index and r.local_path == str(target)), None)
     if row is None:
         return None
-    found = await _in_executor(_hash_file, target)
-    return row if found == (row.sha256, row.size_bytes) else None
-
-
-def thumbnail_data_uri(
-    source: bytes | str | Path, side: int = THUMBNAIL_SIDE, quality: int = 60
-) -> str | None:
-    """A small JPEG of an image (at most ``side`` pixels a side) as a ``data:`` URI; ``None``
-    if Pillow cannot read it. A few kB: 24 of them keep a saved notebook small."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at a fraction of the size
-            small = ImageOps.exif_transpose(image)
-            small.thumbnail((side, side))
-            rgba = small.convert("RGBA")
-            flat = Image.new("RGB", rgba.size, "white")  # transparency over white
-            flat.paste(rgba, mask=rgba.getchannel("A"))
-            out = io.BytesIO()
-            flat.save(out, "JPEG", quality=quality, optimize=True)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    found = await _in_executor(hash_file, target)
+    return row if found is not None and (found.sha256, found.size) == (row.sha256, row.size_bytes) else None
