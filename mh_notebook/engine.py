@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, cast
 
 from .client import AsyncClient, RetryPolicy
-from .clock import ClockOffset
 from .models import Task
-from .policy import LatencyModel, PollPolicy
-from .poller import Observation, Poller, TaskState
+from .polling.clock import ClockOffset
+from .polling.policy import LatencyModel, PollPolicy
+from .polling.poller import Observation, Poller, TaskState
 from .results import Keeper, KeepSpec, KeptResult
 from .store import (
     Event,

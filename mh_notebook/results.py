@@ -44,7 +44,7 @@ import httpx
 from .errors import APIError, ModelHunterError, NetworkError
 from .formats import media_kind, safe_filename, safe_url
 from .models import ResultItem, Task
-from .poller import Poller
+from .polling.poller import Poller
 from .store import JournalError, SavedResult, Store
 
 __all__ = [

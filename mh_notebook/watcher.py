@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .actions import Actions
 from .client import check_task_id, is_sandbox_key, resolve_settings
-from .clock import ClockOffset
 from .engine import engine_for, running_engines
 from .errors import AuthenticationError, ModelHunterError
 from .formats import media_kind
 from .models import Task
-from .policy import PollPolicy
-from .poller import Observation, TaskState
+from .polling.clock import ClockOffset
+from .polling.policy import PollPolicy
+from .polling.poller import Observation, TaskState
 from .render import (
     MediaEntry,
     Row,

@@ -127,7 +127,7 @@ def test_a_raised_ceiling_applies_at_once(sim: Simulator) -> None:
     # item 4: at 0.05 req/s the next request waits 20 s; raising the ceiling (a slow watcher
     # left) must not leave it waiting the old 20 s
     from mh_notebook.client import AsyncClient
-    from mh_notebook.poller import Poller
+    from mh_notebook.polling.poller import Poller
 
     ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(2)]
     poller = Poller(
@@ -224,7 +224,7 @@ def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
 
     from mh_notebook.client import AsyncClient
     from mh_notebook.models import Task
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.poller import Poller, TaskState
 
     poller = Poller(
         lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"), on_observation=lambda _: None
@@ -266,8 +266,8 @@ def test_a_task_starved_past_max_interval_goes_before_new_ones() -> None:
 
     from mh_notebook.client import AsyncClient
     from mh_notebook.models import Task
-    from mh_notebook.policy import PollPolicy
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.policy import PollPolicy
+    from mh_notebook.polling.poller import Poller, TaskState
 
     policy = PollPolicy(max_interval=3.0)
     poller = Poller(
@@ -302,7 +302,7 @@ def test_a_group_of_tasks_ending_together_is_seen_within_a_second() -> None:
     # 1.0 s after the first: p95 detection 1.1-1.2 s. The budget's burst is what a group due
     # at once can spend together (benchmarks/watcher_polling.py --second-wave measures it).
     from mh_notebook.client import AsyncClient
-    from mh_notebook.poller import Poller
+    from mh_notebook.polling.poller import Poller
 
     poller = Poller(
         lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"),
@@ -351,9 +351,9 @@ def test_a_window_poll_is_not_placed_early_by_a_loose_clock() -> None:
     from datetime import UTC, datetime
 
     from mh_notebook.client import AsyncClient
-    from mh_notebook.clock import ClockOffset
     from mh_notebook.models import Task
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.clock import ClockOffset
+    from mh_notebook.polling.poller import Poller, TaskState
 
     skew = 30.0
     clock = ClockOffset(lo=skew - 0.01, hi=skew + 0.99, samples=2)  # the truth at its low end

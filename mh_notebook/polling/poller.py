@@ -1,7 +1,7 @@
 """The polling engine: one daemon thread, one asyncio loop, one ``AsyncClient``.
 
 It decides which task to ask about next (each task has its own next-poll time from
-:class:`~mh_notebook.policy.PollPolicy`), keeps a global rate limit (a token bucket
+:class:`~mh_notebook.polling.policy.PollPolicy`), keeps a global rate limit (a token bucket
 whose rate follows the learned budget) and a cap on requests in flight that every request
 takes its turn in (polls and refreshes alike), pauses everyone on a 429 that shows a
 server limit (other 429s hold back their own request only), backs off per
@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from ..client import AsyncClient, check_task_id, is_transient
+from ..errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
+from ..models import Task, TaskStatus
 from .budget import AdaptiveRate, TokenBucket, poll_priority
-from .client import AsyncClient, check_task_id, is_transient
 from .clock import ClockOffset
-from .errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
-from .models import Task, TaskStatus
 from .policy import LatencyModel, PollPolicy
 
 __all__ = ["Observation", "PollQueue", "Poller", "TaskState", "poll_rank"]
