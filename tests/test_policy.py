@@ -278,7 +278,8 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mh_notebook.models import Task  # noqa: E402
-from mh_notebook.polling.poller import PollQueue, TaskState  # noqa: E402
+from mh_notebook.polling.schedule import PollQueue  # noqa: E402
+from mh_notebook.polling.state import TaskState  # noqa: E402
 
 _RUNNING = Task(id="t", status="running")
 _ARRIVALS = st.lists(

@@ -237,8 +237,8 @@ def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
         )
         other_type = Task(id="t2", status="running", type="image", provider="x", model="y", created_at=now)
         # a video of a model never seen: nothing asked before the videos' window opens
-        assert poller._next_delay(TaskState("t1"), new_model) > 30.0
-        assert poller._next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
+        assert poller._pacer.next_delay(TaskState("t1"), new_model) > 30.0
+        assert poller._pacer.next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
     finally:
         poller.stop()
 
@@ -310,7 +310,7 @@ def test_a_group_of_tasks_ending_together_is_seen_within_a_second() -> None:
         rate_limit=10.0,
     )
     try:
-        limiter = _in_loop(poller, lambda: poller._limiter)
+        limiter = _in_loop(poller, lambda: poller._gate.limiter)
     finally:
         poller.stop()
     assert limiter is not None
@@ -369,7 +369,7 @@ def test_a_window_poll_is_not_placed_early_by_a_loose_clock() -> None:
         local = time.time()
         created = datetime.fromtimestamp(local + skew - 0.05, UTC)  # 50 ms old, truly
         task = Task(id="t", status="running", type="image", provider="p", model="m", created_at=created)
-        delay = _in_loop(poller, lambda: poller._next_delay(TaskState("t"), task))
+        delay = _in_loop(poller, lambda: poller._pacer.next_delay(TaskState("t"), task))
         true_age_then = 0.05 + (time.time() - local) + delay
     finally:
         poller.stop()
