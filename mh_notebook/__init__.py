@@ -21,7 +21,7 @@ from .errors import (
     ServerError,
 )
 from .models import Balance, ResultItem, Task, TaskError, TaskPage, TaskStatus
-from .policy import PollPolicy
+from .polling.policy import PollPolicy
 from .store import JournalError, MemoryStore, SQLiteStore, default_journal_path
 from .watcher import TaskWatcher
 

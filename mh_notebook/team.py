@@ -55,7 +55,7 @@ class TeamJournal(Protocol):
 
 
 class Poller(Protocol):
-    """The part of :class:`~mh_notebook.poller.Poller` shared polling drives."""
+    """The part of :class:`~mh_notebook.polling.poller.Poller` shared polling drives."""
 
     def set_leased(self, task_ids: Iterable[str], leased: bool) -> None: ...
     def observe(self, task: Task, polls: int) -> None: ...

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mh_notebook.budget import AdaptiveRate, TokenBucket, poll_priority
+from mh_notebook.polling.budget import AdaptiveRate, TokenBucket, poll_priority
 
 
 def _show_a_limit(rate: AdaptiveRate, at: float, now: float = 0.0) -> None:
@@ -201,7 +201,7 @@ def test_poll_priority_orders_due_polls(
 def test_a_token_bucket_changes_rate_without_refilling() -> None:
     import asyncio
 
-    from mh_notebook.budget import TokenBucket
+    from mh_notebook.polling.budget import TokenBucket
 
     now = [0.0]
     bucket = TokenBucket(10.0, 2.0, clock=lambda: now[0])

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mh_notebook.clock import ClockOffset
+from mh_notebook.polling.clock import ClockOffset
 
 
 def _answers(

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from mh_notebook.models import TaskStatus
-from mh_notebook.policy import LatencyModel, PollPolicy
+from mh_notebook.polling.policy import LatencyModel, PollPolicy
 
 NO_JITTER = PollPolicy(running_fraction=0.04, min_interval=0.8, waiting_min_interval=1.0, jitter=0.0)
 """Pinned numbers (not the defaults), so the cases below test the rules, not the tuning."""
@@ -278,7 +278,8 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mh_notebook.models import Task  # noqa: E402
-from mh_notebook.poller import PollQueue, TaskState  # noqa: E402
+from mh_notebook.polling.schedule import PollQueue  # noqa: E402
+from mh_notebook.polling.state import TaskState  # noqa: E402
 
 _RUNNING = Task(id="t", status="running")
 _ARRIVALS = st.lists(

@@ -127,7 +127,7 @@ def test_a_raised_ceiling_applies_at_once(sim: Simulator) -> None:
     # item 4: at 0.05 req/s the next request waits 20 s; raising the ceiling (a slow watcher
     # left) must not leave it waiting the old 20 s
     from mh_notebook.client import AsyncClient
-    from mh_notebook.poller import Poller
+    from mh_notebook.polling.poller import Poller
 
     ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(2)]
     poller = Poller(
@@ -224,7 +224,7 @@ def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
 
     from mh_notebook.client import AsyncClient
     from mh_notebook.models import Task
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.poller import Poller, TaskState
 
     poller = Poller(
         lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"), on_observation=lambda _: None
@@ -237,8 +237,8 @@ def test_a_model_not_learned_yet_is_scheduled_by_its_type() -> None:
         )
         other_type = Task(id="t2", status="running", type="image", provider="x", model="y", created_at=now)
         # a video of a model never seen: nothing asked before the videos' window opens
-        assert poller._next_delay(TaskState("t1"), new_model) > 30.0
-        assert poller._next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
+        assert poller._pacer.next_delay(TaskState("t1"), new_model) > 30.0
+        assert poller._pacer.next_delay(TaskState("t2"), other_type) < 1.0  # no image learned: the plain rule
     finally:
         poller.stop()
 
@@ -266,8 +266,8 @@ def test_a_task_starved_past_max_interval_goes_before_new_ones() -> None:
 
     from mh_notebook.client import AsyncClient
     from mh_notebook.models import Task
-    from mh_notebook.policy import PollPolicy
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.policy import PollPolicy
+    from mh_notebook.polling.poller import Poller, TaskState
 
     policy = PollPolicy(max_interval=3.0)
     poller = Poller(
@@ -302,7 +302,7 @@ def test_a_group_of_tasks_ending_together_is_seen_within_a_second() -> None:
     # 1.0 s after the first: p95 detection 1.1-1.2 s. The budget's burst is what a group due
     # at once can spend together (benchmarks/watcher_polling.py --second-wave measures it).
     from mh_notebook.client import AsyncClient
-    from mh_notebook.poller import Poller
+    from mh_notebook.polling.poller import Poller
 
     poller = Poller(
         lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"),
@@ -310,7 +310,7 @@ def test_a_group_of_tasks_ending_together_is_seen_within_a_second() -> None:
         rate_limit=10.0,
     )
     try:
-        limiter = _in_loop(poller, lambda: poller._limiter)
+        limiter = _in_loop(poller, lambda: poller._gate.limiter)
     finally:
         poller.stop()
     assert limiter is not None
@@ -351,9 +351,9 @@ def test_a_window_poll_is_not_placed_early_by_a_loose_clock() -> None:
     from datetime import UTC, datetime
 
     from mh_notebook.client import AsyncClient
-    from mh_notebook.clock import ClockOffset
     from mh_notebook.models import Task
-    from mh_notebook.poller import Poller, TaskState
+    from mh_notebook.polling.clock import ClockOffset
+    from mh_notebook.polling.poller import Poller, TaskState
 
     skew = 30.0
     clock = ClockOffset(lo=skew - 0.01, hi=skew + 0.99, samples=2)  # the truth at its low end
@@ -369,7 +369,7 @@ def test_a_window_poll_is_not_placed_early_by_a_loose_clock() -> None:
         local = time.time()
         created = datetime.fromtimestamp(local + skew - 0.05, UTC)  # 50 ms old, truly
         task = Task(id="t", status="running", type="image", provider="p", model="m", created_at=created)
-        delay = _in_loop(poller, lambda: poller._next_delay(TaskState("t"), task))
+        delay = _in_loop(poller, lambda: poller._pacer.next_delay(TaskState("t"), task))
         true_age_then = 0.05 + (time.time() - local) + delay
     finally:
         poller.stop()

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..poller import Observation, TaskState
+from ..polling.poller import Observation, TaskState
 
 if TYPE_CHECKING:
-    from ..clock import ClockOffset
     from ..errors import AuthenticationError
     from ..models import Task
-    from ..policy import PollPolicy
+    from ..polling.clock import ClockOffset
+    from ..polling.policy import PollPolicy
     from ..results import KeepSpec, KeptResult
     from ..store import Store, Unwritten, Watched
 

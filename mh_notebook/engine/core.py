@@ -7,7 +7,7 @@ task watched by several watchers is polled once, journalled once per journal fil
 every watcher of it sees its changes. The engine ends when its last watcher stops.
 
 Observation times are journalled on the server's clock (local time plus the learned
-offset, see :mod:`mh_notebook.clock`), so that every duration in a history is a
+offset, see :mod:`mh_notebook.polling.clock`), so that every duration in a history is a
 difference of two times on one clock, whatever the skew between the two machines.
 
 Journal writes happen in the poller thread but never stall it (see :mod:`.writes`); a
@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterable
 from typing import cast
 
 from ..client import AsyncClient, RetryPolicy
-from ..clock import ClockOffset
 from ..errors import AuthenticationError
 from ..models import Task
-from ..policy import LatencyModel, PollPolicy
-from ..poller import Observation, Poller, TaskState
+from ..polling.clock import ClockOffset
+from ..polling.policy import LatencyModel, PollPolicy
+from ..polling.poller import Observation, Poller, TaskState
 from ..records import NOT_FOUND
 from ..results import Keeper, KeepSpec, KeptResult
 from ..store import Store, Unwritten, Watched, event_from_task

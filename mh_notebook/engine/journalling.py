@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from ..clock import ClockOffset
-from ..poller import Observation
+from ..polling.clock import ClockOffset
+from ..polling.poller import Observation
 from ..records import NOT_FOUND, TaskStatus, latency_key
 from ..store import Event, Store, event_from_task
 from .writes import JOURNAL_WAIT, store_key

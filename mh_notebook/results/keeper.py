@@ -20,7 +20,7 @@ import httpx
 from ..errors import APIError, ModelHunterError, NetworkError, RateLimitedError, ServerError
 from ..formats import safe_filename, safe_url
 from ..models import ResultItem, Task
-from ..poller import Poller
+from ..polling.poller import Poller
 from ..records import TaskStatus
 from ..store import JournalError, SavedResult, Store
 from .download import media_error

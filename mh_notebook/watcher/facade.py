@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from ..client import is_sandbox_key, resolve_settings
-from ..clock import ClockOffset
 from ..engine import Engine, SubscriberSpec, engine_for
 from ..errors import AuthenticationError
 from ..models import Task
-from ..policy import PollPolicy
+from ..polling.clock import ClockOffset
+from ..polling.policy import PollPolicy
 from ..results import DEFAULT_INLINE_LIMIT
 from ..store import Store, Unwritten, open_store
 from ..view.render import Snapshot

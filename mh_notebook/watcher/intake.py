@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from ..client import check_task_id
 from ..engine import Observation
 from ..models import Task
-from ..policy import PollPolicy
+from ..polling.policy import PollPolicy
 from ..records import NOT_FOUND
 from ..store import Watched
 from ..view.render import text_line

@@ -357,7 +357,7 @@ def poll_priority(
 
     A task not asked for ``max_interval`` comes before everything: nothing starves. Then
     the task that needs the fewest more polls until its end is most likely seen
-    (``remaining``, :meth:`~mh_notebook.policy.PollPolicy.remaining_polls`): a short task,
+    (``remaining``, :meth:`~mh_notebook.polling.policy.PollPolicy.remaining_polls`): a short task,
     or a long one near the end of its window. An on-time end is one task's worth whatever
     it cost, so when not every task can be served, the cheap ones are served whole rather
     than every one late. Among equals, the most overdue.

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar, cast
 
-from .models import TaskStatus
+from ..records import TaskStatus
 
 __all__ = ["LatencyModel", "PollPolicy"]
 

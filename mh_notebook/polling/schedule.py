@@ -1,0 +1,170 @@
+"""The schedule: when each task's next poll is due, and which due poll goes first.
+
+:class:`Pacer` places a task's next poll by its policy, at its age on the server's clock,
+within the latency window learned for its model (or for its type, while its model is not
+learned yet). :class:`PollQueue` holds the queued polls by due time and hands out the due
+one worth most (:func:`poll_rank`). Neither has a thread of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+
+from ..models import Task
+from ..records import TaskStatus, latency_key
+from .budget import poll_priority
+from .clock import ClockOffset
+from .policy import LatencyModel
+from .state import TaskState
+
+__all__ = ["Pacer", "PollQueue", "poll_rank"]
+
+
+class PollQueue:
+    """The queued polls of a poller: when each is due, and which due one goes first.
+
+    Pure: no clock and no thread of its own (every method takes the loop time), so the
+    schedule can be driven with a fake clock. ``lookup`` gives a task's live state; an
+    entry stands while its task is watched, leased, not ended and not queued again since.
+    """
+
+    def __init__(self, lookup: Callable[[str], TaskState | None]) -> None:
+        self._lookup = lookup
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, state: TaskState, now: float, delay: float, *, first: bool = False) -> None:
+        """Queue ``state``'s next poll ``delay`` seconds after ``now`` (replacing any queued
+        one); ``first`` puts it ahead of every overdue poll."""
+        state.version += 1
+        if state.queued_at is None:
+            state.queued_at = now
+        at = 0.0 if first else now + max(0.0, delay)
+        heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
+
+    def _stands(self, entry: tuple[float, int, str, int]) -> TaskState | None:
+        state = self._lookup(entry[2])
+        if state is None or state.version != entry[3] or state.ended or not state.leased:
+            return None  # not leased: polled elsewhere, queued again when the lease comes back
+        return state
+
+    def next_due(self) -> float | None:
+        """When the earliest queued poll is due (``None``: nothing queued)."""
+        while self._heap and self._stands(self._heap[0]) is None:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def pick(self, now: float, *, any_time: bool = False) -> TaskState | None:
+        """The due poll worth most at ``now`` (:func:`poll_rank`), taken off the queue;
+        with ``any_time``, the earliest if none is due."""
+        ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
+        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
+            entry = heapq.heappop(self._heap)
+            state = self._stands(entry)
+            if state is None or state.in_flight:
+                continue
+            ready.append((poll_rank(state, now - entry[0], now), entry, state))
+        if not ready:
+            return None
+        best = max(ready, key=lambda r: r[0])
+        for _, entry, _ in ready:
+            if entry is not best[1]:
+                heapq.heappush(self._heap, entry)
+        return best[2]
+
+
+def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
+    """:func:`poll_priority` of a due poll of ``state``, ``overdue`` seconds late at loop
+    time ``now``: a task never answered first (its first answer tells its model and age),
+    then the fewest polls still needed at its age now. A task never polled has waited
+    since its first poll was queued, and is starved no sooner than any other (counted as
+    never polled, every new task went before the ones starved past ``max_interval``)."""
+    policy = state.policy
+    age = state.due_age + overdue
+    remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
+    since = state.last_polled if state.last_polled > -math.inf else state.queued_at
+    waited = now - since if since is not None else 0.0
+    return poll_priority(remaining, overdue, waited, policy.max_interval)
+
+
+class Pacer:
+    """How long until a task's next poll, from what ends of its model and type taught.
+
+    ``latency`` is learned per model, ``prior`` per task type (all models of it: the window
+    of a model not learned yet); ``clock`` is the server's clock; ``rng`` jitters the gaps.
+    Not thread-safe: the poller's thread uses it.
+    """
+
+    def __init__(
+        self, latency: LatencyModel, prior: LatencyModel, clock: ClockOffset, rng: random.Random
+    ) -> None:
+        self.latency, self.prior, self.clock, self.rng = latency, prior, clock, rng
+
+    def learn(self, ends: Iterable[tuple[str, str, str, float, bool]]) -> None:
+        """Seed the models with ``(provider, model, type, latency, succeeded)`` ends."""
+        for provider, model, kind, latency, ok in ends:
+            self.latency.add((provider, model), latency, ok, kind)
+            self.prior.add(("*", kind), latency, ok)
+
+    def add_end(self, task: Task, latency: float) -> bool:
+        """Add an end to the models; True if it fell outside the window the others of its
+        model were scheduled by (a provider got faster, or failed early)."""
+        key = latency_key(task.provider, task.model)
+        before = self.latency.window(key)
+        ok = task.status == TaskStatus.SUCCEEDED
+        self.latency.add(key, latency, ok, _type_key(task)[1])
+        self.prior.add(_type_key(task), latency, ok)
+        return before is not None and not before[0] <= latency <= before[1]
+
+    def predict(self, task: Task) -> float | None:
+        """The latency its model is expected to take (``None``: not learned yet)."""
+        return self.latency.predict(latency_key(task.provider, task.model))
+
+    def next_delay(self, state: TaskState, task: Task) -> float:
+        """The schedule's next gap for ``task``, its age taken on the server's clock.
+
+        Scheduled by a window, its age is the least the clock's error allows: a poll placed
+        at a narrow window's end must not come before it (early in a session a whole-second
+        ``Date`` header leaves the offset's middle up to half a second off; early, the poll
+        misses the end and the next comes a whole gap later); late, it costs that much.
+        """
+        elapsed, least = self._age(state, task)
+        key = latency_key(task.provider, task.model)
+        window = self.latency.window(key)  # its model's, helped by its type's
+        if window is None:  # a model never seen to succeed: what tasks of its type took
+            window = self.prior.window(_type_key(task))
+        if window is None:
+            elapsed = max(0.0, elapsed)
+            delay = state.policy.next_delay(task.status, elapsed, None, self.rng)
+        else:  # early ends: its model's own record once it has one, else its type's
+            elapsed = max(0.0, least)
+            model = self.latency
+            if model.count(key) < model.min_samples:
+                model, key = self.prior, _type_key(task)
+            early, until = model.early_share(key, window[0]), model.early_until(key, window[0])
+            delay = state.policy.next_delay(task.status, elapsed, window, self.rng, early, until)
+        state.due_age, state.window = elapsed + delay, window
+        return delay
+
+    def _age(self, state: TaskState, task: Task) -> tuple[float, float]:
+        """``task``'s age now on the server's clock: the middle and the least the clock allows."""
+        now = time.time()
+        if task.created_at is None:
+            elapsed = now - (state.first_seen_at or now)
+            return elapsed, elapsed
+        created = task.created_at.timestamp()
+        if task.created_at.microsecond == 0:  # whole seconds: floored, so half a second on average
+            created += 0.5
+        return self.clock.server_now(now) - created, self.clock.server_at_least(now) - created
+
+
+def _type_key(task: Task) -> tuple[str, str]:
+    return ("*", task.type or "?")
