@@ -46,23 +46,14 @@ from typing import NamedTuple, Protocol, cast
 
 from .client import AsyncClient, RetryPolicy
 from .clock import ClockOffset
+from .journal.protocol import JournalBusyError, JournalError, SavedResult, Store, Unwritten, Watched
+from .journal.sqlite import write_unwritten
+from .journal.team import TeamPolling, TeamThread
 from .models import Task
 from .policy import LatencyModel, PollPolicy
 from .poller import Observation, Poller, TaskState
+from .records import Event, clean_event, event_from_task
 from .results import Keeper, KeepSpec, KeptResult
-from .store import (
-    Event,
-    JournalBusyError,
-    JournalError,
-    SavedResult,
-    Store,
-    Unwritten,
-    Watched,
-    clean_event,
-    event_from_task,
-    write_unwritten,
-)
-from .team import TeamPolling, TeamThread
 
 __all__ = [
     "JOURNAL_WAIT",
@@ -611,7 +602,7 @@ class Engine:
 
 def _is_team(store: Store) -> bool:
     """A journal shared by processes on several machines, with leases (PostgreSQL)."""
-    return bool(getattr(store, "shared_polling", False))
+    return store.capabilities.shared_polling
 
 
 def _store_key(store: Store) -> object:

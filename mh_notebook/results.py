@@ -43,9 +43,9 @@ import httpx
 
 from .errors import APIError, ModelHunterError, NetworkError
 from .formats import media_kind, safe_filename, safe_url
+from .journal.protocol import JournalError, SavedResult, Store
 from .models import ResultItem, Task
 from .poller import Poller
-from .store import JournalError, SavedResult, Store
 
 __all__ = [
     "DEFAULT_INLINE_LIMIT",

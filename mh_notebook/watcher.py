@@ -39,6 +39,10 @@ from .clock import ClockOffset
 from .engine import engine_for, running_engines
 from .errors import AuthenticationError, ModelHunterError
 from .formats import media_kind
+from .journal.factory import open_store
+from .journal.memory import MemoryStore
+from .journal.protocol import Store, Unwritten, Watched, with_pending
+from .journal.sqlite import SQLiteStore
 from .models import Task
 from .policy import PollPolicy
 from .poller import Observation, TaskState
@@ -53,7 +57,6 @@ from .render import (
     text_line,
 )
 from .results import DEFAULT_INLINE_LIMIT, KeepSpec, KeptResult
-from .store import MemoryStore, SQLiteStore, Store, Unwritten, Watched, open_store, with_pending
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -817,19 +820,19 @@ class TaskWatcher:
 
     def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
         """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
-        from .history import latency_summary
+        from .analysis import latency_summary
 
         return latency_summary(self.history(), by)
 
     def plot_latency(self, by: str = "model", ax: Any = None) -> Any:
         """Latency distribution per model (matplotlib axes)."""
-        from .history import plot_latency
+        from .analysis import plot_latency
 
         return plot_latency(self.history(), by, ax)
 
     def plot_timeline(self, ax: Any = None, limit: int = 60) -> Any:
         """Queue and run phases of recent tasks as bars (matplotlib axes)."""
-        from .history import plot_timeline
+        from .analysis import plot_timeline
 
         return plot_timeline(self.history(), ax, limit)
 

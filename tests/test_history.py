@@ -19,9 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mh_notebook.history import HISTORY_COLUMNS, history_frame, latency_summary, read_history, store_history
+from mh_notebook.analysis import latency_summary
+from mh_notebook.history import HISTORY_COLUMNS, history_frame, read_history, store_history
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.protocol import JournalError, Unwritten, Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, JournalError, MemoryStore, SQLiteStore, Unwritten, Watched
 from mh_notebook.watcher import TaskWatcher
 
 matplotlib.use("Agg")
