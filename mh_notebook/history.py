@@ -19,7 +19,16 @@ import pandas as pd
 from .journal.factory import open_store
 from .journal.memory import MemoryStore
 from .journal.protocol import SavedResult, Store, Unwritten, Watched, with_pending
-from .records import ENDING, NOT_FOUND, PER_TASK_FIELDS, REDUCED_COLUMNS, SERVER_FIELDS, Event, TaskStatus
+from .records import (
+    ENDING,
+    NOT_FOUND,
+    NUMERIC_FIELDS,
+    PER_TASK_FIELDS,
+    REDUCED_COLUMNS,
+    SERVER_FIELDS,
+    Event,
+    TaskStatus,
+)
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -89,10 +98,6 @@ def _utc(seconds: pd.Series) -> pd.Series:
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
-_NUMERIC = frozenset(
-    {"observed_at", "polls", "created_at", "completed_at", "n_results", "duration_s", "size_bytes"}
-    | {"server_started_at", "progress", "cost", "estimated_seconds"}
-)
 _FIELDS = [f for f in Event._fields if f != "raw"]
 _ENDING = [str(status) for status in ENDING]
 _PER_TASK = ["task_id", *PER_TASK_FIELDS]
@@ -110,7 +115,7 @@ def _event_columns(columns: Mapping[str, Sequence[Any]], names: Sequence[str] = 
     data: dict[str, Any] = {}
     for name in names:
         values = columns[name]
-        if name in _NUMERIC:
+        if name in NUMERIC_FIELDS:
             data[name] = np.array(values, dtype="float64")
         else:
             data[name] = pd.Series(np.array(values, dtype=object), dtype=object)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, get_args, get_type_hints
 
 __all__ = [
     "DISPLAY_ORDER",
@@ -23,6 +23,7 @@ __all__ = [
     "ENDING",
     "LEARNED_FROM",
     "NOT_FOUND",
+    "NUMERIC_FIELDS",
     "PER_TASK_FIELDS",
     "REDUCED_COLUMNS",
     "SERVER_FIELDS",
@@ -150,6 +151,11 @@ SERVER_FIELDS: Final = (
     "server_started_at", "progress", "cost", "estimated_seconds", "original_task_id", "metadata",
 )  # fmt: skip
 """Event fields the API sends in some answers only: a task's reduction keeps the latest sent."""
+
+NUMERIC_FIELDS: Final = frozenset(
+    name for name, kind in get_type_hints(Event).items() if {int, float} & {kind, *get_args(kind)}
+)
+"""Event fields that hold numbers (the rest hold text)."""
 
 PER_TASK_FIELDS: Final = tuple(
     f for f in Event._fields if f not in ("task_id", "observed_at", "polls", "raw", *SERVER_FIELDS)

@@ -224,22 +224,28 @@ SELECT w.task_id, w.base_url, {_EVENT_PART},
        CASE WHEN s.first_seen_at IS NULL OR w.first_seen_at < s.first_seen_at
             THEN w.first_seen_at ELSE s.first_seen_at END,
        s.started_at, s.seen_end, s.polls, w.predicted_latency_s,
-       (SELECT r.local_path FROM results AS r
-        WHERE r.task_id = w.task_id AND r.idx = 0 AND r.host IN (?, '') ORDER BY r.host DESC LIMIT 1),
+       COALESCE(mine.local_path, shared.local_path),
        {_SERVER_PART}
 FROM watched AS w
 LEFT JOIN task_summary AS s ON s.task_id = w.task_id
 LEFT JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
+LEFT JOIN results AS mine ON mine.task_id = w.task_id AND mine.idx = 0 AND mine.host = ?
+LEFT JOIN results AS shared ON shared.task_id = w.task_id AND shared.idx = 0 AND shared.host = ''
 UNION ALL
 SELECT s.task_id, NULL, {_EVENT_PART}, s.first_seen_at, s.started_at, s.seen_end, s.polls, NULL,
-       (SELECT r.local_path FROM results AS r
-        WHERE r.task_id = s.task_id AND r.idx = 0 AND r.host IN (?, '') ORDER BY r.host DESC LIMIT 1),
+       COALESCE(mine.local_path, shared.local_path),
        {_SERVER_PART}
 FROM task_summary AS s JOIN events AS e ON e.seq = COALESCE(s.last_informative_seq, s.last_seq)
-WHERE s.task_id NOT IN (SELECT task_id FROM watched)
+LEFT JOIN watched AS w ON w.task_id = s.task_id
+LEFT JOIN results AS mine ON mine.task_id = s.task_id AND mine.idx = 0 AND mine.host = ?
+LEFT JOIN results AS shared ON shared.task_id = s.task_id AND shared.idx = 0 AND shared.host = ''
+WHERE w.task_id IS NULL
 """
-"""Every task (watched or observed), reduced to ``records.REDUCED_COLUMNS`` (the same as
-``history.reduce_events``: tests/test_history.py checks it on random journals)."""
+"""Every task (watched or observed), reduced to ``records.REDUCED_COLUMNS``, the same as
+``history.reduce_events`` (tests/test_history.py checks it on random journals). A task's
+``local_path`` is its first result saved on this machine, else one saved before machines
+were told apart (host ``''``); outer joins throughout (no correlated subquery, no
+``NOT IN``): PostgreSQL plans them as hash joins."""
 
 
 def _earliest(col: str) -> str:
