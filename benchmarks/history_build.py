@@ -25,8 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 from mh_notebook.history import read_history
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.protocol import Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 from mh_notebook.sim import CATALOGUE
-from mh_notebook.store import Event, MemoryStore, SQLiteStore, Watched
 
 
 def synthetic(n_tasks: int, seed: int = 0) -> tuple[list[Event], list[Watched]]:

@@ -33,9 +33,11 @@ from history_build import synthetic
 from pg_server import postgres_server
 
 from mh_notebook.history import read_history
-from mh_notebook.pgstore import PostgresStore
+from mh_notebook.journal.postgres import PostgresStore
+from mh_notebook.journal.protocol import Store, Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, SQLiteStore, Store, Watched
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0

@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 
 from mh_notebook import TaskWatcher, read_history
+from mh_notebook.journal.sqlite import SQLiteStore
 from mh_notebook.sim import Simulator
-from mh_notebook.store import SQLiteStore
 
 LOCKER = """
 import sqlite3, sys

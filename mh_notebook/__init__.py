@@ -20,9 +20,11 @@ from .errors import (
     RateLimitedError,
     ServerError,
 )
+from .journal.memory import MemoryStore
+from .journal.protocol import JournalError
+from .journal.sqlite import SQLiteStore, default_journal_path
 from .models import Balance, ResultItem, Task, TaskError, TaskPage, TaskStatus
 from .polling.policy import PollPolicy
-from .store import JournalError, MemoryStore, SQLiteStore, default_journal_path
 from .watcher import TaskWatcher
 
 __all__ = [

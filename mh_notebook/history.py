@@ -1,6 +1,6 @@
-"""Task histories as pandas DataFrames, latency summaries and plots.
+"""Task histories as pandas DataFrames (summaries and plots of them: :mod:`~mh_notebook.analysis`).
 
-The only module that imports pandas (matplotlib only inside the plot helpers). Frames
+With :mod:`~mh_notebook.analysis`, the only module that imports pandas. Frames
 are built column-wise from the journal's events with vectorised group-bys, so a
 history of 100,000 tasks stays cheap (see ``benchmarks/history_build.py``).
 """
@@ -16,26 +16,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import (
+from .journal.factory import open_store
+from .journal.memory import MemoryStore
+from .journal.protocol import SavedResult, Store, Unwritten, Watched, with_pending
+from .records import (
+    ENDING,
+    NOT_FOUND,
+    NUMERIC_FIELDS,
+    PER_TASK_FIELDS,
+    REDUCED_COLUMNS,
     SERVER_FIELDS,
     Event,
-    MemoryStore,
-    SavedResult,
-    SQLJournal,
-    Store,
-    Unwritten,
-    Watched,
-    open_store,
-    with_pending,
+    TaskStatus,
 )
 
 __all__ = [
     "HISTORY_COLUMNS",
     "events_frame",
     "history_frame",
-    "latency_summary",
-    "plot_latency",
-    "plot_timeline",
     "read_history",
 ]
 
@@ -82,9 +80,6 @@ the server's estimate at creation; ``cost`` the USD charged, if the server said;
 ``original_task_id`` the task a retry retries. A ``metadata.<key>`` column follows for each
 key of the tasks' creation ``metadata`` (named as ``pandas.json_normalize`` names them)."""
 
-_EVENT_COLUMNS = [f for f in Event._fields if f != "raw"]
-_TERMINAL = ["succeeded", "failed", "cancelled"]
-
 
 def _micros(seconds: Any) -> Any:
     """Epoch seconds as whole microseconds (floats holding integers): exact differences (a
@@ -103,24 +98,9 @@ def _utc(seconds: pd.Series) -> pd.Series:
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
-_NUMERIC = frozenset(
-    {"observed_at", "polls", "created_at", "completed_at", "n_results", "duration_s", "size_bytes"}
-    | {"server_started_at", "progress", "cost", "estimated_seconds"}
-)
 _FIELDS = [f for f in Event._fields if f != "raw"]
-_PER_TASK = [f for f in _FIELDS if f not in ("observed_at", "polls", *SERVER_FIELDS)]
-REDUCED_COLUMNS = [
-    "task_id", "base_url", "status", "type", "provider", "model", "created_at", "completed_at",
-    "n_results", "format", "duration_s", "size_bytes", "error_code", "error_message",
-    "first_seen_at", "started_at", "seen_end", "polls", "predicted_latency_s", "local_path",
-    *SERVER_FIELDS,
-]  # fmt: skip
-"""Per-task columns of a reduced journal: the task's last informative event (the last one
-that is not ``expired``, else the last) plus first observation, first ``running``, first
-end and the request count; ``base_url`` and ``predicted_latency_s`` come from the watched
-list and ``local_path`` from the saved results (events carry none of them); each of
-``store.SERVER_FIELDS`` is the task's latest value that is not missing (the server sends them
-in some answers only). ``SQLiteStore.reduced_rows`` computes the same in SQL."""
+_ENDING = [str(status) for status in ENDING]
+_PER_TASK = ["task_id", *PER_TASK_FIELDS]
 
 
 def columns_of(events: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
@@ -135,7 +115,7 @@ def _event_columns(columns: Mapping[str, Sequence[Any]], names: Sequence[str] = 
     data: dict[str, Any] = {}
     for name in names:
         values = columns[name]
-        if name in _NUMERIC:
+        if name in NUMERIC_FIELDS:
             data[name] = np.array(values, dtype="float64")
         else:
             data[name] = pd.Series(np.array(values, dtype=object), dtype=object)
@@ -156,14 +136,14 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
 
     Only the columns that decide the reduction are converted for every event; the rest
     are gathered at each task's last informative event only. Each event is expected once,
-    as a journal holds them (:func:`~mh_notebook.store.with_pending` merges without repeats).
+    as a journal holds them (:func:`~mh_notebook.journal.protocol.with_pending` merges without repeats).
     """
     codes, uniques = pd.factorize(np.array(columns["task_id"], dtype=object), sort=False)
     status = np.array(columns["status"], dtype=object)
     observed = pd.Series(np.array(columns["observed_at"], dtype="float64"))
     seq = np.arange(len(status))
     last_any = pd.Series(seq).groupby(codes, sort=True).max()
-    keep = status != "expired"
+    keep = status != TaskStatus.EXPIRED
     informative = pd.Series(seq[keep]).groupby(codes[keep]).max()
     last = informative.reindex(last_any.index).fillna(last_any).astype("int64").tolist()
 
@@ -174,14 +154,14 @@ def reduce_events(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     reduced = _event_columns({**picked, "task_id": list(uniques), "observed_at": [], "polls": []}, _PER_TASK)
     reduced["base_url"] = np.full(len(reduced), None, dtype=object)
     reduced["first_seen_at"] = observed.groupby(codes).min().to_numpy()
-    reduced["started_at"] = first_where(status == "running")
-    reduced["seen_end"] = first_where(np.isin(status, _TERMINAL))
+    reduced["started_at"] = first_where(status == TaskStatus.RUNNING)
+    reduced["seen_end"] = first_where(np.isin(status, _ENDING))
     reduced["polls"] = pd.Series(np.array(columns["polls"], dtype="float64")).groupby(codes).max().to_numpy()
     reduced["predicted_latency_s"] = np.full(len(reduced), np.nan)
     reduced["local_path"] = np.full(len(reduced), None, dtype=object)
     for name in SERVER_FIELDS:
         reduced[name] = _latest_sent(columns.get(name, ()), codes, seq, last_any.index)
-    return reduced[REDUCED_COLUMNS]
+    return reduced[list(REDUCED_COLUMNS)]
 
 
 def _latest_sent(values: Sequence[Any], codes: Any, seq: Any, tasks: pd.Index) -> Any:
@@ -255,7 +235,7 @@ def history_frame(
     frame["queue_s"] = (started - created) / 1e6
     frame["run_s"] = (completed - started) / 1e6
     frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
-    frame["not_found"] = (frame["status"] == "not_found").fillna(False).astype("bool")
+    frame["not_found"] = (frame["status"] == NOT_FOUND).fillna(False).astype("bool")
     frame = frame.rename_axis("task_id").reset_index()  # first seen first (ties by id), whatever the source
     frame = frame.sort_values(["first_seen_at", "task_id"], kind="stable", ignore_index=True)
     return _with_metadata(_typed(frame), frame["metadata"].to_numpy())
@@ -362,125 +342,11 @@ def _categorical(values: pd.Series) -> pd.Series:
     return typed
 
 
-def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider", "model")) -> pd.DataFrame:
-    """Per group: tasks, outcomes, success rate, p50/p90/p99 latency, mean queue and run time,
-    cost (the total, per success, and per second of video or audio output: NaN where the
-    server said nothing) and the most common error codes. Latency percentiles are over
-    succeeded tasks; cost per success is the whole group's cost (failures included) over
-    its successes."""
-    keys = [by] if isinstance(by, str) else list(by)
-    ok = history["status"] == "succeeded"
-    ended = history["status"].isin(_TERMINAL)
-    work = history.assign(
-        _ok=ok, _failed=history["status"] == "failed", _ended=ended, _lat=history["latency_s"].where(ok)
-    )
-    grouped = work.groupby(keys, observed=True, sort=True)
-    summary = pd.DataFrame(
-        {
-            "tasks": grouped.size(),
-            "succeeded": grouped["_ok"].sum(),
-            "failed": grouped["_failed"].sum(),
-            "ended": grouped["_ended"].sum(),
-            "latency_p50_s": grouped["_lat"].quantile(0.5),
-            "latency_p90_s": grouped["_lat"].quantile(0.9),
-            "latency_p99_s": grouped["_lat"].quantile(0.99),
-            "mean_queue_s": grouped["queue_s"].mean(),
-            "mean_run_s": grouped["run_s"].mean(),
-            "mean_detection_delay_s": grouped["detection_delay_s"].mean(),
-        }
-    )
-    summary["success_rate"] = summary["succeeded"] / summary["ended"].where(summary["ended"] > 0)
-    summary["top_errors"] = grouped["error_code"].agg(_top_errors)
-    summary = summary.join(_cost_summary(history, keys))
-    order = [
-        "tasks",
-        "succeeded",
-        "failed",
-        "success_rate",
-        "latency_p50_s",
-        "latency_p90_s",
-        "latency_p99_s",
-    ]
-    costs = ["total_cost_usd", "cost_per_success_usd", "cost_per_output_s_usd"]
-    return summary[[*order, "mean_queue_s", "mean_run_s", "mean_detection_delay_s", *costs, "top_errors"]]
-
-
-def _cost_summary(history: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per group: what the server charged (NaN where it said nothing), per succeeded task, and
-    per second of output (video and audio: succeeded tasks' cost over their ``duration_s``)."""
-    cost = history["cost"].astype("float64")
-    ok = history["status"] == "succeeded"
-    timed = ok & history["type"].isin(["video", "audio", "music"]) & history["duration_s"].gt(0)
-    work = history[keys].assign(
-        _cost=cost, _ok_cost=cost.where(ok), _timed_cost=cost.where(timed & cost.notna()),
-        _timed_s=history["duration_s"].where(timed & cost.notna()), _ok=ok & cost.notna(),
-    )  # fmt: skip
-    grouped = work.groupby(keys, observed=True, sort=True)
-    total = grouped["_cost"].sum(min_count=1)
-    per_success = total / grouped["_ok"].sum().where(lambda n: n > 0)
-    per_second = grouped["_timed_cost"].sum(min_count=1) / grouped["_timed_s"].sum(min_count=1)
-    return pd.DataFrame(
-        {"total_cost_usd": total, "cost_per_success_usd": per_success, "cost_per_output_s_usd": per_second}
-    )
-
-
-def _top_errors(codes: pd.Series, n: int = 3) -> str:
-    counts = codes.dropna().astype(str).value_counts().head(n)
-    return ", ".join(f"{code} ({count})" for code, count in counts.items())
-
-
-def plot_latency(history: pd.DataFrame, by: str = "model", ax: Any = None) -> Any:
-    """Box plot of succeeded tasks' latency per ``by`` (needs matplotlib); returns the axes."""
-    import matplotlib.pyplot as plt
-
-    ok = history[history["status"] == "succeeded"]
-    groups = [(str(k), g["latency_s"].dropna().to_numpy()) for k, g in ok.groupby(by, observed=True)]
-    groups.sort(key=lambda kv: float(np.median(kv[1])) if len(kv[1]) else 0.0)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.35 * max(3, len(groups)) + 1))
-    if groups:
-        ax.boxplot([g for _, g in groups], orientation="horizontal", tick_labels=[k for k, _ in groups])
-    ax.set_xlabel("latency (s, completed_at - created_at)")
-    ax.set_title(f"Latency of succeeded tasks by {by}")
-    return ax
-
-
-_PHASE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "cancelled": "#bc4c00"}
-
-
-def plot_timeline(history: pd.DataFrame, ax: Any = None, limit: int = 60) -> Any:
-    """Queue and run phases of the most recent tasks as horizontal bars; returns the axes."""
-    import matplotlib.pyplot as plt
-
-    frame = history.dropna(subset=["created_at"]).sort_values("created_at").tail(limit)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.22 * max(5, len(frame)) + 1))
-    if frame.empty:
-        return ax
-    origin = frame["created_at"].min()
-    start = (frame["created_at"] - origin).dt.total_seconds()
-    queue = frame["queue_s"].fillna(0.0)
-    run = frame["run_s"].fillna(frame["latency_s"].fillna(0.0) - queue)
-    colours = [_PHASE_COLOURS.get(str(s), "#1f6feb") for s in frame["status"]]
-    rows = np.arange(len(frame))
-    ax.barh(rows, queue, left=start, color="#d0d7de", label="waiting (pending/queued)")
-    ax.barh(rows, run, left=start + queue, color=colours, label="running → end")
-    ax.set_yticks(
-        rows,
-        [f"{m} {t[-6:]}" for m, t in zip(frame["model"].astype(str), frame["task_id"], strict=True)],
-        fontsize=7,
-    )
-    ax.set_xlabel("seconds since the first task was created")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.invert_yaxis()
-    return ax
-
-
 def reduced_journal(store: Store) -> pd.DataFrame:
-    """The journal reduced to one row per task: by the database for SQL journals (SQLite and
-    PostgreSQL), in pandas otherwise."""
-    if isinstance(store, SQLJournal):
-        return pd.DataFrame.from_records(store.reduced_rows(), columns=REDUCED_COLUMNS)
+    """The journal reduced to one row per task: by the journal where it can
+    (``capabilities.reduced_rows``: SQLite and PostgreSQL), in pandas otherwise."""
+    if store.capabilities.reduced_rows:
+        return pd.DataFrame.from_records(store.reduced_rows(), columns=list(REDUCED_COLUMNS))
     if isinstance(store, MemoryStore):
         return reduce_events(store.columns())
     return reduce_events(columns_of(store.events()))
@@ -503,7 +369,7 @@ def store_history(
         in_query = False
     else:
         reduced = reduced_journal(store)
-        in_query = isinstance(store, SQLJournal)  # the database joins the watched list and results itself
+        in_query = store.capabilities.reduced_rows  # the journal joins the watched list and results itself
     watched = [] if in_query else [*store.watched(), *(pending.watched if pending else [])]
     results = [] if in_query else [*store.results(task_ids), *(pending.saved if pending else [])]
     if task_ids is not None:

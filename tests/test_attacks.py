@@ -24,8 +24,9 @@ from mh_notebook import (
     TaskWatcher,
     read_history,
 )
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import event_from_task
 from mh_notebook.sim import Simulator
-from mh_notebook.store import SQLiteStore, event_from_task
 
 KEY = "river_live_" + "fake-key-for-tests" * 2  # made up: no account has it
 Answer = Callable[[BaseHTTPRequestHandler], tuple[int, bytes] | None]

@@ -23,8 +23,11 @@ from mh_notebook import ConfigurationError, Task
 from mh_notebook.engine import STOP_WAIT, UnwrittenWarning, running_engines
 from mh_notebook.errors import AuthenticationError
 from mh_notebook.history import read_history
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.protocol import JournalBusyError, Watched
+from mh_notebook.journal.sqlite import SQLiteStore, unwritten_path
+from mh_notebook.records import Event
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, JournalBusyError, MemoryStore, SQLiteStore, Watched, unwritten_path
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 100.0
@@ -360,7 +363,7 @@ def test_two_watchers_of_one_journal_file_write_each_change_once(sim: Simulator,
 
 
 def read_history_events(journal: Path) -> Iterator[Event]:
-    from mh_notebook.store import SQLiteStore
+    from mh_notebook.journal.sqlite import SQLiteStore
 
     store = SQLiteStore(journal)
     try:

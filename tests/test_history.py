@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,16 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_server import postgres_server
 
-from mh_notebook.history import HISTORY_COLUMNS, history_frame, latency_summary, read_history, store_history
+from mh_notebook.analysis import latency_summary
+from mh_notebook.history import HISTORY_COLUMNS, history_frame, read_history, store_history
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.postgres import PostgresStore
+from mh_notebook.journal.protocol import JournalError, Store, Unwritten, Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, JournalError, MemoryStore, SQLiteStore, Unwritten, Watched
 from mh_notebook.watcher import TaskWatcher
 
 matplotlib.use("Agg")
@@ -366,33 +373,103 @@ _events = st.builds(
 )
 
 
-@settings(max_examples=30)
-@given(
-    events=st.lists(_events, max_size=14),
-    again=st.lists(st.integers(0, 13), max_size=4),
-    watched=st.dictionaries(st.sampled_from(["a", "c", "e"]), st.integers(0, 8).map(lambda t: 99.0 + t / 2)),
-    predictions=st.lists(st.tuples(st.sampled_from(["a", "b", "e"]), st.sampled_from([5.0, 9.0]))),
-    cut=st.integers(0, 14),
+_server_events = st.builds(
+    Event,
+    task_id=st.sampled_from(["a", "b", "c", "d"]),
+    status=st.sampled_from(_STATUSES),
+    observed_at=st.integers(0, 12).map(lambda t: 100.0 + t / 4),
+    polls=st.integers(1, 6),
+    model=st.sampled_from([None, "m1"]),
+    created_at=st.sampled_from([None, 99.0]),
+    completed_at=st.sampled_from([None, 102.5]),
+    server_started_at=st.sampled_from([None, 99.5, 100.25]),
+    progress=st.sampled_from([None, 0.0, 55.5]),
+    cost=st.sampled_from([None, 0.25, 1.0]),
+    estimated_seconds=st.sampled_from([None, 30.0]),
+    original_task_id=st.sampled_from([None, "z"]),
+    metadata=st.sampled_from([None, '{"batch": 1}', '{"batch": 2, "tag": "x"}']),
+    **dict.fromkeys(("type", "provider", "format", "duration_s", "size_bytes", "error_code"), st.none()),
+    **dict.fromkeys(("error_message", "raw"), st.none()),
+    n_results=st.integers(0, 2),
 )
+_journals = {
+    "events": st.lists(_events | _server_events, max_size=14),
+    "again": st.lists(st.integers(0, 13), max_size=4),
+    "watched": st.dictionaries(
+        st.sampled_from(["a", "c", "e"]), st.integers(0, 8).map(lambda t: 99.0 + t / 2)
+    ),
+    "predictions": st.lists(st.tuples(st.sampled_from(["a", "b", "e"]), st.sampled_from([5.0, 9.0]))),
+    "cut": st.integers(0, 14),
+}
+
+
+def _reduce_alike(
+    sql: Store,
+    events: list[Event],
+    again: list[int],
+    watched: dict[str, float],
+    predictions: list[Any],
+    cut: int,
+) -> None:
+    """The same journal written to ``sql`` and to memory; the histories by the database's
+    reduction (``journal.sql._REDUCE_SQL``), by pandas (``history.reduce_events``) and by
+    pandas with writes pending are one frame."""
+    sequence = events + [events[i] for i in again if i < len(events)]  # retried writes
+    memory = MemoryStore()
+    for store in (sql, memory):
+        store.add_watched(Watched(t, "u", at) for t, at in watched.items())
+        store.add_many(sequence[:cut])
+        store.add_many(sequence[cut:])
+        store.set_predictions(predictions)
+    assert sql.capabilities.reduced_rows and not memory.capabilities.reduced_rows
+    from_sql, from_pandas = read_history(sql), read_history(memory)
+    pending = store_history(sql, pending=Unwritten([], sequence[cut:], []))
+    pd.testing.assert_frame_equal(from_sql, from_pandas)
+    pd.testing.assert_frame_equal(from_sql, pending)
+
+
+@settings(max_examples=30)
+@given(**_journals)
 def test_sql_and_pandas_reduce_any_journal_alike(
     events: list[Event], again: list[int], watched: dict[str, float], predictions: list[Any], cut: int
 ) -> None:
-    """Property: the SQL reduction (``store._REDUCE_SQL``, SQLite) and the pandas one
+    """Property: the SQL reduction (``journal.sql._REDUCE_SQL``, SQLite) and the pandas one
     (``history.reduce_events``, memory journals and pending writes) give the same history
     for any event sequence: out of order, repeated (a retried write), split across writes,
-    with watched tasks never observed and predictions for unwatched ones. 30 examples."""
-    sequence = events + [events[i] for i in again if i < len(events)]  # retried writes
+    with watched tasks never observed, predictions for unwatched ones, and server fields
+    sent in some answers only. 30 examples."""
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite, memory = SQLiteStore(Path(tmp) / "j.sqlite"), MemoryStore()
+        sqlite = SQLiteStore(Path(tmp) / "j.sqlite")
         try:
-            for store in (sqlite, memory):
-                store.add_watched(Watched(t, "u", at) for t, at in watched.items())
-                store.add_many(sequence[:cut])
-                store.add_many(sequence[cut:])
-                store.set_predictions(predictions)
-            from_sql, from_pandas = read_history(sqlite), read_history(memory)
-            pending = store_history(sqlite, pending=Unwritten([], sequence[cut:], []))
+            _reduce_alike(sqlite, events, again, watched, predictions, cut)
         finally:
             sqlite.close()
-    pd.testing.assert_frame_equal(from_sql, from_pandas)
-    pd.testing.assert_frame_equal(from_sql, pending)
+
+
+@pytest.fixture(scope="module")
+def pg_journal() -> Iterator[PostgresStore]:
+    """One PostgreSQL journal for the whole property test (emptied before each example)."""
+    with postgres_server() as server:
+        journal = PostgresStore(server.new_database())
+        try:
+            yield journal
+        finally:
+            journal.close()
+
+
+@pytest.mark.postgres
+@settings(max_examples=30, deadline=None)
+@given(**_journals)
+def test_postgres_and_pandas_reduce_any_journal_alike(
+    pg_journal: PostgresStore,
+    events: list[Event],
+    again: list[int],
+    watched: dict[str, float],
+    predictions: list[Any],
+    cut: int,
+) -> None:
+    """Property: PostgreSQL's reduction (the same ``_REDUCE_SQL`` through its dialect, which
+    its histories use: ``capabilities.reduced_rows``) gives pandas' history too. 30 examples."""
+    with pg_journal._cursor(write=True, wait=None) as cur:
+        cur.execute("TRUNCATE watched, events, task_summary, results")
+    _reduce_alike(pg_journal, events, again, watched, predictions, cut)

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from mh_notebook import read_history
-from mh_notebook.store import SCHEMA_VERSION, SQLiteStore
+from mh_notebook.journal.migrations import SCHEMA_VERSION
+from mh_notebook.journal.sqlite import SQLiteStore
 
 DATA = Path(__file__).parent / "data"
 SCRIPTS = Path(__file__).parents[1] / "scripts"

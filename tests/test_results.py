@@ -28,9 +28,11 @@ from IPython.display import HTML, Image
 from mh_notebook import ResultItem, Task
 from mh_notebook.formats import media_kind, mime_type, safe_filename
 from mh_notebook.history import read_history
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.protocol import SavedResult, Store
+from mh_notebook.journal.sqlite import SQLiteStore
 from mh_notebook.results import thumbnail_data_uri
 from mh_notebook.sim import Simulator
-from mh_notebook.store import MemoryStore, SavedResult, SQLiteStore, Store
 from mh_notebook.view.media import display_object
 from mh_notebook.watcher import TaskWatcher
 

@@ -15,8 +15,8 @@ from test_kernel import run
 
 from mh_notebook.formats import safe_filename
 from mh_notebook.history import read_history
+from mh_notebook.journal.sqlite import SQLiteStore
 from mh_notebook.sim import Simulator
-from mh_notebook.store import SQLiteStore
 
 pytestmark = pytest.mark.kernel
 

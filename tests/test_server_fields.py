@@ -15,9 +15,12 @@ import pytest
 from pg_server import PostgresServer, postgres_server
 
 from mh_notebook import read_history
-from mh_notebook.pgstore import PostgresStore
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.postgres import PostgresStore
+from mh_notebook.journal.protocol import Store, Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 from mh_notebook.sim import Simulator
-from mh_notebook.store import Event, MemoryStore, SQLiteStore, Store, Watched
 from mh_notebook.view.render import static_text, summary_html
 from mh_notebook.watcher import TaskWatcher
 

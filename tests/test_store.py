@@ -18,19 +18,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mh_notebook import store as store_module
+from mh_notebook import records
 from mh_notebook.history import HISTORY_COLUMNS, read_history, store_history
-from mh_notebook.store import (
-    SCHEMA_VERSION,
-    Event,
-    JournalBusyError,
-    JournalError,
-    MemoryStore,
-    SavedResult,
-    SQLiteStore,
-    Watched,
-    open_store,
-)
+from mh_notebook.journal import migrations, sql, sqlite
+from mh_notebook.journal.factory import open_store
+from mh_notebook.journal.memory import MemoryStore
+from mh_notebook.journal.migrations import SCHEMA_VERSION
+from mh_notebook.journal.protocol import JournalBusyError, JournalError, SavedResult, Unwritten, Watched
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.records import Event
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -64,7 +60,7 @@ def _v2_copy(tmp_path: Path) -> Path:
     path = _v1_copy(tmp_path)
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        db.executescript(store_module._MIGRATIONS[1])
+        db.executescript(migrations.MIGRATIONS[1])
         db.execute("PRAGMA user_version = 2")
     finally:
         db.close()
@@ -96,12 +92,12 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
 def test_saved_files_journalled_before_machines_were_told_apart_are_kept(tmp_path: Path) -> None:
     """Migration 5 -> 6 (saved files keyed by machine, issue 17 item 21c) keeps the rows
     written before it; this machine's own row wins over them afterwards."""
-    from mh_notebook.dialect import SQLiteDialect
+    from mh_notebook.journal.dialect import SQLiteDialect
 
     path = tmp_path / "v5.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        for script in store_module._MIGRATIONS[:5]:
+        for script in migrations.MIGRATIONS[:5]:
             for statement in filter(str.strip, script.split(";")):
                 db.execute(SQLiteDialect().sql(statement))
         db.execute("PRAGMA user_version = 5")
@@ -137,7 +133,7 @@ def test_a_v2_journal_is_upgraded_with_its_data_intact(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _sql(path, "SELECT * FROM watched") == [(*row, None) for row in watched]
-    added = (None,) * len(store_module.SERVER_FIELDS)  # migration 6: server fields, empty
+    added = (None,) * len(records.SERVER_FIELDS)  # migration 6: server fields, empty
     assert _sql(path, "SELECT * FROM events") == [(*row, *added) for row in events]
     assert all(w.predicted_latency_s is None for w in store.watched())
     _assert_reads_as_0_1_0(path, expected)
@@ -203,10 +199,10 @@ def test_a_new_journal_runs_every_migration(tmp_path: Path) -> None:
 def test_migrations_are_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _v1_copy(tmp_path)
     broken = (
-        store_module._MIGRATIONS[0],
+        migrations.MIGRATIONS[0],
         "CREATE INDEX half ON watched(base_url); CREATE INDEX x ON nope(y)",
     )
-    monkeypatch.setattr(store_module, "_MIGRATIONS", broken)
+    monkeypatch.setattr(sql, "MIGRATIONS", broken)
     with pytest.raises(JournalError, match="cannot open the journal"):
         SQLiteStore(path)
     assert _sql(path, "PRAGMA user_version") == [(1,)]
@@ -449,7 +445,7 @@ def test_duplicates_an_older_version_wrote_are_merged_on_upgrade(tmp_path: Path)
     _assert_reads_as_0_1_0(path, json.loads((DATA / "journal-v1.expected.json").read_text()))
 
 
-COLS = ", ".join(f for f in Event._fields if f not in store_module.SERVER_FIELDS)  # a v1 journal's
+COLS = ", ".join(f for f in Event._fields if f not in records.SERVER_FIELDS)  # a v1 journal's
 
 
 # ------------------------------------------------------- misbehaving text, locks, spellings
@@ -464,7 +460,7 @@ def test_text_no_journal_accepts_is_cleaned_at_the_event_boundary(tmp_path: Path
 
     data = {"id": "task_odd", "type": "image", "status": "failed", "provider": "p\x00", "model": ODD,
             "error": {"code": "E\ud83d", "message": ODD}, "created_at": "2025-01-15T10:00:00Z"}  # fmt: skip
-    event = store_module.event_from_task(Task.from_api(data), 1000.0, 1)
+    event = records.event_from_task(Task.from_api(data), 1000.0, 1)
     assert (
         event.error_message
         == event.model
@@ -537,13 +533,13 @@ def test_unwritten_rows_are_written_at_the_next_opening(tmp_path: Path) -> None:
     lines next to the journal, written in by its next opening (not while it stays locked)."""
     path = tmp_path / "j.sqlite"
     SQLiteStore(path).close()
-    rows = store_module.Unwritten(
+    rows = Unwritten(
         [Watched("a", "u", 100.0)],
         [_ev("a", "running", 110.0), _ev("a", "failed", 120.0, 2, error_message="x\ufffd")],
         [SavedResult("a", 0, "/tmp/a.png", "00" * 32, 3, 121.0)],
     )
-    spill = store_module.write_unwritten(path, rows)
-    assert spill == store_module.unwritten_path(path) == tmp_path / "j.sqlite.unwritten.jsonl"
+    spill = sqlite.write_unwritten(path, rows)
+    assert spill == sqlite.unwritten_path(path) == tmp_path / "j.sqlite.unwritten.jsonl"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:

@@ -192,7 +192,7 @@ def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_password_never_shows(url: str) -> None:
-    from mh_notebook.pgstore import PostgresStore
+    from mh_notebook.journal.postgres import PostgresStore
 
     secret = url.replace("postgres@", "postgres:hunter2-secret@")
     store = PostgresStore(secret)
@@ -303,7 +303,7 @@ def test_polling_goes_on_while_the_server_is_paused(
     black hole) does not hold the poller up: team work never runs on the poller's thread,
     the tasks are polled to their end meanwhile, and once the server answers again
     (SIGCONT) everything is journalled, nothing lost (item 3)."""
-    from mh_notebook.team import TeamPolling
+    from mh_notebook.journal.team import TeamPolling
 
     team_threads: set[str] = set()
     team_tick = TeamPolling.tick
@@ -413,7 +413,7 @@ def test_the_password_never_shows_however_libpq_reads_the_url(
     """Promise: the password never appears in a repr or a message. Unencoded ``/ @ : %`` in
     it make libpq read parts of it as the host, the port or the database; none of them
     shows in what we raise or log, whichever way libpq read the URL (item 14)."""
-    from mh_notebook.pgstore import PostgresStore
+    from mh_notebook.journal.postgres import PostgresStore
 
     shown: list[str] = []
     raw = f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/postgres"
@@ -436,7 +436,7 @@ def test_the_password_never_shows_however_libpq_reads_the_url(
 
 def test_an_at_sign_in_the_query_is_not_taken_for_a_password(pg: PostgresServer) -> None:
     """A URL libpq reads as written opens, even with an ``@`` after its ``?``."""
-    from mh_notebook.pgstore import PostgresStore
+    from mh_notebook.journal.postgres import PostgresStore
 
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres?application_name=a@b")
     store.close()
@@ -451,8 +451,8 @@ def test_two_machines_keep_their_own_saved_files(url: str, monkeypatch: pytest.M
     (issue 17, item 21c: the rows were keyed by task and index alone)."""
     import socket
 
-    from mh_notebook.pgstore import PostgresStore
-    from mh_notebook.store import SavedResult
+    from mh_notebook.journal.postgres import PostgresStore
+    from mh_notebook.journal.protocol import SavedResult
 
     stores = {}
     for machine in ("machine-a", "machine-b"):
@@ -473,7 +473,7 @@ def test_every_journal_connection_is_bounded(url: str) -> None:
     """Promise: never stalls polling. Every connection of a team journal carries a
     statement timeout, an idle-in-transaction timeout, TCP keepalives, a TCP user timeout
     and a connect timeout (item 3), the listening one included."""
-    from mh_notebook.pgstore import PostgresStore
+    from mh_notebook.journal.postgres import PostgresStore
 
     store = PostgresStore(url, statement_timeout=12.0)
     try:

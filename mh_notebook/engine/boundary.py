@@ -19,11 +19,11 @@ from ..polling.poller import Observation, TaskState
 
 if TYPE_CHECKING:
     from ..errors import AuthenticationError
+    from ..journal.protocol import Store, Unwritten, Watched
     from ..models import Task
     from ..polling.clock import ClockOffset
     from ..polling.policy import PollPolicy
     from ..results import KeepSpec, KeptResult
-    from ..store import Store, Unwritten, Watched
 
 __all__ = ["Observation", "Subscriber", "SubscriberSpec", "TaskState", "WatcherEngine"]
 

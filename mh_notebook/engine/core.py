@@ -38,14 +38,14 @@ from typing import cast
 
 from ..client import AsyncClient, RetryPolicy
 from ..errors import AuthenticationError
+from ..journal.protocol import Store, Unwritten, Watched
+from ..journal.team import TeamPolling, TeamThread
 from ..models import Task
 from ..polling.clock import ClockOffset
 from ..polling.policy import LatencyModel, PollPolicy
 from ..polling.poller import Observation, Poller, TaskState
-from ..records import NOT_FOUND
+from ..records import NOT_FOUND, event_from_task
 from ..results import Keeper, KeepSpec, KeptResult
-from ..store import Store, Unwritten, Watched, event_from_task
-from ..team import TeamPolling, TeamThread
 from .boundary import Subscriber
 from .journalling import FirstSeen, event_of, journalled_polls, learned
 from .writes import JOURNAL_WAIT, STOP_WAIT, TICK, JournalWrites, Quarantined, store_key
@@ -438,7 +438,7 @@ class Engine:
 
 def _is_team(store: Store) -> bool:
     """A journal shared by processes on several machines, with leases (PostgreSQL)."""
-    return bool(getattr(store, "shared_polling", False))
+    return store.capabilities.shared_polling
 
 
 _REGISTRY: dict[tuple[str, str], Engine] = {}

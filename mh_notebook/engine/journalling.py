@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from ..journal.protocol import Store
 from ..polling.clock import ClockOffset
 from ..polling.poller import Observation
-from ..records import NOT_FOUND, TaskStatus, latency_key
-from ..store import Event, Store, event_from_task
+from ..records import NOT_FOUND, Event, TaskStatus, event_from_task, latency_key
 from .writes import JOURNAL_WAIT, store_key
 
 __all__ = ["FirstSeen", "event_of", "journalled_polls", "learned"]

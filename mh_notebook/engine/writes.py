@@ -18,17 +18,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from ..store import (
-    Event,
-    JournalBusyError,
-    JournalError,
-    SavedResult,
-    Store,
-    Unwritten,
-    Watched,
-    clean_event,
-    write_unwritten,
-)
+from ..journal.protocol import JournalBusyError, JournalError, SavedResult, Store, Unwritten, Watched
+from ..journal.sqlite import write_unwritten
+from ..records import Event, clean_event
 
 __all__ = [
     "JOURNAL_WAIT",

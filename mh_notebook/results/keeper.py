@@ -19,10 +19,10 @@ import httpx
 
 from ..errors import APIError, ModelHunterError, NetworkError, RateLimitedError, ServerError
 from ..formats import safe_filename, safe_url
+from ..journal.protocol import JournalError, SavedResult, Store
 from ..models import ResultItem, Task
 from ..polling.poller import Poller
 from ..records import TaskStatus
-from ..store import JournalError, SavedResult, Store
 from .download import media_error
 from .files import AtomicWriter, hash_file, write_atomically
 from .kept import KeepSpec, KeptResult, thumbnail_data_uri

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats import media_kind
-from ..store import SavedResult, Store
+from ..journal.protocol import SavedResult, Store
 
 __all__ = ["DEFAULT_INLINE_LIMIT", "THUMBNAIL_SIDE", "KeepSpec", "KeptResult", "thumbnail_data_uri"]
 

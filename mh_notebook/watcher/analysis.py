@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..store import MemoryStore, SQLiteStore, Store, Unwritten, with_pending
+from ..journal.memory import MemoryStore
+from ..journal.protocol import Store, Unwritten, with_pending
+from ..journal.sqlite import SQLiteStore
 from .tracked import Lifecycle, TrackedSet
 
 if TYPE_CHECKING:
@@ -81,19 +83,19 @@ class Analysis:
 
     def latency_summary(self, by: str | tuple[str, ...]) -> pd.DataFrame:
         """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
-        from ..history import latency_summary
+        from ..analysis import latency_summary
 
         return latency_summary(self.history(), by)
 
     def plot_latency(self, by: str, ax: Any) -> Any:
         """Latency distribution per ``by`` (matplotlib axes)."""
-        from ..history import plot_latency
+        from ..analysis import plot_latency
 
         return plot_latency(self.history(), by, ax)
 
     def plot_timeline(self, ax: Any, limit: int) -> Any:
         """Queue and run phases of recent tasks as bars (matplotlib axes)."""
-        from ..history import plot_timeline
+        from ..analysis import plot_timeline
 
         return plot_timeline(self.history(), ax, limit)
 

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Self
 from ..client import is_sandbox_key, resolve_settings
 from ..engine import Engine, SubscriberSpec, engine_for
 from ..errors import AuthenticationError
+from ..journal.factory import open_store
+from ..journal.protocol import Store, Unwritten
 from ..models import Task
 from ..polling.clock import ClockOffset
 from ..polling.policy import PollPolicy
 from ..results import DEFAULT_INLINE_LIMIT
-from ..store import Store, Unwritten, open_store
 from ..view.render import Snapshot
 from .actions import Actions
 from .analysis import Analysis

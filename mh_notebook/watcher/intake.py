@@ -10,10 +10,10 @@ from collections.abc import Iterable
 
 from ..client import check_task_id
 from ..engine import Observation
+from ..journal.protocol import Watched
 from ..models import Task
 from ..polling.policy import PollPolicy
 from ..records import NOT_FOUND
-from ..store import Watched
 from ..view.render import text_line
 from .keeping import Keeping
 from .tracked import TrackedSet

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ..engine import Observation, SubscriberSpec, TaskState, WatcherEngine
+from ..journal.protocol import Unwritten
 from ..models import Task
 from ..records import NOT_FOUND, TaskStatus
-from ..store import Unwritten
 from .settings import DisplayMode
 
 __all__ = ["Callback", "Flags", "Lifecycle", "TrackedSet"]

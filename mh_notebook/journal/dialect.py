@@ -1,8 +1,8 @@
 """The few things SQLite and PostgreSQL journals do differently, behind one small interface.
 
-The journal's schema, migrations and queries are written once (in ``store``), with
-``?`` placeholders and a handful of ``{name}`` slots that a dialect fills in: column
-types, the two-argument ``least``/``greatest``, an auto-numbered key. A dialect also
+The journal's schema, migrations and queries are written once (``journal.migrations``,
+``journal.sql``), with ``?`` placeholders and a handful of ``{name}`` slots that a dialect
+fills in: column types, the two-argument ``least``/``greatest``, an auto-numbered key. A dialect also
 knows how to open a connection, where the schema version lives, how to take the write
 lock for a migration, and which of its errors mean "busy, try again".
 

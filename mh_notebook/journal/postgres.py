@@ -2,13 +2,13 @@
 
 ``TaskWatcher(store="postgresql://user@host:5432/db")`` (the password from the URL, or
 from libpq's usual ``PGPASSWORD`` / ``~/.pgpass``) journals like a SQLite file does (the
-same schema, the same migrations, the same queries, through :mod:`mh_notebook.dialect`),
+same schema, the same migrations, the same queries, through :mod:`mh_notebook.journal.dialect`),
 and in addition:
 
 - every write is idempotent (an event is unique by task, status, time and request count),
   so a transaction retried after a lost connection never counts anything twice;
 - each journalled change is announced with ``NOTIFY mh_journal, '<task id>'``;
-- a ``leases`` table lets the processes share the polling (see :mod:`mh_notebook.team`);
+- a ``leases`` table lets the processes share the polling (see :mod:`mh_notebook.journal.team`);
   leases expire on the database's clock, never on a client's;
 - no call waits on a server that stopped answering for longer than it allows: every
   connection has TCP keepalives, ``connect_timeout`` and a ``statement_timeout``, and a
@@ -34,7 +34,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from .dialect import PostgresDialect
-from .store import JournalBusyError, JournalError, SQLJournal
+from .protocol import Capabilities, JournalBusyError, JournalError
+from .sql import SQLJournal
 
 __all__ = ["PostgresStore"]
 
@@ -184,8 +185,9 @@ class PostgresStore(SQLJournal):
     (or after ``statement_timeout``, for calls that may wait) is cut off (see the module).
     """
 
-    shared_polling = True
-    """Watchers of this journal share the polling through leases (:mod:`mh_notebook.team`)."""
+    capabilities = Capabilities(shared_polling=True, reduced_rows=True)
+    """Watchers of this journal share the polling through leases (:mod:`~mh_notebook.journal.team`),
+    and the database reduces the journal for histories (:meth:`reduced_rows`)."""
 
     def __init__(
         self,

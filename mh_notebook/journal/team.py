@@ -29,8 +29,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from .models import Task
-from .store import Event
+from ..models import Task
+from ..records import Event
 
 __all__ = ["TeamJournal", "TeamPolling", "TeamThread"]
 

@@ -1,0 +1,162 @@
+"""The journal's contract: the :class:`Store` protocol, its declared capabilities, its errors
+and the records it passes (besides :class:`~mh_notebook.records.Event`).
+
+A watcher writes to its store from the poller thread *before* the panel shows a change,
+so a kernel killed at any moment loses no observed state. The API key is never written:
+only task data, statuses, times and request counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from ..errors import ModelHunterError
+from ..records import Event
+
+__all__ = [
+    "Capabilities",
+    "JournalBusyError",
+    "JournalError",
+    "SavedResult",
+    "Store",
+    "Unwritten",
+    "Watched",
+    "first_time",
+    "usable_predictions",
+    "with_pending",
+]
+
+
+class JournalError(ModelHunterError):
+    """The journal is missing, closed, corrupt, of an unknown schema version, or cannot be opened."""
+
+
+class JournalBusyError(JournalError):
+    """A write gave up: another connection held the journal's write lock too long (nothing written)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a journal can do beyond the :class:`Store` protocol."""
+
+    shared_polling: bool = False
+    """Watchers of this journal in several processes share the polling through leases
+    (:mod:`mh_notebook.journal.team`)."""
+    reduced_rows: bool = False
+    """The journal reduces itself to one row per task (:meth:`Store.reduced_rows`) faster
+    than the history could from its events."""
+
+
+class Watched(NamedTuple):
+    """A task a watcher was asked to watch, and against which API."""
+
+    task_id: str
+    base_url: str
+    first_seen_at: float
+    predicted_latency_s: float | None = None
+    """The first prediction of ``completed_at - created_at`` (seconds) made for the task."""
+
+
+class SavedResult(NamedTuple):
+    """A result file saved on this machine (``TaskWatcher(save_to=...)``)."""
+
+    task_id: str
+    idx: int
+    """The result's index in the task's ``result`` list."""
+    local_path: str
+    """Absolute path of the file."""
+    sha256: str
+    """Hex SHA-256 of the file's bytes."""
+    size_bytes: int
+    saved_at: float
+    """Wall-clock seconds (``time.time()`` of this machine) the file was renamed into place."""
+
+
+class Unwritten(NamedTuple):
+    """What a watcher could not write to its journal before :meth:`~TaskWatcher.stop` returned."""
+
+    watched: list[Watched]
+    events: list[Event]
+    saved: list[SavedResult]
+
+
+class Store(Protocol):
+    """Where a watcher journals what it watches and observes."""
+
+    def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
+        """Record tasks a watcher started watching (ignores ones already known).
+
+        With ``wait``, give up after about ``wait`` seconds of contention (``JournalBusyError``).
+        """
+
+    def add(self, event: Event, *, wait: float | None = None) -> None:
+        """Record one event durably, before it is shown (``wait`` as for :meth:`add_watched`)."""
+
+    def add_many(self, events: Iterable[Event], *, wait: float | None = None) -> None:
+        """Record events durably, all or none (``wait`` as for :meth:`add_watched`)."""
+
+    def set_predictions(self, items: Iterable[tuple[str, float]], *, wait: float | None = None) -> None:
+        """Record predicted latencies (``completed_at - created_at``, seconds) of watched tasks.
+
+        The first prediction of a task wins; unwatched tasks and NaN predictions are ignored.
+        One transaction (``wait`` as for :meth:`add_watched`).
+        """
+
+    def add_results(self, items: Iterable[SavedResult], *, wait: float | None = None) -> None:
+        """Record saved result files, one transaction; a file saved again replaces its row
+        (``wait`` as for :meth:`add_watched`)."""
+
+    def results(self, task_ids: Iterable[str] | None = None) -> list[SavedResult]:
+        """The saved result files (of these tasks), by task id and index."""
+
+    def events(self) -> list[Event]:
+        """Every event, in the order observed."""
+
+    def watched(self) -> list[Watched]:
+        """Every task ever watched, first seen first."""
+
+    def unfinished(self, base_url: str) -> list[str]:
+        """Ids watched against ``base_url`` whose last event is not an end."""
+
+    def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
+        """The latest ``limit`` succeeded/failed events (to learn latencies from), oldest first;
+        with ``base_url``, only those of tasks watched against it."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this journal can do beyond the protocol (declared, never guessed)."""
+
+    def reduced_rows(self) -> list[tuple[Any, ...]]:
+        """One row per task, watched or observed (``records.REDUCED_COLUMNS``), by the journal
+        itself; only where ``capabilities.reduced_rows`` (``NotImplementedError`` otherwise)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+
+    def close(self) -> None:
+        """Release resources (a second call does nothing)."""
+
+
+def first_time(event: Event, seen: set[tuple[Any, ...]]) -> bool:
+    """True the first time ``event``'s identity (task, status, time, requests) is met."""
+    key = (event.task_id, event.status, event.observed_at, event.polls)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def with_pending(events: Iterable[Event], pending: Iterable[Event]) -> list[Event]:
+    """A journal's ``events`` followed by those of ``pending`` it does not hold yet (each once)."""
+    seen: set[tuple[Any, ...]] = set()
+    return [e for e in [*events, *pending] if first_time(e, seen)]
+
+
+def usable_predictions(items: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``(task_id, seconds)`` pairs as floats, NaN predictions left out (they predict nothing)."""
+    pairs = [(task_id, float(predicted)) for task_id, predicted in items]
+    return [(task_id, predicted) for task_id, predicted in pairs if not math.isnan(predicted)]
