@@ -17,6 +17,9 @@ __all__ = ["latency_summary", "plot_latency", "plot_timeline"]
 
 _ENDING = [str(status) for status in ENDING]
 
+_SUCCEEDED, _FAILED = TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value
+"""The outcome count columns are named after their statuses."""
+
 
 def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider", "model")) -> pd.DataFrame:
     """Per group: tasks, outcomes, success rate, p50/p90/p99 latency, mean queue and run time,
@@ -37,8 +40,8 @@ def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider"
     summary = pd.DataFrame(
         {
             "tasks": grouped.size(),
-            "succeeded": grouped["_ok"].sum(),
-            "failed": grouped["_failed"].sum(),
+            _SUCCEEDED: grouped["_ok"].sum(),
+            _FAILED: grouped["_failed"].sum(),
             "ended": grouped["_ended"].sum(),
             "latency_p50_s": grouped["_lat"].quantile(0.5),
             "latency_p90_s": grouped["_lat"].quantile(0.9),
@@ -48,13 +51,13 @@ def latency_summary(history: pd.DataFrame, by: str | Sequence[str] = ("provider"
             "mean_detection_delay_s": grouped["detection_delay_s"].mean(),
         }
     )
-    summary["success_rate"] = summary["succeeded"] / summary["ended"].where(summary["ended"] > 0)
+    summary["success_rate"] = summary[_SUCCEEDED] / summary["ended"].where(summary["ended"] > 0)
     summary["top_errors"] = grouped["error_code"].agg(_top_errors)
     summary = summary.join(_cost_summary(history, keys))
     order = [
         "tasks",
-        "succeeded",
-        "failed",
+        _SUCCEEDED,
+        _FAILED,
         "success_rate",
         "latency_p50_s",
         "latency_p90_s",

@@ -65,7 +65,7 @@ HISTORY_COLUMNS: dict[str, str] = {
     "local_path": "string",
     "error_code": "category",
     "error_message": "string",
-    "not_found": "bool",
+    NOT_FOUND: "bool",
     "cost": "float64",
     "original_task_id": "string",
 }
@@ -235,7 +235,7 @@ def history_frame(
     frame["queue_s"] = (started - created) / 1e6
     frame["run_s"] = (completed - started) / 1e6
     frame["detection_delay_s"] = (_micros(frame["seen_end"]) - completed) / 1e6
-    frame["not_found"] = (frame["status"] == NOT_FOUND).fillna(False).astype("bool")
+    frame[NOT_FOUND] = (frame["status"] == NOT_FOUND).fillna(False).astype("bool")
     frame = frame.rename_axis("task_id").reset_index()  # first seen first (ties by id), whatever the source
     frame = frame.sort_values(["first_seen_at", "task_id"], kind="stable", ignore_index=True)
     return _with_metadata(_typed(frame), frame["metadata"].to_numpy())

@@ -5,7 +5,7 @@ queue, :mod:`.journalling` what the engine reads from and makes for a journal, a
 :mod:`.boundary` the two typed sides of the engine/watcher boundary.
 """
 
-from .boundary import Observation, Subscriber, SubscriberSpec, TaskState, WatcherEngine
+from .boundary import Kind, Observation, Subscriber, SubscriberSpec, TaskState, WatcherEngine
 from .core import Engine, engine_for, running_engines
 from .writes import JOURNAL_WAIT, STOP_WAIT, Quarantined, UnwrittenWarning
 
@@ -13,6 +13,7 @@ __all__ = [
     "JOURNAL_WAIT",
     "STOP_WAIT",
     "Engine",
+    "Kind",
     "Observation",
     "Quarantined",
     "Subscriber",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..polling.poller import Observation, TaskState
+from ..polling.state import Kind, Observation, TaskState
 
 if TYPE_CHECKING:
     from ..errors import AuthenticationError
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..polling.policy import PollPolicy
     from ..results import KeepSpec, KeptResult
 
-__all__ = ["Observation", "Subscriber", "SubscriberSpec", "TaskState", "WatcherEngine"]
+__all__ = ["Kind", "Observation", "Subscriber", "SubscriberSpec", "TaskState", "WatcherEngine"]
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from ..models import Task
 from ..polling.clock import ClockOffset
 from ..polling.policy import LatencyModel, PollPolicy
 from ..polling.poller import Observation, Poller, TaskState
-from ..records import NOT_FOUND, event_from_task
+from ..polling.state import Kind
+from ..records import event_from_task
 from ..results import Keeper, KeepSpec, KeptResult
 from .boundary import Subscriber
 from .journalling import FirstSeen, event_of, journalled_polls, learned
@@ -336,7 +337,7 @@ class Engine:
     # --------------------------------------------------------- poller thread
     def _observe(self, obs: Observation) -> None:
         subs = [s for s in self.subscribers() if s.watches(obs.task_id)]
-        if obs.kind in ("change", NOT_FOUND):
+        if obs.kind in (Kind.CHANGE, Kind.NOT_FOUND):
             event = event_of(obs, self.clock.server_now(obs.observed_at))
             stores = [  # a change another process saw is in the team journal already
                 store

@@ -10,7 +10,7 @@ import logging
 
 from ..journal.protocol import Store
 from ..polling.clock import ClockOffset
-from ..polling.poller import Observation
+from ..polling.state import Kind, Observation
 from ..records import NOT_FOUND, Event, TaskStatus, event_from_task, latency_key
 from .writes import JOURNAL_WAIT, store_key
 
@@ -57,7 +57,7 @@ class FirstSeen:
 
 def event_of(obs: Observation, observed_at: float) -> Event:
     """The journal's record of ``obs``, observed at ``observed_at`` on the server's clock."""
-    if obs.task is not None and obs.kind == "change":
+    if obs.task is not None and obs.kind == Kind.CHANGE:
         return event_from_task(obs.task, observed_at, obs.polls)
     return Event(obs.task_id, NOT_FOUND, observed_at, obs.polls)
 

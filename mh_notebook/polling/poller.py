@@ -22,18 +22,19 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from ..client import AsyncClient, check_task_id, is_transient
 from ..errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
 from ..models import Task
-from ..records import NOT_FOUND, TaskStatus, latency_key
+from ..records import TaskStatus, latency_key
 from .clock import ClockOffset
 from .gate import RequestGate, check_rate
 from .loop import LoopThread
 from .policy import LatencyModel, PollPolicy
 from .schedule import Pacer, PollQueue
-from .state import Observation, TaskState
+from .state import Kind, Observation, TaskState
 
 __all__ = ["Observation", "Poller", "TaskState"]
 
@@ -370,10 +371,8 @@ class Poller:
             if task.latency is not None:
                 self._learn(task, task.latency)
         if previous != task.status:
-            task_id, polls = state.task_id, state.polls
-            self._emit(
-                Observation("change", task_id, now, task, previous, polls, elsewhere=elsewhere, ended=ended)
-            )
+            obs = Observation(Kind.CHANGE, state.task_id, now, task, previous, state.polls)
+            self._emit(replace(obs, elsewhere=elsewhere, ended=ended))
 
     def _learn(self, task: Task, latency: float) -> None:
         """Add an end to the latency models; if it fell outside the window the others of its
@@ -403,7 +402,9 @@ class Poller:
         else:
             state.errors += 1
             delay = state.policy.error_delay(state.errors, self._rng)
-        self._emit(Observation("error", state.task_id, time.time(), state.task, previous, state.polls, exc))
+        self._emit(
+            Observation(Kind.ERROR, state.task_id, time.time(), state.task, previous, state.polls, exc)
+        )
         self._schedule(state, delay)
 
     def _on_not_found(self, state: TaskState, exc: NotFoundError) -> None:
@@ -411,7 +412,7 @@ class Poller:
         state.not_found += 1
         if state.not_found > state.policy.not_found_retries:
             state.ended = state.is_not_found = True
-            self._emit(Observation(NOT_FOUND, state.task_id, time.time(), None, None, state.polls, exc))
+            self._emit(Observation(Kind.NOT_FOUND, state.task_id, time.time(), None, None, state.polls, exc))
             return
         self._schedule(state, state.policy.not_found_interval)
 
@@ -420,7 +421,7 @@ class Poller:
         previous = state.task.status if state.task is not None else None
         if self.auth_error is None:
             self.auth_error = exc
-            obs = Observation("auth", state.task_id, time.time(), state.task, previous, state.polls, exc)
+            obs = Observation(Kind.AUTH, state.task_id, time.time(), state.task, previous, state.polls, exc)
             self._emit(obs)
         self._auth_probe_at = self._loop.time() + state.policy.max_interval
         self._schedule(state, 0.0)
@@ -461,7 +462,7 @@ class Poller:
             self._gate.release()
 
     def _emit(self, observation: Observation) -> None:
-        if observation.kind in ("change", NOT_FOUND):  # the ones journalled
+        if observation.kind in (Kind.CHANGE, Kind.NOT_FOUND):  # the ones journalled
             state = self.state(observation.task_id)
             if state is not None:
                 state.reported_polls = max(state.reported_polls, observation.polls)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
 
 from ..errors import ModelHunterError
 from ..models import Task
-from ..records import TaskStatus
+from ..records import NOT_FOUND, TaskStatus
 from .policy import PollPolicy
 
 __all__ = ["Kind", "Observation", "TaskState"]
 
-Kind = Literal["change", "error", "not_found", "auth"]
-"""What an observation tells: a new status, an error, the API never knew the task (its
-kind is :data:`~mh_notebook.records.NOT_FOUND`), or a refused key."""
+
+class Kind(StrEnum):
+    """What an observation tells: a new status, an error, the API never knew the task (its
+    kind is :data:`~mh_notebook.records.NOT_FOUND`), or a refused key."""
+
+    CHANGE = "change"
+    ERROR = "error"
+    NOT_FOUND = NOT_FOUND
+    AUTH = "auth"
 
 
 @dataclass

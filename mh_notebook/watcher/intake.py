@@ -9,11 +9,10 @@ import time
 from collections.abc import Iterable
 
 from ..client import check_task_id
-from ..engine import Observation
+from ..engine import Kind, Observation
 from ..journal.protocol import Watched
 from ..models import Task
 from ..polling.policy import PollPolicy
-from ..records import NOT_FOUND
 from ..view.render import text_line
 from .keeping import Keeping
 from .tracked import TrackedSet
@@ -68,22 +67,22 @@ class Intake:
     def observe(self, obs: Observation) -> None:
         """One change of a watched task, already journalled (engine thread)."""
         tracked = self._tracked
-        tracked.flags.touch(static=obs.kind != "error")  # the saved view shows all but errors
-        if obs.kind == "auth":
+        tracked.flags.touch(static=obs.kind != Kind.ERROR)  # the saved view shows all but errors
+        if obs.kind == Kind.AUTH:
             self._waiters.settle()
             self._waiters.feed(None)
-        if obs.kind in ("error", "auth"):
+        if obs.kind in (Kind.ERROR, Kind.AUTH):
             return  # a failed request is not a change of the task: shown, not journalled
         task = obs.task
         text = tracked.flags.mode == "text"
-        if obs.kind == "change" and task is not None:
+        if obs.kind == Kind.CHANGE and task is not None:
             tracked.run_callbacks(tracked.on_change, task)
             state = tracked.engine.state(obs.task_id)
             if text and state is not None:
                 print(text_line(self._view.row(state)), file=sys.stdout, flush=True)
             if obs.ended:  # not the refresh of an expired URL
                 self._finished(task)
-        elif obs.kind == NOT_FOUND:
+        elif obs.kind == Kind.NOT_FOUND:
             if text:
                 print(f"[mh] {obs.task_id}: not found (HTTP 404)", flush=True)
             self._waiters.feed((obs.task_id, None))
