@@ -199,8 +199,9 @@ class Engine:
             self._apply_rate()
             fresh = store_key(sub.spec.store) not in self._seeded
             self._seeded.add(store_key(sub.spec.store))
-            if self.team is None and _is_team(sub.spec.store):
-                self.team = TeamPolling(sub.spec.store, self.poller)  # type: ignore[arg-type]
+            shared = sub.spec.store.team_journal()
+            if self.team is None and shared is not None:
+                self.team = TeamPolling(shared, self.poller)
                 if self._team_thread is None:
                     self._team_thread = TeamThread(f"mh-team {self.base_url}")
         if fresh:
@@ -256,8 +257,8 @@ class Engine:
         team = self.team
         if team is None or team.journal is not cast(object, leaving.spec.store) or self._team_thread is None:
             return None
-        remaining = next((o.spec.store for o in self._subs if _is_team(o.spec.store)), None)
-        self.team = TeamPolling(remaining, self.poller) if remaining is not None else None  # type: ignore[arg-type]
+        remaining = next((o.spec.store.team_journal() for o in self._subs if _is_team(o.spec.store)), None)
+        self.team = TeamPolling(remaining, self.poller) if remaining is not None else None
         return self._team_thread.run(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
@@ -439,7 +440,7 @@ class Engine:
 
 def _is_team(store: Store) -> bool:
     """A journal shared by processes on several machines, with leases (PostgreSQL)."""
-    return store.capabilities.shared_polling
+    return store.team_journal() is not None
 
 
 _REGISTRY: dict[tuple[str, str], Engine] = {}

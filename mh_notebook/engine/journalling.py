@@ -30,9 +30,8 @@ class FirstSeen:
     def unsure(self, store: Store, ids: list[str], local: float, journalled: float) -> None:
         """First-seen times of ``ids`` journalled in ``store`` at ``journalled`` (``local`` here),
         maybe before the server's clock was known: corrected once it is."""
-        if hasattr(store, "correct_first_seen"):
-            unsure = self._unsure.setdefault(store_key(store), (store, {}))[1]
-            unsure.update(dict.fromkeys(ids, (local, journalled)))
+        unsure = self._unsure.setdefault(store_key(store), (store, {}))[1]
+        unsure.update(dict.fromkeys(ids, (local, journalled)))
         self.correct()
 
     def correct(self, wait: float | None = JOURNAL_WAIT, only: Store | None = None) -> None:
@@ -48,7 +47,7 @@ class FirstSeen:
             fixes = [(t, old, new) for t, old, new in fixes if abs(new - old) > self.clock.error]
             try:
                 if fixes and not store.closed:
-                    store.correct_first_seen(fixes, wait=wait)  # type: ignore[attr-defined]
+                    store.correct_first_seen(fixes, wait=wait)
             except Exception:  # busy or broken, any store: tried again
                 log.debug("first-seen times not corrected yet", exc_info=True)
                 continue
@@ -70,11 +69,12 @@ def journalled_polls(store: Store, task_ids: list[str]) -> dict[str, int]:
     (a batch written again, one change journalled by two watchers, a team member's event
     read back) and one process polls a task of a team journal at a time (its lease).
     """
-    latest = getattr(store, "latest_events", None)
-    if latest is None or not task_ids:
+    if not task_ids:
         return {}
     try:
-        return {e.task_id: e.polls for e in latest(task_ids, wait=JOURNAL_WAIT)}  # watch() returns at once
+        return {
+            e.task_id: e.polls for e in store.latest_events(task_ids, wait=JOURNAL_WAIT)
+        }  # watch() returns at once
     except Exception:  # a count is not worth failing watch() for
         log.debug("journalled counts of %d tasks not read", len(task_ids), exc_info=True)
         return {}

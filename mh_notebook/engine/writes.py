@@ -257,11 +257,7 @@ class JournalWrites:
 def store_key(store: Store) -> object:
     """One key per journal: its file for SQLite (several watchers may open one file, under
     several spellings of its path)."""
-    identity = getattr(store, "identity", None)
-    if identity is not None:
-        return identity
-    path = getattr(store, "path", None)
-    return str(path) if path is not None else id(store)
+    return store.identity
 
 
 def _reason(exc: BaseException) -> str:
@@ -279,7 +275,7 @@ def _writable(store: Store, wait: float) -> bool:
 
 def _give_up(store: Store, unwritten: Unwritten) -> None:
     """Say what a stop could not write, and keep it where it can be recovered."""
-    path = getattr(store, "path", None)
+    path = store.path
     kept = "on the watcher's `unwritten` attribute"
     if path is not None:
         try:
@@ -293,7 +289,7 @@ def _give_up(store: Store, unwritten: Unwritten) -> None:
     message = (
         f"stop() could not write {len(unwritten.events)} events ({named}{more}), "
         f"{len(unwritten.watched)} watched tasks and {len(unwritten.saved)} saved files to the "
-        f"journal {getattr(store, 'location', type(store).__name__)} in time; they are kept {kept}"
+        f"journal {store.location} in time; they are kept {kept}"
     )
     log.warning("%s", message)
     warnings.warn(message, UnwrittenWarning, stacklevel=6)

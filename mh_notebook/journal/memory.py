@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from ..records import ENDED, LEARNED_FROM, Event
-from .protocol import Capabilities, SavedResult, Watched, first_time, usable_predictions
+from ..records import ENDED, LEARNED_FROM, Event, TaskStatus
+from .protocol import Capabilities, SavedResult, TeamJournal, Watched, first_time, usable_predictions
 
 __all__ = ["MemoryStore"]
 
@@ -23,6 +24,27 @@ class MemoryStore:
 
     capabilities = Capabilities()
     """Nothing beyond the protocol: a memory journal is one process's, reduced in pandas."""
+    location = "in memory"
+    path: Path | None = None
+
+    @property
+    def identity(self) -> object:
+        """This object's own: nothing else writes to a memory journal."""
+        return id(self)
+
+    def team_journal(self) -> TeamJournal | None:
+        """None: a memory journal is one process's."""
+        return None
+
+    def latest_events(self, task_ids: list[str], *, wait: float | None = None) -> list[Event]:
+        """The last informative event (not ``expired``, if any) of each of these tasks."""
+        wanted, latest = set(task_ids), dict[str, Event]()
+        for event in self.events():
+            if event.task_id in wanted and (
+                event.status != TaskStatus.EXPIRED or event.task_id not in latest
+            ):
+                latest[event.task_id] = event
+        return list(latest.values())
 
     def __init__(self) -> None:
         self._cols: dict[str, list[Any]] = {name: [] for name in Event._fields}

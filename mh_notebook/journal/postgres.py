@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .dialect import PostgresDialect
-from .protocol import Capabilities, JournalBusyError, JournalError
+from .protocol import Capabilities, JournalBusyError, JournalError, TeamJournal
 from .sql import SQLJournal
 
 __all__ = ["PostgresStore"]
@@ -186,6 +186,11 @@ class PostgresStore(SQLJournal):
     """
 
     capabilities = Capabilities(shared_polling=True, reduced_rows=True)
+
+    def team_journal(self) -> TeamJournal | None:
+        """Itself: watchers in several processes share the polling through its leases."""
+        return self
+
     """Watchers of this journal share the polling through leases (:mod:`~mh_notebook.journal.team`),
     and the database reduces the journal for histories (:meth:`reduced_rows`)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import ModelHunterError
@@ -22,6 +23,7 @@ __all__ = [
     "JournalError",
     "SavedResult",
     "Store",
+    "TeamJournal",
     "Unwritten",
     "Watched",
     "first_time",
@@ -83,8 +85,33 @@ class Unwritten(NamedTuple):
     saved: list[SavedResult]
 
 
+class TeamJournal(Protocol):
+    """What a shared journal offers for shared polling (``PostgresStore`` does)."""
+
+    def claim_leases(self, task_ids: list[str], holder: str, ttl: float) -> set[str]:
+        """Take or renew for ``ttl`` seconds (on the database's clock) the leases of these
+        tasks that are free, expired or ours; the held ones."""
+
+    def release_leases(self, task_ids: list[str], holder: str) -> None:
+        """Give up our leases of these tasks."""
+
+    def latest_events(self, task_ids: list[str]) -> list[Event]:
+        """The last informative event of each of these tasks."""
+
+    def notifications(self) -> list[str]:
+        """Ids of tasks changed since the last call (never blocks)."""
+
+
 class Store(Protocol):
     """Where a watcher journals what it watches and observes."""
+
+    @property
+    def location(self) -> str:
+        """Where it is, for messages: a quoted file path, a URL without its password, or memory."""
+
+    @property
+    def path(self) -> Path | None:
+        """Its file (where a stop that could not write spills), ``None`` when it has none."""
 
     def add_watched(self, items: Iterable[Watched], *, wait: float | None = None) -> None:
         """Record tasks a watcher started watching (ignores ones already known).
@@ -124,6 +151,23 @@ class Store(Protocol):
     def recent_ends(self, limit: int, base_url: str | None = None) -> list[Event]:
         """The latest ``limit`` succeeded/failed events (to learn latencies from), oldest first;
         with ``base_url``, only those of tasks watched against it."""
+
+    def correct_first_seen(
+        self, items: Iterable[tuple[str, float, float]], *, wait: float | None = None
+    ) -> None:
+        """``(task_id, journalled, corrected)``: a first-seen time journalled before the
+        server's clock was known, now on it (rows journalled otherwise are left alone)."""
+
+    def latest_events(self, task_ids: list[str], *, wait: float | None = None) -> list[Event]:
+        """The last informative event of each of these tasks (where a new engine's request
+        counts start from)."""
+
+    @property
+    def identity(self) -> object:
+        """One key per journal: two handles on one SQLite file, however spelled, share it."""
+
+    def team_journal(self) -> TeamJournal | None:
+        """The journal's shared-polling side where ``capabilities.shared_polling``, else ``None``."""
 
     @property
     def capabilities(self) -> Capabilities:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from ..records import ENDED, ENDING, LEARNED_FROM, PER_TASK_FIELDS, SERVER_FIELDS, Event, TaskStatus
 from .dialect import Dialect
 from .migrations import MIGRATIONS, SCHEMA_VERSION
-from .protocol import Capabilities, JournalError, SavedResult, Watched, usable_predictions
+from .protocol import Capabilities, JournalError, SavedResult, TeamJournal, Watched, usable_predictions
 
 __all__ = ["SQLJournal"]
 
@@ -31,6 +32,17 @@ class SQLJournal:
 
     location: str
     capabilities = Capabilities(reduced_rows=True)
+    path: Path | None = None
+
+    @property
+    def identity(self) -> object:
+        """This handle's own (a file journal names its file instead)."""
+        return id(self)
+
+    def team_journal(self) -> TeamJournal | None:
+        """None, unless the database is shared through leases (PostgreSQL)."""
+        return None
+
     """The database reduces the journal itself (:meth:`reduced_rows`)."""
 
     def __init__(self, dialect: Dialect) -> None:
@@ -136,7 +148,7 @@ class SQLJournal:
                 mine[(row.task_id, row.idx)] = row
         return sorted(mine.values(), key=lambda r: (r.task_id, r.idx))
 
-    def latest_events(self, task_ids: Iterable[str], *, wait: float | None = None) -> list[Event]:
+    def latest_events(self, task_ids: list[str], *, wait: float | None = None) -> list[Event]:
         """The last informative event (not ``expired``, if any) of each of these tasks; with
         ``wait``, ``JournalBusyError`` if the journal stays busy that long."""
         return [Event(*row) for row in self._query_in(_LATEST_SQL, task_ids, wait)]

@@ -51,14 +51,18 @@ class SQLiteStore(SQLJournal):
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         refuse_url(path, "SQLiteStore takes a file path")
         super().__init__(SQLiteDialect())
-        self.path = Path(path).expanduser()
+        self.path: Path = Path(path).expanduser()
         self.location = repr(str(self.path))
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = self._open(create)
-        self.identity: tuple[object, ...] = _file_identity(self.path)
-        """The file itself, however its path is spelled (symlinks, ``..``, hard links)."""
+        self._identity = _file_identity(self.path)
         self.replayed = self._replay_unwritten()
         """Events written at opening from :func:`unwritten_path` (a stop that could not write)."""
+
+    @property
+    def identity(self) -> object:
+        """The file itself, however its path is spelled (symlinks, ``..``, hard links)."""
+        return self._identity
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"

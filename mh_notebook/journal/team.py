@@ -31,27 +31,11 @@ from typing import Protocol
 
 from ..models import Task
 from ..records import Event
+from .protocol import TeamJournal
 
 __all__ = ["TeamJournal", "TeamPolling", "TeamThread"]
 
 log = logging.getLogger("mh_notebook.team")
-
-
-class TeamJournal(Protocol):
-    """What a shared journal offers for shared polling (``PostgresStore`` does)."""
-
-    def claim_leases(self, task_ids: list[str], holder: str, ttl: float) -> set[str]:
-        """Take or renew for ``ttl`` seconds (on the database's clock) the leases of these
-        tasks that are free, expired or ours; the held ones."""
-
-    def release_leases(self, task_ids: list[str], holder: str) -> None:
-        """Give up our leases of these tasks."""
-
-    def latest_events(self, task_ids: list[str]) -> list[Event]:
-        """The last informative event of each of these tasks."""
-
-    def notifications(self) -> list[str]:
-        """Ids of tasks changed since the last call (never blocks)."""
 
 
 class Poller(Protocol):
