@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from ..records import ENDED, LEARNED_FROM, Event, TaskStatus
-from .protocol import Capabilities, SavedResult, TeamJournal, Watched, first_time, usable_predictions
+from .protocol import Capabilities, OwnJournal, SavedResult, Watched, first_time, usable_predictions
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(OwnJournal):
     """A journal in memory, lost with the process (``store=None``).
 
     Events are kept column-wise, so that a history of many tasks builds fast. ``wait`` is
@@ -25,16 +24,6 @@ class MemoryStore:
     capabilities = Capabilities()
     """Nothing beyond the protocol: a memory journal is one process's, reduced in pandas."""
     location = "in memory"
-    path: Path | None = None
-
-    @property
-    def identity(self) -> object:
-        """This object's own: nothing else writes to a memory journal."""
-        return id(self)
-
-    def team_journal(self) -> TeamJournal | None:
-        """None: a memory journal is one process's."""
-        return None
 
     def latest_events(self, task_ids: list[str], *, wait: float | None = None) -> list[Event]:
         """The last informative event (not ``expired``, if any) of each of these tasks."""

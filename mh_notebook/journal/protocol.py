@@ -21,6 +21,7 @@ __all__ = [
     "Capabilities",
     "JournalBusyError",
     "JournalError",
+    "OwnJournal",
     "SavedResult",
     "Store",
     "TeamJournal",
@@ -183,6 +184,21 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release resources (a second call does nothing)."""
+
+
+class OwnJournal:
+    """What a journal is unless it says otherwise: its own key, no file, no shared polling."""
+
+    path: Path | None = None
+
+    @property
+    def identity(self) -> object:
+        """This object's own (a file journal names its file instead)."""
+        return id(self)
+
+    def team_journal(self) -> TeamJournal | None:
+        """None: polled by this process alone (a PostgreSQL journal returns itself)."""
+        return None
 
 
 def first_time(event: Event, seen: set[tuple[Any, ...]]) -> bool:

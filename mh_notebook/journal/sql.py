@@ -8,13 +8,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from ..records import ENDED, ENDING, LEARNED_FROM, PER_TASK_FIELDS, SERVER_FIELDS, Event, TaskStatus
 from .dialect import Dialect
 from .migrations import MIGRATIONS, SCHEMA_VERSION
-from .protocol import Capabilities, JournalError, SavedResult, TeamJournal, Watched, usable_predictions
+from .protocol import Capabilities, JournalError, OwnJournal, SavedResult, Watched, usable_predictions
 
 __all__ = ["SQLJournal"]
 
@@ -22,7 +21,7 @@ _ENDED = sorted(map(str, ENDED))
 _LEARNED = [str(status) for status in LEARNED_FROM]
 
 
-class SQLJournal:
+class SQLJournal(OwnJournal):
     """The journal's schema, migrations and queries, written once for every SQL database.
 
     A subclass opens the database and provides ``_cursor(write=, wait=)`` (a cursor in a
@@ -32,16 +31,6 @@ class SQLJournal:
 
     location: str
     capabilities = Capabilities(reduced_rows=True)
-    path: Path | None = None
-
-    @property
-    def identity(self) -> object:
-        """This handle's own (a file journal names its file instead)."""
-        return id(self)
-
-    def team_journal(self) -> TeamJournal | None:
-        """None, unless the database is shared through leases (PostgreSQL)."""
-        return None
 
     """The database reduces the journal itself (:meth:`reduced_rows`)."""
 
