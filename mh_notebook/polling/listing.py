@@ -468,11 +468,11 @@ def status_rank(status: str) -> int:
 
 
 def merge(old: Sighting | None, new: Sighting) -> Sighting:
-    """Fold ``new`` into ``old``: the newer sighting wins, but never moves a task's status
+    """Fold ``new`` into ``old``: the newer sighting wins (a GET at a tie), but never moves a task's status
     backwards (a lagging page cannot undo an end) and never drops a known field."""
     if old is None:
         return new
-    newer, older = (new, old) if new.seen_at >= old.seen_at else (old, new)
+    newer, older = (new, old) if _order(new) >= _order(old) else (old, new)
     status = newer.status
     if status_rank(older.status) > status_rank(newer.status):
         status = older.status
@@ -487,6 +487,11 @@ def merge(old: Sighting | None, new: Sighting) -> Sighting:
         started_at=_first(newer.started_at, older.started_at),
         completed_at=_first(newer.completed_at, older.completed_at),
     )
+
+
+def _order(sighting: Sighting) -> tuple[float, bool]:
+    """Newest first; at the same instant a GET (the task's own answer) beats a page."""
+    return (sighting.seen_at, sighting.source == Source.GET)
 
 
 def _first(a: _T | None, b: _T | None) -> _T | None:
