@@ -135,6 +135,11 @@ class Simulator:
     reading of the docs), and ``drop_creations``/``creation_delay``/``inject_error`` for
     tests of clients. :meth:`add_key` accepts more keys (accounts); ``requests_by_key``
     counts each key's requests.
+
+    For list polling: ``others`` (someone else's tasks at a set rate; :meth:`spawn_others`
+    makes some at once, ``other_ids`` lists them), ``list_mode`` and ``list_lag`` (see
+    :mod:`.listing`), and the counts by call: ``calls``, ``calls_by_key``,
+    :meth:`requests_per_task`, :meth:`reset_counts`.
     """
 
     def __init__(
