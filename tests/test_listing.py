@@ -26,10 +26,10 @@ from mh_notebook.polling.listing import (
     Sighting,
     Source,
     Watched,
+    _Estimator,  # the planner's own page estimate
     after_failure,
     after_walk,
     merge,
-    pages_only_cost,
     plan,
     status_rank,
     walk_outcome,
@@ -75,6 +75,17 @@ def states(draw: st.DrawFn) -> ListState:
         observed_since=since,
         observed_until=None if since is None else NOW - draw(st.floats(0, 60)),
     )
+
+
+def pages_only_cost(state: ListState, ws: list[Watched], now: float) -> int:
+    """One unfiltered walk from the oldest due task, plus the result GETs."""
+    due = _due(ws)
+    results = len({w.id for w in ws if w.needs_result})
+    if not due:
+        return results
+    polled = [w for w in ws if not w.needs_result and w.status not in ENDED]
+    since = min(w.created for w in due) - state.settings.margin
+    return _Estimator(state, polled, now).pages(since, None, None) + results
 
 
 def _due(ws: list[Watched]) -> list[Watched]:

@@ -9,12 +9,12 @@ The poller keeps one :class:`ListState` and, every tick:
 2. walks each :class:`PageWalk` in ``p.walks`` (``client.list_tasks(**walk.query(),
    cursor=...)`` until ``has_more`` is false or ``walk.max_pages`` pages), turning each
    item into a :class:`Sighting` (:meth:`Sighting.from_task`);
-3. ``out = walk_outcome(walk, pages)``: the walk's sightings, deduplicated
-   across its cursor, and the covered tasks it did not show (``out.missing``: GET them);
-4. ``state = after_walk(state, walk, out, watched_ids, sent_at)`` (learns the account), or,
-   on a 404, 403 or malformed answer, ``state = after_failure(state, ListFailure..., now)``
-   (per-task polling until ``state.health.retry_at``; 429, 5xx and network errors are
-   the budget's business, not a fallback);
+3. ``out = walk_outcome(walk, pages)``: its sightings, each task once across the cursor,
+   and ``out.missing``, covered tasks it did not show (their due times stand);
+4. ``state = after_walk(state, walk, out, watched_ids, sent_at)`` (learns the account), or
+   on a 404, 403 or malformed answer ``state = after_failure(state, ListFailure..., now)``
+   (per-task GETs until ``state.health.retry_at``; 429, 5xx and network errors are the
+   budget's business, not a fallback);
 5. GETs ``p.gets`` and ``p.result_gets`` (exactly one GET per succeeded task's result);
 6. folds every sighting into what it knows with :func:`merge` (never regresses a status;
    the newest observation wins, so a page older than a GET loses).
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from ..records import ENDED, ENDING, NOT_FOUND, TaskStatus
 
@@ -49,11 +49,11 @@ __all__ = [
     "Sighting",
     "Source",
     "WalkOutcome",
+    "WalkQuery",
     "Watched",
     "after_failure",
     "after_walk",
     "merge",
-    "pages_only_cost",
     "plan",
     "status_rank",
     "walk_outcome",
@@ -204,6 +204,16 @@ def _match(seen: _Seen, provider: str | None, model: str | None) -> bool:
     return (provider is None or seen[1] == provider) and (model is None or seen[2] == model)
 
 
+class WalkQuery(TypedDict):
+    """``Client.list_tasks`` keyword arguments of a walk (``since``: ISO 8601 UTC)."""
+
+    since: str
+    provider: str | None
+    model: str | None
+    status: str | None
+    limit: int
+
+
 @dataclass(frozen=True)
 class PageWalk:
     """Follow the list's cursor over one window: tasks created at or after ``since``."""
@@ -221,11 +231,12 @@ class PageWalk:
     probe: bool = False
     """A one-page test of a list that failed before; covers nothing."""
 
-    def query(self) -> dict[str, str | int | None]:
+    def query(self) -> WalkQuery:
         """Keyword arguments for ``Client.list_tasks`` (add ``cursor=`` per page)."""
         since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-        filters = {"provider": self.provider, "model": self.model, "status": self.status}
-        return {"since": since, **filters, "limit": self.limit}
+        return WalkQuery(
+            since=since, provider=self.provider, model=self.model, status=self.status, limit=self.limit
+        )
 
     def shows(self, task: Watched) -> bool:
         """Whether ``task`` falls in this walk's window and filters."""
@@ -380,16 +391,6 @@ def _finish(walk: PageWalk, polled: Sequence[Watched], s: Settings) -> PageWalk:
     return replace(walk, covers=covers, max_pages=math.ceil(s.overrun * walk.est_pages) + 1)
 
 
-def pages_only_cost(state: ListState, watched: Iterable[Watched], now: float) -> int:
-    """Estimated requests of one unfiltered walk from the oldest due task (plus result GETs)."""
-    polled, results = _active(watched)
-    due = [w for w in polled if w.due <= now]
-    if not due:
-        return len(results)
-    est = _Estimator(state, polled, now)
-    return est.pages(min(w.created for w in due) - state.settings.margin, None, None) + len(results)
-
-
 # ----------------------------------------------------------------- after the requests
 @dataclass(frozen=True)
 class WalkOutcome:
@@ -429,9 +430,8 @@ def after_walk(
     horizon = now - s.memory
     kept = sorted((v[0], k) for k, v in others.items() if v[0] >= horizon)[-s.max_remembered :]
     others = {k: others[k] for _, k in kept}
-    since = walk.since if state.observed_since is None else min(state.observed_since, walk.since)
-    if walk.probe:
-        since = state.observed_since if state.observed_since is not None else now
+    known = state.observed_since
+    since = (now if known is None else known) if walk.probe else min(known or walk.since, walk.since)
     return replace(
         state,
         health=Health(),
@@ -479,7 +479,7 @@ def merge(old: Sighting | None, new: Sighting) -> Sighting:
     return replace(
         newer,
         status=status,
-        progress=_max(newer.progress, older.progress),
+        progress=max((p for p in (newer.progress, older.progress) if p is not None), default=None),
         created=_first(newer.created, older.created),
         provider=_first(newer.provider, older.provider),
         model=_first(newer.model, older.model),
@@ -496,7 +496,3 @@ def _order(sighting: Sighting) -> tuple[float, bool]:
 
 def _first(a: _T | None, b: _T | None) -> _T | None:
     return a if a is not None else b
-
-
-def _max(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else max(a, b)
