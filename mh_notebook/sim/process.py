@@ -8,24 +8,41 @@ import subprocess
 import sys
 from typing import Self
 
+from .listing import LIST_LAG_ENV, LIST_MODE_ENV
+from .others import OTHERS_ENV
+
 __all__ = ["SimulatorProcess"]
 
 
 class SimulatorProcess:
     """``with SimulatorProcess(speed=20) as sim:`` runs ``mh-notebook sim`` and exposes
-    ``sim.url`` and ``sim.api_key`` as printed by it; the process ends on exit."""
+    ``sim.url`` and ``sim.api_key`` as printed by it; the process ends on exit.
+    ``others``, ``list_mode`` and ``list_lag`` set the account's switches."""
 
-    def __init__(self, *, speed: float = 1.0, seed: int | None = 0, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float = 1.0,
+        seed: int | None = 0,
+        port: int = 0,
+        others: str | None = None,
+        list_mode: str | None = None,
+        list_lag: float | None = None,
+    ) -> None:
         self.args = ["sim", "--port", str(port), "--speed", str(speed)]
         if seed is not None:
             self.args += ["--seed", str(seed)]
+        switches = {OTHERS_ENV: others, LIST_MODE_ENV: list_mode, LIST_LAG_ENV: list_lag}
+        self.env = {name: str(value) for name, value in switches.items() if value is not None}
+        """The account switches, passed as the environment (``others``: an
+        :meth:`~.others.Others.parse` spec)."""
         self.url = self.api_key = ""
         self.process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Self:
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
             [sys.executable, "-m", "mh_notebook.cli", *self.args],
-            stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, text=True, env=os.environ | self.env | {"PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         assert self.process.stdout is not None
         lines = [self.process.stdout.readline() for _ in range(3)]

@@ -24,6 +24,13 @@ the list's fields, so the package is tested both ways); ``drop_creations`` (crea
 then close the connection) and ``creation_delay``; ``inject_error(status, code)`` (the next
 ``/api/v1`` request answers that error); ``calls`` counts requests per call.
 
+The account, for list polling: ``others`` (:class:`~.others.Others`, ``MH_SIM_OTHERS``):
+someone else creates tasks at a set rate, so pages hold tasks nobody watches;
+``list_mode`` (``MH_SIM_LIST``: ``ok``, ``missing``, ``forbidden``, ``garbage``) and
+``list_lag`` (``MH_SIM_LIST_LAG``: seconds the list runs behind GET); see
+:mod:`.listing`. ``calls`` counts requests by call (``list`` pages, ``get``...), and
+``requests_per_task(n)`` turns them into the benchmarks' figure.
+
 Its own endpoints, **not** part of the ModelHunter API:
 
 - ``POST /sim/v1/tasks`` with ``{"model": ..., "type": ..., "prompt": ...}`` (and the
@@ -51,6 +58,7 @@ constructor arguments that are also plain attributes, settable while serving, an
   ``rate_burst`` tokens (default ``max(1, rate_limit)``). Over the limit the answer is 429
   with the ``RATE_LIMITED`` error envelope and ``Retry-After`` in whole seconds (the
   ceiling of the wait for the next token, at least 1); rejected requests take no token.
+  List pages (``GET /api/v1/tasks``) take tokens from the same bucket.
 
 Every response the application answers carries a ``Date`` header (HTTP-date, 1 s
 resolution) from the server's clock, skew included.
@@ -64,6 +72,7 @@ URL; the ``GET`` after that answers ``succeeded`` with the fresh URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -76,15 +85,18 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from dataclasses import replace
+from typing import Any, Self
 
 from aiohttp import web
 
-from .api import ListQuery, SimError, encode_cursor, envelope, parse_creation, parse_list_query
+from .api import SimError, envelope, parse_creation, parse_list_query
 from .catalogue import ERRORS, SIM_ENDPOINTS, ModelSpec, endpoint_of
+from .faults import HTML_PAGE, KEY_STATES, Faults, TokenBucket, envelope_error, rate_limited
+from .listing import LIST_LAG_ENV, check_list_mode, list_body, list_refusal
 from .media import MediaFile, media_for
+from .others import Others, drive_others
+from .task import Knobs, SimTask, iso
 
 __all__ = ["KEY_STATES", "Faults", "SimError", "SimTask", "Simulator"]
 
@@ -93,146 +105,10 @@ _OUTCOMES = ("succeeded", "failed", "cancelled")
 GET_LIST_FIELDS_ENV = "MH_SIM_GET_HAS_LIST_FIELDS"
 """Set to ``0`` to make every simulator's GET leave out the list-only fields by default
 (``progress``, ``cost``, ``started_at``, ``metadata``): runs a whole test suite that way."""
-KEY_STATES: dict[str, tuple[int, str, str]] = {
-    "revoked": (403, "KEY_REVOKED", "This API key has been revoked"),
-    "expired": (403, "KEY_EXPIRED", "This API key has expired"),
-    "forbidden": (403, "FORBIDDEN", "This API key may not access this resource"),
-    "permission_denied": (403, "KEY_PERMISSION_DENIED", "This API key lacks the permission to create tasks"),
-    "token_expired": (401, "AUTH_TOKEN_EXPIRED", "The authentication token has expired"),
-}
-"""``Simulator.key_state`` values and the error each gives (``permission_denied`` refuses
-creations and retries only; the others refuse every ``/api/v1`` request)."""
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Rates (0..1, per status request) of injected faults; they add up to at most 1."""
-
-    rate_429: float = 0.0
-    """429 with the error envelope and ``Retry-After: retry_after``."""
-    retry_after: float = 1.0
-    rate_5xx: float = 0.0
-    """500/502/503/504, half with the JSON envelope and half with an HTML page."""
-    rate_html: float = 0.0
-    """200 with a proxy's HTML page instead of JSON."""
-    rate_truncated: float = 0.0
-    """200 with the JSON body cut in half."""
-    rate_drop: float = 0.0
-    """The connection is closed without an answer."""
-    rate_slow: float = 0.0
-    """The right answer, after ``slow_seconds``."""
-    slow_seconds: float = 2.0
-
-    def pick(self, r: float) -> str | None:
-        """The fault for a uniform draw ``r`` in [0, 1), or ``None``."""
-        for name in ("429", "5xx", "html", "truncated", "drop", "slow"):
-            rate = getattr(self, f"rate_{name}")
-            if r < rate:
-                return name
-            r -= rate
-        return None
-
-
-@dataclass
-class SimTask:
-    """A simulated task and its true timeline (real wall-clock seconds)."""
-
-    id: str
-    spec: ModelSpec
-    prompt: str
-    created: float
-    queued: float
-    running: float
-    end: float
-    outcome: str
-    error: tuple[str, str] | None
-    media: MediaFile
-    cancelled_at: float | None = None
-    url_issued: float = 0.0
-    url_version: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
-    """Creation order (the list's cursor)."""
-    endpoint: str = ""
-    """``provider/capability`` it was created through."""
-    inputs: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    cost: float = 0.0
-    """USD charged at creation."""
-    original_task_id: str | None = None
-    """The failed or expired task this one retries."""
-    webhook_url: str | None = None
-
-
-def _iso(t: float, whole_seconds: bool = False) -> str:
-    """ISO-8601 UTC with ``Z``: milliseconds, or whole seconds (floored)."""
-    if whole_seconds:
-        return datetime.fromtimestamp(math.floor(t), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class _TokenBucket:
-    """A token bucket on real (monotonic) time; a refused request takes no token."""
-
-    __slots__ = ("last", "tokens")
-
-    def __init__(self, tokens: float, now: float) -> None:
-        self.tokens, self.last = tokens, now
-
-    def take(self, rate: float, burst: float, now: float) -> float:
-        """Take a token and return 0, or return the seconds until one is available."""
-        self.tokens = min(burst, self.tokens + max(0.0, now - self.last) * rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / rate
-
-
-def _envelope_error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = json.dumps({"success": False, "error": {"code": code, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
-
-
-class _Knobs(NamedTuple):
-    """The simulator's extras of a creation (``sim.submit``, ``POST /sim/v1/tasks``)."""
-
-    outcome: str | None = None
-    latency: float | None = None
-    error_code: str | None = None
-    error_message: str | None = None
 
 
 def _error(exc: SimError) -> web.Response:
     return web.json_response(envelope(exc), status=exc.status)
-
-
-def _matches(query: ListQuery, task: SimTask, data: dict[str, Any], skew: float) -> bool:
-    """Whether a list item passes the query's filters (dates on the server's clock)."""
-    created = task.created + skew
-    return (
-        (query.status is None or data["status"] == query.status)
-        and (query.provider is None or data["provider"] == query.provider)
-        and (query.model is None or data["model"] == query.model)
-        and (query.start is None or created >= query.start)
-        and (query.end is None or created < query.end)
-    )
-
-
-def _in_dates(query: ListQuery, task: SimTask, sim: Simulator) -> bool:
-    created = task.created + sim.clock_skew
-    return (query.start is None or created >= query.start) and (query.end is None or created < query.end)
-
-
-def _before(query: ListQuery, tasks: list[SimTask], now: float, sim: Simulator) -> int:
-    """Matching tasks on earlier pages (``total`` counts them all, whatever the cursor)."""
-    if query.after is None:
-        return 0
-    newer = [t for t in tasks if t.seq >= query.after and _in_dates(query, t, sim)]
-    return sum(_matches(query, t, sim.data(t, now, view="list"), sim.clock_skew) for t in newer)
-
-
-_HTML_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1><hr>nginx</body></html>"
 
 
 class Simulator:
@@ -259,6 +135,11 @@ class Simulator:
     reading of the docs), and ``drop_creations``/``creation_delay``/``inject_error`` for
     tests of clients. :meth:`add_key` accepts more keys (accounts); ``requests_by_key``
     counts each key's requests.
+
+    For list polling: ``others`` (someone else's tasks at a set rate; :meth:`spawn_others`
+    makes some at once, ``other_ids`` lists them), ``list_mode`` and ``list_lag`` (see
+    :mod:`.listing`), and the counts by call: ``calls``, ``calls_by_key``,
+    :meth:`requests_per_task`, :meth:`reset_counts`.
     """
 
     def __init__(
@@ -278,6 +159,9 @@ class Simulator:
         rate_burst: float | None = None,
         balance: float = 10_000.0,
         get_has_list_fields: bool | None = None,
+        others: Others | None = None,
+        list_mode: str | None = None,
+        list_lag: float | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
@@ -289,7 +173,7 @@ class Simulator:
         self._rate_burst: float | None = None
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
-        self._buckets: dict[str, _TokenBucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.speed = float(speed)
         self.url_lifetime = URL_LIFETIME / self.speed if url_lifetime is None else float(url_lifetime)
         """Seconds a result URL stays valid (default 15 minutes divided by ``speed``)."""
@@ -333,6 +217,19 @@ class Simulator:
         self.calls: Counter[str] = Counter()
         """Requests received per documented call: ``get``, ``list``, ``create``, ``cancel``,
         ``retry``, ``balance`` (refused and dropped ones included)."""
+        self.calls_by_key: Counter[tuple[str, str | None]] = Counter()
+        """Requests per ``(call, key)``, as :attr:`requests_by_key` counts them."""
+        self.others = others if others is not None else Others.from_environment()
+        """Tasks someone else creates on the account while serving (see :mod:`.others`)."""
+        self.other_ids: list[str] = []
+        """Ids of the tasks created as someone else's, oldest first."""
+        self._others_rng = random.Random(None if seed is None else seed + 2)
+        self._others_task: asyncio.Task[None] | None = None
+        self._list_mode = check_list_mode(list_mode)
+        self.list_lag = float(os.environ.get(LIST_LAG_ENV, "0") if list_lag is None else list_lag)
+        """Seconds the list runs behind the tasks' own GET (see :mod:`.listing`)."""
+        self._order: list[SimTask] = []
+        self._created_at: list[float] = []
 
     @property
     def rate_limit(self) -> float | None:
@@ -362,7 +259,7 @@ class Simulator:
 
     def stamp(self, t: float) -> str:
         """How the server reports the real instant ``t``: skewed, in ms or whole seconds."""
-        return _iso(t + self.clock_skew, self.whole_seconds)
+        return iso(t + self.clock_skew, self.whole_seconds)
 
     def add_key(self, key: str | None = None) -> str:
         """Accept another API key besides ``api_key`` (another account on the same API);
@@ -415,17 +312,17 @@ class Simulator:
         if endpoint.split("/", 1)[1].startswith("image-to-"):
             inputs.setdefault("image", "https://cdn.modelhunter.ai/files/sim-input.jpg")
         body = {"model": model, "input": inputs, "metadata": metadata}
-        knobs = _Knobs(outcome, latency, error_code, error_message)
+        knobs = Knobs(outcome, latency, error_code, error_message)
         return self.create(endpoint, body, knobs).id
 
     def create(
-        self, endpoint: str, body: object, knobs: _Knobs | None = None, original: str | None = None
+        self, endpoint: str, body: object, knobs: Knobs | None = None, original: str | None = None
     ) -> SimTask:
         """Validate, price and charge a creation body and create its task (what ``POST
         /api/v1/{endpoint}`` does). Raises :class:`SimError` with the API's answer."""
         request = parse_creation(endpoint, body)
         cost = request.model.cost(request.inputs)
-        knobs = knobs or _Knobs()
+        knobs = knobs or Knobs()
         with self._lock:
             if cost > self.balance + 1e-9:
                 raise SimError(
@@ -441,9 +338,11 @@ class Simulator:
             task.webhook_url = request.webhook_url
             task.original_task_id = original
             self._tasks[task.id] = task
+            self._order.append(task)
+            self._created_at.append(task.created)
         return task
 
-    def _new_task(self, spec: ModelSpec, prompt: str, knobs: _Knobs) -> SimTask:
+    def _new_task(self, spec: ModelSpec, prompt: str, knobs: Knobs) -> SimTask:
         outcome, latency, error_code, error_message = knobs
         rng = self._rng
         fail_rate = spec.fail_rate if self.fail_rate is None else self.fail_rate
@@ -457,7 +356,7 @@ class Simulator:
                 total = pending = queued = rng.uniform(0.5, 3.0)  # rejected before it is queued
             else:
                 total = queued + (total - queued) * rng.uniform(0.1, 1.0)  # fails while running
-        now = time.time()
+        now = max(time.time(), self._created_at[-1] if self._created_at else 0.0)  # never backwards
         error = None
         if outcome == "failed":
             error = (error_code or code, error_message if error_message is not None else message)
@@ -514,6 +413,45 @@ class Simulator:
             "created_at": self.stamp(t.created),
             "completed_at": self.stamp(end),
         }
+
+    def ordered(self) -> tuple[list[SimTask], list[float]]:
+        """Every task in creation order and their creation times (copies)."""
+        with self._lock:
+            return self._order[:], self._created_at[:]
+
+    def spawn_others(self, n: int = 1, others: Others | None = None) -> list[str]:
+        """Create ``n`` tasks as someone else would (``others``: default :attr:`others`)."""
+        for _ in range(n):
+            self._spawn_other(others or self.others)
+        return self.other_ids[-n:] if n else []
+
+    def _spawn_other(self, others: Others) -> None:
+        model, outcome = others.draw(self._others_rng)
+        with contextlib.suppress(SimError):  # e.g. the balance ran out: they stop too
+            self.other_ids.append(self.submit(model=model, outcome=outcome, prompt="someone else's"))
+
+    @property
+    def list_mode(self) -> str:
+        """``ok``, or the list switched off: ``missing`` (404), ``forbidden`` (403),
+        ``garbage`` (a 200 that is not a page); see :mod:`.listing`."""
+        return self._list_mode
+
+    @list_mode.setter
+    def list_mode(self, mode: str) -> None:
+        self._list_mode = check_list_mode(mode)
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests received so far by call: ``list`` (pages), ``get``, ``create``..."""
+        return dict(self.calls)
+
+    def requests_per_task(self, tasks: int, *, calls: tuple[str, ...] = ("list", "get")) -> float:
+        """Requests of these calls (list pages and GETs by default) per watched task."""
+        return sum(self.calls[c] for c in calls) / max(1, tasks)
+
+    def reset_counts(self) -> None:
+        """Zero every request counter (``calls``, ``requests``, the per-key ones)."""
+        for counter in (self.calls, self.requests, self.calls_by_key, self.requests_by_key):
+            counter.clear()
 
     @property
     def task_ids(self) -> list[str]:
@@ -652,15 +590,11 @@ class Simulator:
         self.requests[task_id] += 1
         self.calls["get"] += 1
         self.requests_by_key[(task_id, self._key_of(request))] += 1
+        self.calls_by_key[("get", self._key_of(request))] += 1
         wait = self._rate_wait(request)
         if wait > 0:
             self._log(task_id, 429)
-            return _envelope_error(
-                429,
-                "RATE_LIMITED",
-                "Rate limit exceeded; retry after the Retry-After delay",
-                **{"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            return rate_limited(wait)
         fault = self._script.popleft() if self._script else self.faults.pick(self._fault_rng.random())
         if fault is not None and fault not in ("slow", "ok"):
             return await self._fault(request, task_id, fault)
@@ -679,7 +613,7 @@ class Simulator:
         now = time.monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _TokenBucket(burst, now)
+            bucket = self._buckets[key] = TokenBucket(burst, now)
         return bucket.take(rate, burst, now)
 
     async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -694,7 +628,7 @@ class Simulator:
         task = self._tasks.get(task_id)
         if task is None:
             self._log(task_id, 404)
-            return _envelope_error(404, "TASK_NOT_FOUND", f"Task {task_id} not found")
+            return envelope_error(404, "TASK_NOT_FOUND", f"Task {task_id} not found")
         self._log(task_id, 200)
         body = {"success": True, "data": self.data(task, time.time())}
         return web.Response(text=json.dumps(body), content_type="application/json")
@@ -705,20 +639,20 @@ class Simulator:
     async def _fault(self, request: web.Request, task_id: str, fault: str) -> web.StreamResponse:
         if fault == "429":
             self._log(task_id, 429)
-            return _envelope_error(
+            return envelope_error(
                 429, "RATE_LIMITED", "Too many requests", **{"Retry-After": f"{self.faults.retry_after:g}"}
             )
         if fault in ("5xx", "500", "502", "503", "504"):
             status = self._fault_rng.choice((500, 502, 503, 504)) if fault == "5xx" else int(fault)
             self._log(task_id, status)
             if self._fault_rng.random() < 0.5:
-                return _envelope_error(status, "INTERNAL_ERROR", "Upstream failure")
+                return envelope_error(status, "INTERNAL_ERROR", "Upstream failure")
             return web.Response(
-                status=status, text=_HTML_PAGE.format(f"{status} Bad Gateway"), content_type="text/html"
+                status=status, text=HTML_PAGE.format(f"{status} Bad Gateway"), content_type="text/html"
             )
         if fault == "html":
             self._log(task_id, 200)
-            return web.Response(text=_HTML_PAGE.format("Please wait..."), content_type="text/html")
+            return web.Response(text=HTML_PAGE.format("Please wait..."), content_type="text/html")
         if fault == "truncated":
             full = self._answer(request, task_id)
             text = full.text or ""
@@ -733,7 +667,7 @@ class Simulator:
     async def _sim_create(self, request: web.Request) -> web.Response:
         """``POST /sim/v1/tasks``: a creation with the simulator's extras (201)."""
         if not self._authorised(request):
-            return _envelope_error(401, "AUTH_INVALID_TOKEN", "Invalid or missing API key")
+            return envelope_error(401, "AUTH_INVALID_TOKEN", "Invalid or missing API key")
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -752,7 +686,7 @@ class Simulator:
         except SimError as exc:
             return _error(exc)
         except (ValueError, TypeError) as exc:
-            return _envelope_error(400, "INVALID_REQUEST", str(exc))
+            return envelope_error(400, "INVALID_REQUEST", str(exc))
         data = self.data(self._tasks[task_id], time.time())
         return web.json_response({"success": True, "data": data}, status=201)
 
@@ -842,29 +776,22 @@ class Simulator:
         return await self._created(request, data)
 
     async def _list(self, request: web.Request) -> web.Response:
-        """``GET /api/v1/tasks``: filters, newest first, cursor pagination."""
+        """``GET /api/v1/tasks``: filters, newest first, cursor pagination (:mod:`.listing`).
+        Pages share the key's rate limit with GETs."""
         self.calls["list"] += 1
+        self.calls_by_key[("list", self._key_of(request))] += 1
         try:
             self._check(request)
+            refusal = list_refusal(self._list_mode)
+            if refusal is not None:
+                return refusal
+            wait = self._rate_wait(request)
+            if wait > 0:
+                return rate_limited(wait)
             query = parse_list_query(dict(request.query))
         except SimError as exc:
             return _error(exc)
-        now = time.time()
-        with self._lock:
-            tasks = list(self._tasks.values())
-        items = []
-        for task in reversed(tasks):
-            if (query.after is not None and task.seq >= query.after) or not _in_dates(query, task, self):
-                continue
-            data = self.data(task, now, view="list")
-            if _matches(query, task, data, self.clock_skew):
-                items.append((task.seq, data))
-        page = items[: query.limit]
-        more = len(items) > query.limit
-        cursor = encode_cursor(page[-1][0], page[-1][1]["created_at"]) if page and more else None
-        total = len(items) + _before(query, tasks, now, self)
-        pagination = {"cursor": cursor, "hasMore": more, "total": total}
-        return web.json_response({"success": True, "data": [d for _, d in page], "pagination": pagination})
+        return web.json_response(list_body(self, query, time.time()))
 
     async def _balance(self, request: web.Request) -> web.Response:
         """``GET /api/v1/balance``."""
@@ -935,6 +862,10 @@ class Simulator:
             return
         ready.set()
         loop.run_forever()
+        if self._others_task is not None:
+            self._others_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._others_task)
         loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
         loop.close()
 
@@ -945,6 +876,9 @@ class Simulator:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://{self._host}:{port}"
+        self._others_task = asyncio.ensure_future(
+            drive_others(lambda: self.others, lambda: self.speed, self._spawn_other)
+        )
 
     def stop(self) -> None:
         """Stop serving and join the thread."""
