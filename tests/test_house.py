@@ -110,7 +110,9 @@ def test_the_ending_statuses_are_written_once_and_not_found_spelled_once() -> No
     }
     assert {name: found for name, found in literals.items() if found} == {}
     spelled = [
-        p.name for p in SOURCES if p.name != "records.py" and re.search(r"""["']not[ _]found["']""", p.read_text())
+        p.name
+        for p in SOURCES
+        if p.name != "records.py" and re.search(r"""["']not[ _]found["']""", p.read_text())
     ]
     assert spelled == []
     records = (PACKAGE / "records.py").read_text()
