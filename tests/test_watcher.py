@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import pydoc
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -445,3 +449,84 @@ def test_stop_updates_the_saved_notebook_view(sim: Simulator, monkeypatch: pytes
     assert len(updates) > sent
     assert "stopped" in updates[-1]["text/plain"] and "stopped" in updates[-1]["text/html"]
     assert "succeeded 1" in updates[-1]["text/plain"]
+
+
+# ------------------------------------------------- the facade's delegated names
+_PUBLIC = sorted(name for name in dir(TaskWatcher) if not name.startswith("_"))
+
+
+def test_delegated_names_keep_their_docstrings_signatures_and_class_access(
+    sim: Simulator, watcher: TaskWatcher
+) -> None:
+    """The facade forwards each verb in one line (``watcher/delegate.py``); help(), ``w.x?``,
+    pydoc and ``TaskWatcher.x(w, ...)`` work as they did for written-out methods."""
+    for name in _PUBLIC:
+        on_class = getattr(TaskWatcher, name)
+        assert inspect.getdoc(on_class), name  # help(TaskWatcher.x), TaskWatcher.x?
+        if isinstance(on_class, property):
+            with pytest.raises(AttributeError, match="no setter"):
+                setattr(watcher, name, None)
+            continue
+        bound = getattr(watcher, name)
+        assert inspect.getdoc(bound) == inspect.getdoc(on_class), name  # help(w.x), w.x?
+        params = list(inspect.signature(on_class).parameters)
+        assert params[0] == "self" and list(inspect.signature(bound).parameters) == params[1:], name
+    assert {"wait", "submit", "tasks", "pending", "polls", "paused", "panel", "show"} <= set(_PUBLIC)
+    text = pydoc.render_doc(TaskWatcher, renderer=pydoc.plaintext)
+    assert "wait(self, timeout: 'float | None' = None) -> 'dict[str, Task]'" in text
+    assert "Block until every watched task has ended" in text and "Ids that have not ended yet." in text
+    assert "Block until every watched task has ended" in pydoc.render_doc(
+        watcher.wait, renderer=pydoc.plaintext
+    )
+    task_id = sim.submit(model="seedream-4.0", latency=3)
+    watcher.watch(task_id)
+    assert set(TaskWatcher.wait(watcher, 30)) == {task_id}  # called on the class, as a method can be
+    assert TaskWatcher.tasks.__get__(watcher) == watcher.tasks
+    with pytest.raises(AttributeError):
+        watcher.tasks = {}  # mypy refuses it too (see below)
+
+
+def test_ipython_finds_the_display_hooks_on_the_type(watcher: TaskWatcher) -> None:
+    bundle = type(watcher)._repr_mimebundle_(watcher, None, None)
+    assert {"text/plain", "text/html"} <= set(bundle)
+    assert set(watcher._repr_mimebundle_()) == set(bundle)
+    assert callable(type(watcher)._ipython_display_)
+    assert "Block until" in (TaskWatcher.wait.__doc__ or "") and TaskWatcher.wait.__name__ == "wait"
+
+
+_CALLERS = """\
+from mh_notebook import TaskWatcher
+
+def check(w: TaskWatcher) -> None:
+    reveal_type(w.wait)
+    reveal_type(w.submit)
+    reveal_type(w.tasks)
+    reveal_type(w.paused)
+    TaskWatcher.wait(w, 1.0)
+    w.wait(timeout="soon")
+    w.submit("vidu/text-to-video", model=1, input={})
+    w.tasks = {}
+"""
+
+
+def test_mypy_checks_the_callers_of_delegated_names(tmp_path: Path) -> None:
+    """ParamSpec carries each part's signature to the facade's callers: no ``Any`` leaks."""
+    pytest.importorskip("mypy")
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "callers.py").write_text(_CALLERS)
+    run = subprocess.run(  # the project's cache: warm once `mypy` has run (scripts/test.sh runs it first)
+        [sys.executable, "-m", "mypy", "--config-file", str(root / "pyproject.toml"), str(tmp_path / "callers.py")],
+        cwd=root, capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    lines = [line.split(": ", 1)[1] for line in run.stdout.splitlines() if "callers.py:" in line]
+    assert lines == [
+        'note: Revealed type is "def (timeout: float | None =) -> dict[str, mh_notebook.models.Task]"',
+        'note: Revealed type is "def (endpoint: str, *, model: str, input: dict[str, Any], '
+        'metadata: dict[str, Any] | None =, webhook_url: str | None =) -> str"',
+        'note: Revealed type is "dict[str, mh_notebook.models.Task]"',
+        'note: Revealed type is "bool"',
+        'error: Argument "timeout" has incompatible type "str"; expected "float | None"  [arg-type]',
+        'error: Argument "model" has incompatible type "int"; expected "str"  [arg-type]',
+        'error: Incompatible types in assignment (expression has type "dict[Never, Never]", '
+        'variable has type "Never")  [assignment]',
+    ], run.stdout + run.stderr

@@ -5,7 +5,8 @@ engine sees), :mod:`.waiters` (waits and feeds), :mod:`.intake` (what comes in: 
 and the engine's changes), :mod:`.keeping` (the results kept for the gallery),
 :mod:`.viewmodel` (rows, snapshot), :mod:`.presenter` (panel, static twin), :mod:`.analysis`
 (history), :mod:`.media_io` (show, download) and :mod:`.actions` (submit, cancel, retry,
-balance).
+balance). :mod:`.delegate` makes the facade's one-line forwards (typed, with the part's
+docstring).
 """
 
 from .facade import TaskWatcher

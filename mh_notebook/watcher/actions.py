@@ -65,7 +65,10 @@ class Actions:
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
     ) -> str:
-        """Create a task, watch it, return its id."""
+        """Start a generation and watch it; returns its id. ``endpoint`` is
+        ``provider/capability``: ``w.submit("vidu/text-to-video", model="viduq3-turbo",
+        input={"prompt": "..."})``. Never resent blindly: a lost answer raises
+        :class:`~mh_notebook.CreationUnknownError` saying how to find the task."""
         self._check_open()  # never create a paid task nobody will watch
         task = self.client.create_task(
             endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
@@ -76,18 +79,21 @@ class Actions:
         return task.id
 
     def cancel(self, task_id: str) -> Task:
-        """Cancel a task in progress; an ended one raises ``ConflictError``."""
+        """Cancel a task in progress (cannot be undone); an ended task raises
+        :class:`~mh_notebook.ConflictError` (``.code`` says why)."""
         return self.client.cancel_task(task_id)
 
     def retry(self, task_id: str) -> str:
-        """Retry a failed or expired task (a new, charged task), watch it, return its id."""
+        """Retry a ``failed`` or ``expired`` task and watch the new one; returns its id.
+        The retry is a new task and is **charged again**; its ``original_task_id`` is
+        ``task_id``. Other states raise :class:`~mh_notebook.ConflictError`."""
         self._check_open()
         task = self.client.retry_task(task_id)
         self._watch(task)
         return task.id
 
     def balance(self) -> float:
-        """The account's balance in USD."""
+        """The account's balance in USD (``GET /api/v1/balance``)."""
         return self.client.balance().balance
 
     def close(self) -> None:

@@ -66,7 +66,9 @@ class Analysis:
         return files
 
     def history(self) -> pd.DataFrame:
-        """One row per task watched (see :data:`mh_notebook.history.HISTORY_COLUMNS`)."""
+        """One row per task this watcher watches; see
+        :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes.
+        ``mh_notebook.read_history(journal)`` covers the whole journal."""
         from ..history import store_history
 
         tracked = self._tracked
@@ -74,26 +76,26 @@ class Analysis:
             return store_history(store, tracked.polls, task_ids=tracked.task_ids, pending=self.unjournalled())
 
     def events(self) -> pd.DataFrame:
-        """One row per observed transition of the watched tasks, by observation time."""
+        """One row per observed transition of this watcher's tasks, by observation time."""
         from ..history import events_frame
 
         with self.journal() as store:
             events = with_pending(store.events(), self.unjournalled().events)
             return events_frame([e for e in events if self._tracked.watches(e.task_id)])
 
-    def latency_summary(self, by: str | tuple[str, ...]) -> pd.DataFrame:
+    def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
         """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
         from ..analysis import latency_summary
 
         return latency_summary(self.history(), by)
 
-    def plot_latency(self, by: str, ax: Any) -> Any:
-        """Latency distribution per ``by`` (matplotlib axes)."""
+    def plot_latency(self, by: str = "model", ax: Any = None) -> Any:
+        """Latency distribution per model (or per ``by``), on matplotlib axes."""
         from ..analysis import plot_latency
 
         return plot_latency(self.history(), by, ax)
 
-    def plot_timeline(self, ax: Any, limit: int) -> Any:
+    def plot_timeline(self, ax: Any = None, limit: int = 60) -> Any:
         """Queue and run phases of recent tasks as bars (matplotlib axes)."""
         from ..analysis import plot_timeline
 

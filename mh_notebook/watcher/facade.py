@@ -10,38 +10,31 @@ there at most every ``refresh_interval`` seconds, its static twin at most every
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Self
 
 from ..client import is_sandbox_key, resolve_settings
 from ..engine import Engine, SubscriberSpec, engine_for
-from ..errors import AuthenticationError
 from ..journal.factory import open_store
 from ..journal.protocol import Store, Unwritten
-from ..models import Task
-from ..polling.clock import ClockOffset
 from ..polling.policy import PollPolicy
 from ..results import DEFAULT_INLINE_LIMIT
-from ..view.render import Snapshot
 from .actions import Actions
 from .analysis import Analysis
+from .delegate import Delegates
 from .intake import Intake
 from .keeping import Keeping
 from .media_io import MediaIO
 from .presenter import PanelActions, Presenter
 from .settings import DisplayMode, check_settings, resolve_display
-from .tracked import Callback, Flags, TrackedSet
+from .tracked import Flags, TrackedSet
 from .viewmodel import ViewModel
 from .waiters import Waiters
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from ..view.panel import Panel
-
 __all__ = ["TaskWatcher"]
+
+delegate: Delegates[TaskWatcher] = Delegates()
+"""Makes TaskWatcher's names that forward to its parts (see :mod:`.delegate`)."""
 
 
 class TaskWatcher:
@@ -111,22 +104,21 @@ class TaskWatcher:
             self._results.kept, self._results.keeping, self._results.gallery_queue
         )  # fmt: skip
         self._view = ViewModel(tracked, sandbox=self.sandbox)
-        buttons = PanelActions(self.pause, self.resume_polling, self.stop, self.cancel)
+        self._waits = Waiters(tracked, self._results.keeping, lambda: self._presenter.publish_static(True))
+        self._results.waiters = self._waits
+        self._intake = Intake(tracked, self._results, self._waits, self._view, self.policy)
+        self._actions = Actions(
+            key, url, timeout=timeout, allow_insecure_http=allow_insecure_http,
+            watch=self._intake.watch, check_open=tracked.check_open,
+        )  # fmt: skip
+        buttons = PanelActions(tracked.pause, tracked.resume_polling, self.stop, self._actions.cancel)
         self._presenter = Presenter(
             tracked, self._view, self._results, buttons,
             refresh_interval=refresh_interval, static_interval=static_interval,
         )  # fmt: skip
-        after_wait = functools.partial(self._presenter.publish_static, True)
-        self._waits = Waiters(tracked, self._results.keeping, after_wait)
-        self._results.waiters = self._waits
-        self._intake = Intake(tracked, self._results, self._waits, self._view, self.policy)
         tracked.hooks.observe, tracked.hooks.tick = self._intake.observe, self._presenter.redraw
         self._analysis = Analysis(tracked)
         self._media = MediaIO(tracked, self._results, self._analysis, embed_media=embed_media)
-        self._actions = Actions(
-            key, url, timeout=timeout, allow_insecure_http=allow_insecure_http,
-            watch=self.watch, check_open=tracked.check_open,
-        )  # fmt: skip
         try:
             self._engine = engine_for(tracked, key, url, timeout=timeout, max_in_flight=max_in_flight)
         except BaseException:
@@ -136,75 +128,6 @@ class TaskWatcher:
 
     def __repr__(self) -> str:
         return f"TaskWatcher({self._view.describe()})"
-
-    # ---------------------------------------------------------- the tracked set
-    def watch(self, *tasks: str | Task | Iterable[str | Task]) -> list[str]:
-        """Watch task ids or ``Task`` objects (or iterables of them); returns at once."""
-        return self._intake.watch(tasks)
-
-    def submit(
-        self,
-        endpoint: str,
-        *,
-        model: str,
-        input: dict[str, Any],  # noqa: A002 - the API's own name
-        metadata: dict[str, Any] | None = None,
-        webhook_url: str | None = None,
-    ) -> str:
-        """Start a generation and watch it; returns its id. ``endpoint`` is
-        ``provider/capability``: ``w.submit("vidu/text-to-video", model="viduq3-turbo",
-        input={"prompt": "..."})``. Never resent blindly: a lost answer raises
-        :class:`~mh_notebook.CreationUnknownError` saying how to find the task."""
-        return self._actions.submit(
-            endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
-        )
-
-    def cancel(self, task_id: str) -> Task:
-        """Cancel a task in progress (cannot be undone); an ended task raises
-        :class:`~mh_notebook.ConflictError` (``.code`` says why)."""
-        return self._actions.cancel(task_id)
-
-    def retry(self, task_id: str) -> str:
-        """Retry a ``failed`` or ``expired`` task and watch the new one; returns its id.
-        The retry is a new task and is **charged again**; its ``original_task_id`` is
-        ``task_id``. Other states raise :class:`~mh_notebook.ConflictError`."""
-        return self._actions.retry(task_id)
-
-    def balance(self) -> float:
-        """The account's balance in USD (``GET /api/v1/balance``)."""
-        return self._actions.balance()
-
-    def watches(self, task_id: str) -> bool:
-        """True if this watcher watches ``task_id``."""
-        return self._tracked.watches(task_id)
-
-    @property
-    def task_ids(self) -> list[str]:
-        """The ids this watcher watches, in the order they were added."""
-        return self._tracked.task_ids
-
-    def resume(self) -> list[str]:
-        """Watch again every task of the journal (same ``base_url``) that had not ended.
-
-        Use after a kernel restart: ``TaskWatcher(store=...).resume()``. Returns the ids.
-        Unlike :meth:`resume_polling` (which lets a paused engine poll again), this adds
-        tasks to this watcher: the journal's unfinished ones."""
-        return self._intake.resume()
-
-    def unwatch(self, task_id: str) -> None:
-        """Stop watching ``task_id``; :meth:`wait` no longer waits for it."""
-        self._intake.unwatch(task_id)
-
-    def pause(self) -> None:
-        """Stop polling until :meth:`resume_polling` (the panel's Pause button); polling is
-        shared by every watcher of this API in the process: all of them pause."""
-        self._tracked.pause()
-
-    def resume_polling(self) -> None:
-        """Poll again after :meth:`pause`; after a refused key, try the key again at once.
-        Unlike :meth:`resume` (which adds the journal's unfinished tasks to this watcher),
-        this adds no task: the shared engine sends requests again."""
-        self._tracked.resume()
 
     def stop(self) -> None:
         """Stop watching: waits fail, the journal is written and closed, and the engine's
@@ -230,165 +153,63 @@ class TaskWatcher:
         :class:`~mh_notebook.engine.UnwrittenWarning`."""
         return self._tracked.unwritten
 
-    # ---------------------------------------------------------------- state
-    @property
-    def tasks(self) -> dict[str, Task]:
-        """Task id → the latest ``Task`` fetched (tasks not fetched yet are absent)."""
-        return self._tracked.tasks
-
-    @property
-    def saved_files(self) -> dict[str, list[Path]]:
-        """Task id → the result files saved on this machine (``save_to``), from the journal."""
-        return self._analysis.saved_files()
-
-    @property
-    def not_found(self) -> list[str]:
-        """Ids the API kept answering 404 for; they count as ended."""
-        return self._tracked.not_found
-
-    @property
-    def pending(self) -> list[str]:
-        """Ids that have not ended yet."""
-        return self._tracked.pending
-
-    @property
-    def paused(self) -> bool:
-        """True while polling is paused."""
-        return self._engine.paused
-
-    @property
-    def polls(self) -> dict[str, int]:
-        """Task id → requests spent on it so far (by every watcher of it)."""
-        return self._tracked.polls
-
-    @property
-    def auth_error(self) -> AuthenticationError | None:
-        """The 401/403 that stopped polling, if the key has not worked since."""
-        return self._engine.auth_error
-
-    @property
-    def clock_offset(self) -> ClockOffset:
-        """How far the API's clock runs ahead of this machine's (negative: behind), as
-        learned from its ``Date`` headers and timestamps: ``.offset`` and ``.error`` in
-        seconds. Every comparison of a server timestamp with local time goes through it."""
-        return self._engine.clock
-
     @property
     def engine(self) -> Engine:
         """The shared :class:`~mh_notebook.engine.Engine` of this API (for diagnostics)."""
         return self._engine
 
-    def on_change(self, fn: Callback) -> Callback:
-        """Call ``fn(task)`` on every status change, in the engine's thread. Keep it quick: an
-        exception in it is logged and kept in ``callback_errors``. Usable as a decorator."""
-        self._tracked.on_change.append(fn)
-        return fn
+    # Each name below forwards to the part that does it; the docstring is the part's.
+    # ---------------------------------------------------------- the tracked set
+    watch = delegate(lambda w: w._intake, Intake.watch)
+    unwatch = delegate(lambda w: w._intake, Intake.unwatch)
+    resume = delegate(lambda w: w._intake, Intake.resume)
+    watches = delegate(lambda w: w._tracked, TrackedSet.watches)
+    pause = delegate(lambda w: w._tracked, TrackedSet.pause)
+    resume_polling = delegate(lambda w: w._tracked, TrackedSet.resume_polling)
+    on_change = delegate(lambda w: w._tracked, TrackedSet.on_change)
+    on_done = delegate(lambda w: w._tracked, TrackedSet.on_done)
 
-    def on_done(self, fn: Callback) -> Callback:
-        """Call ``fn(task)`` once per task when it ends, in the engine's thread (see on_change)."""
-        self._tracked.on_done.append(fn)
-        return fn
+    # ------------------------------------------------------- requests that change things
+    submit = delegate(lambda w: w._actions, Actions.submit)
+    cancel = delegate(lambda w: w._actions, Actions.cancel)
+    retry = delegate(lambda w: w._actions, Actions.retry)
+    balance = delegate(lambda w: w._actions, Actions.balance)
+
+    # ---------------------------------------------------------------- state
+    task_ids = delegate.attribute(lambda w: w._tracked, TrackedSet.task_ids)
+    tasks = delegate.attribute(lambda w: w._tracked, TrackedSet.tasks)
+    not_found = delegate.attribute(lambda w: w._tracked, TrackedSet.not_found)
+    pending = delegate.attribute(lambda w: w._tracked, TrackedSet.pending)
+    polls = delegate.attribute(lambda w: w._tracked, TrackedSet.polls)
+    clock_offset = delegate.attribute(lambda w: w._tracked, TrackedSet.clock_offset)
+    saved_files = delegate.attribute(lambda w: w._analysis, Analysis.saved_files)
+    paused = delegate.attribute(lambda w: w._engine, Engine.paused)
+    auth_error = delegate.attribute(lambda w: w._engine, Engine.auth_error)
 
     # ------------------------------------------------------------- waiting
-    def wait(self, timeout: float | None = None) -> dict[str, Task]:
-        """Block until every watched task has ended; return id → final ``Task``. Tasks the API
-        does not know count as ended (see ``not_found``). Raises ``TimeoutError`` naming the
-        unfinished ids (a timed-out wait keeps nothing), or the ``AuthenticationError`` that
-        stopped polling; ``RuntimeError`` in a callback (the engine's thread settles waits)."""
-        return self._waits.wait(timeout)
-
-    async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
-        """``await`` form of :meth:`wait`, for top-level await in a cell."""
-        return await self._waits.wait_async(timeout)
-
-    def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
-        """Yield each watched task as it ends (already ended ones first). Tasks the API
-        does not know end the wait for them without being yielded."""
-        return self._waits.as_completed(timeout)
-
-    def as_completed_async(self, timeout: float | None = None) -> AsyncIterator[Task]:
-        """``async for`` form of :meth:`as_completed`."""
-        return self._waits.as_completed_async(timeout)
+    wait = delegate(lambda w: w._waits, Waiters.wait)
+    wait_async = delegate(lambda w: w._waits, Waiters.wait_async)
+    as_completed = delegate(lambda w: w._waits, Waiters.as_completed)
+    as_completed_async = delegate(lambda w: w._waits, Waiters.as_completed_async)
 
     # ------------------------------------------------------------ the view
-    def snapshot(self) -> Snapshot:
-        """What the panel shows now: counts, the active and most recent rows."""
-        return self._view.snapshot()
-
-    @property
-    def panel(self) -> Panel:
-        """The live ipywidgets panel (created on first use)."""
-        return self._presenter.panel
-
-    def redraw(self, force: bool = False) -> None:
-        """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``;
-        the static view at most every ``static_interval`` (at once when all is done).
-
-        One draw at a time: a forced redraw from another thread returns once the gallery holds
-        every result kept before it (not while the engine's thread is still adding tiles)."""
-        self._presenter.redraw(force)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """The live widget, plus static ``text/html`` and ``text/plain`` for saved notebooks."""
-        return self._presenter.mimebundle(include, exclude)
-
-    def _ipython_display_(self) -> None:
-        """In a notebook: the live panel, then its static twin under a display id (kept
-        current by :meth:`redraw`, :meth:`wait` and :meth:`stop`) for saved notebooks."""
-        self._presenter.display()
-
-    def _static_bundle(self) -> dict[str, str]:
-        return self._presenter.static_bundle()
+    snapshot = delegate(lambda w: w._view, ViewModel.snapshot)
+    panel = delegate.attribute(lambda w: w._presenter, Presenter.panel)
+    redraw = delegate(lambda w: w._presenter, Presenter.redraw)
+    _repr_mimebundle_ = delegate(lambda w: w._presenter, Presenter.mimebundle)
+    _ipython_display_ = delegate(lambda w: w._presenter, Presenter.display)
+    _static_bundle = delegate(lambda w: w._presenter, Presenter.static_bundle)
 
     # -------------------------------------------------------------- history
-    def history(self) -> pd.DataFrame:
-        """One row per task this watcher watches; see
-        :data:`mh_notebook.history.HISTORY_COLUMNS` for the columns and dtypes.
-        ``mh_notebook.read_history(journal)`` covers the whole journal."""
-        return self._analysis.history()
-
-    def events(self) -> pd.DataFrame:
-        """One row per observed transition of this watcher's tasks, by observation time."""
-        return self._analysis.events()
-
-    def latency_summary(self, by: str | tuple[str, ...] = ("provider", "model")) -> pd.DataFrame:
-        """Count, success rate, p50/p90/p99 latency, mean queue/run time and top errors."""
-        return self._analysis.latency_summary(by)
-
-    def plot_latency(self, by: str = "model", ax: Any = None) -> Any:
-        """Latency distribution per model (matplotlib axes)."""
-        return self._analysis.plot_latency(by, ax)
-
-    def plot_timeline(self, ax: Any = None, limit: int = 60) -> Any:
-        """Queue and run phases of recent tasks as bars (matplotlib axes)."""
-        return self._analysis.plot_timeline(ax, limit)
-
-    def to_parquet(self, path: str | Path) -> Path:
-        """Write :meth:`history` to Parquet (needs pyarrow); returns the path."""
-        return self._analysis.to_parquet(path)
+    history = delegate(lambda w: w._analysis, Analysis.history)
+    events = delegate(lambda w: w._analysis, Analysis.events)
+    latency_summary = delegate(lambda w: w._analysis, Analysis.latency_summary)
+    plot_latency = delegate(lambda w: w._analysis, Analysis.plot_latency)
+    plot_timeline = delegate(lambda w: w._analysis, Analysis.plot_timeline)
+    to_parquet = delegate(lambda w: w._analysis, Analysis.to_parquet)
 
     # ---------------------------------------------------------------- media
-    def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget). Like
-        :meth:`show`, :meth:`download`, :meth:`wait` and :meth:`as_completed`, it raises
-        ``RuntimeError`` at once in an engine's thread (a callback), where it would wait."""
-        return self._media.refresh(task_id, timeout)
-
-    def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
-        """The task with result URLs that work now: the known one if its URLs answer,
-        else fetched again (the server's answer decides, never a guessed lifetime)."""
-        return self._media.fresh_task(task_id, timeout)
-
-    def show(self, task_id: str, *, embed: bool | None = None, embed_limit: int | None = None) -> None:
-        """Display a task's media inline (Video/Image/Audio by format): live media widgets
-        with the panel (bytes from the kernel, never the expiring URL), or a URL that works
-        now; ``embed=True`` puts the bytes (up to ``embed_limit``, default 20 MB) in the
-        notebook. Kept or saved bytes are used when there are some; see
-        :meth:`MediaIO.show <mh_notebook.watcher.media_io.MediaIO.show>`."""
-        self._media.show(task_id, embed=embed, embed_limit=embed_limit)
-
-    def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
-        """Save a task's result files into ``directory``; returns their paths. Streams to a
-        temporary file and renames it (atomic), checks the size against ``size_bytes``, and
-        gets a fresh URL when the old one has expired."""
-        return self._media.download(task_id, directory, progress=progress)
+    refresh = delegate(lambda w: w._media, MediaIO.refresh)
+    fresh_task = delegate(lambda w: w._media, MediaIO.fresh_task)
+    show = delegate(lambda w: w._media, MediaIO.show)
+    download = delegate(lambda w: w._media, MediaIO.download)

@@ -31,8 +31,8 @@ class Intake:
         self._tracked, self._keeping, self._waiters, self._view = tracked, keeping, waiters, view
         self._policy = policy
 
-    def watch(self, tasks: Iterable[str | Task | Iterable[str | Task]]) -> list[str]:
-        """Watch task ids or ``Task`` objects (or iterables of them); returns the ids."""
+    def watch(self, *tasks: str | Task | Iterable[str | Task]) -> list[str]:
+        """Watch task ids or ``Task`` objects (or iterables of them); returns at once."""
         items: list[str | Task] = []
         for item in tasks:
             items.extend([item] if isinstance(item, str | Task) else item)
@@ -53,15 +53,19 @@ class Intake:
         return ids
 
     def unwatch(self, task_id: str) -> None:
-        """Stop watching ``task_id``; waits no longer wait for it."""
+        """Stop watching ``task_id``; ``wait()`` no longer waits for it."""
         self._tracked.remove(task_id)
         self._waiters.settle_soon()
 
     def resume(self) -> list[str]:
-        """Watch again every task of the journal (same ``base_url``) that had not ended."""
+        """Watch again every task of the journal (same ``base_url``) that had not ended.
+
+        Use after a kernel restart: ``TaskWatcher(store=...).resume()``. Returns the ids.
+        Unlike ``resume_polling()`` (which lets a paused engine poll again), this adds
+        tasks to this watcher: the journal's unfinished ones."""
         ids = self._tracked.spec.store.unfinished(self._tracked.base_url)
         if ids:
-            self.watch([ids])
+            self.watch(ids)
         return ids
 
     def observe(self, obs: Observation) -> None:
@@ -76,7 +80,7 @@ class Intake:
         task = obs.task
         text = tracked.flags.mode == "text"
         if obs.kind == Kind.CHANGE and task is not None:
-            tracked.run_callbacks(tracked.on_change, task)
+            tracked.run_callbacks(tracked.change_callbacks, task)
             state = tracked.engine.state(obs.task_id)
             if text and state is not None:
                 print(text_line(self._view.row(state)), file=sys.stdout, flush=True)
@@ -98,6 +102,6 @@ class Intake:
     def _done(self, task: Task) -> None:
         """``task`` is done for this watcher: ``on_done``, ``as_completed`` and waits."""
         self._tracked.flags.touch(static=True)
-        self._tracked.run_callbacks(self._tracked.on_done, task)
+        self._tracked.run_callbacks(self._tracked.done_callbacks, task)
         self._waiters.feed((task.id, task))
         self._waiters.settle()

@@ -85,7 +85,7 @@ class Keeping:
             return
         if self._tracked.open:
             if announce:  # on_done is for ends this watcher saw, not for tasks it adopted ended
-                self._tracked.run_callbacks(self._tracked.on_done, task)
+                self._tracked.run_callbacks(self._tracked.done_callbacks, task)
             self.waiters.feed((task.id, task))
         self.waiters.settle()
 

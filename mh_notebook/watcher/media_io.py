@@ -42,13 +42,15 @@ class MediaIO:
         self.embed_media = embed_media
 
     def refresh(self, task_id: str, timeout: float = 60.0) -> Task:
-        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget)."""
+        """Fetch ``task_id`` now for fresh result URLs (within the shared request budget). Like
+        ``show()``, ``download()``, ``wait()`` and ``as_completed()``, it raises
+        ``RuntimeError`` at once in an engine's thread (a callback), where it would wait."""
         refuse_in_engine_thread(self._tracked.engine, "refresh()")
         return self._tracked.engine.refresh(task_id).result(timeout)
 
     def fresh_task(self, task_id: str, timeout: float = 60.0) -> Task:
-        """The task with result URLs that work now: the known one if its URLs answer, else
-        fetched again."""
+        """The task with result URLs that work now: the known one if its URLs answer,
+        else fetched again (the server's answer decides, never a guessed lifetime)."""
         refuse_in_engine_thread(self._tracked.engine, "fresh_task()")
         from ..results.download import urls_work
 
@@ -161,7 +163,9 @@ class MediaIO:
         return None
 
     def download(self, task_id: str, directory: str | Path = ".", *, progress: bool = True) -> list[Path]:
-        """Save a task's result files into ``directory``; returns their paths."""
+        """Save a task's result files into ``directory``; returns their paths. Streams to a
+        temporary file and renames it (atomic), checks the size against ``size_bytes``, and
+        gets a fresh URL when the old one has expired."""
         from ..results.download import download_file
 
         refuse_in_engine_thread(self._tracked.engine, "download()")

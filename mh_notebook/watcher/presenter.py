@@ -89,8 +89,11 @@ class Presenter:
         return self._static
 
     def redraw(self, force: bool = False) -> None:
-        """Draw if something changed, at most every ``refresh_interval``; the static view at
-        most every ``static_interval`` (at once when all is done). One draw at a time."""
+        """Engine thread, every tick: draw if something changed, at most every ``refresh_interval``;
+        the static view at most every ``static_interval`` (at once when all is done).
+
+        One draw at a time: a forced redraw from another thread returns once the gallery holds
+        every result kept before it (not while the engine's thread is still adding tiles)."""
         self.publish_static()
         panel = self._panel
         if panel is None:
@@ -114,7 +117,8 @@ class Presenter:
         return bundle
 
     def display(self) -> None:
-        """The live panel, then its static twin under a display id for saved notebooks."""
+        """In a notebook: the live panel, then its static twin under a display id (kept
+        current by ``redraw()``, ``wait()`` and ``stop()``) for saved notebooks."""
         live = self.panel.widget if self._flags.gallery_on else None
         self._flags.static_dirty = False
         self._static_at = time.monotonic()

@@ -15,6 +15,7 @@ from enum import Enum
 from ..engine import Observation, SubscriberSpec, TaskState, WatcherEngine
 from ..journal.protocol import Unwritten
 from ..models import Task
+from ..polling.clock import ClockOffset
 from ..records import NOT_FOUND, TaskStatus
 from .settings import DisplayMode
 
@@ -74,8 +75,8 @@ class TrackedSet:
     lock: threading.RLock = field(default_factory=threading.RLock)
     state: Lifecycle = Lifecycle.OPEN
     unwritten: Unwritten | None = None
-    on_change: list[Callback] = field(default_factory=list)
-    on_done: list[Callback] = field(default_factory=list)
+    change_callbacks: list[Callback] = field(default_factory=list)
+    done_callbacks: list[Callback] = field(default_factory=list)
     callback_errors: list[BaseException] = field(default_factory=list)
     hooks: _Hooks = field(default_factory=_Hooks)
     _ids: dict[str, None] = field(default_factory=dict)
@@ -134,7 +135,7 @@ class TrackedSet:
 
     @property
     def task_ids(self) -> list[str]:
-        """The ids watched, in the order they were added."""
+        """The ids this watcher watches, in the order they were added."""
         with self.lock:
             return list(self._ids)
 
@@ -165,12 +166,12 @@ class TrackedSet:
 
     @property
     def tasks(self) -> dict[str, Task]:
-        """Task id -> the latest ``Task`` fetched."""
+        """Task id → the latest ``Task`` fetched (tasks not fetched yet are absent)."""
         return {s.task_id: s.task for s in self.states() if s.task is not None}
 
     @property
     def not_found(self) -> list[str]:
-        """Ids the API kept answering 404 for."""
+        """Ids the API kept answering 404 for; they count as ended."""
         return [s.task_id for s in self.states() if s.is_not_found]
 
     @property
@@ -180,21 +181,42 @@ class TrackedSet:
 
     @property
     def polls(self) -> dict[str, int]:
-        """Task id -> requests spent on it so far."""
+        """Task id → requests spent on it so far (by every watcher of it)."""
         return {s.task_id: s.polls for s in self.states()}
+
+    @property
+    def clock_offset(self) -> ClockOffset:
+        """How far the API's clock runs ahead of this machine's (negative: behind), as
+        learned from its ``Date`` headers and timestamps: ``.offset`` and ``.error`` in
+        seconds. Every comparison of a server timestamp with local time goes through it."""
+        return self.engine.clock
 
     # ---------------------------------------------------------------- pause
     def pause(self) -> None:
-        """Stop polling (every watcher of this API)."""
+        """Stop polling until ``resume_polling()`` (the panel's Pause button); polling is
+        shared by every watcher of this API in the process: all of them pause."""
         self.engine.pause()
         self.flags.touch()
 
-    def resume(self) -> None:
-        """Poll again; after a refused key, try it again at once."""
+    def resume_polling(self) -> None:
+        """Poll again after ``pause()``; after a refused key, try the key again at once.
+        Unlike ``resume()`` (which adds the journal's unfinished tasks to this watcher),
+        this adds no task: the shared engine sends requests again."""
         self.engine.resume()
         self.flags.touch()
 
     # ------------------------------------------------------------ callbacks
+    def on_change(self, fn: Callback) -> Callback:
+        """Call ``fn(task)`` on every status change, in the engine's thread. Keep it quick: an
+        exception in it is logged and kept in ``callback_errors``. Usable as a decorator."""
+        self.change_callbacks.append(fn)
+        return fn
+
+    def on_done(self, fn: Callback) -> Callback:
+        """Call ``fn(task)`` once per task when it ends, in the engine's thread (see on_change)."""
+        self.done_callbacks.append(fn)
+        return fn
+
     def run_callbacks(self, callbacks: list[Callback], task: Task) -> None:
         """Call each of ``callbacks`` with ``task``; an exception is logged and kept."""
         for fn in callbacks:

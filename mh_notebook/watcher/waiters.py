@@ -46,7 +46,10 @@ class Waiters:
         self._feeds: list[queue.SimpleQueue[FeedItem]] = []
 
     def wait(self, timeout: float | None = None) -> dict[str, Task]:
-        """Block until every watched task has ended; id -> final ``Task``."""
+        """Block until every watched task has ended; return id → final ``Task``. Tasks the API
+        does not know count as ended (see ``not_found``). Raises ``TimeoutError`` naming the
+        unfinished ids (a timed-out wait keeps nothing), or the ``AuthenticationError`` that
+        stopped polling; ``RuntimeError`` in a callback (the engine's thread settles waits)."""
         refuse_in_engine_thread(self._tracked.engine, "wait()")
         future = self._future()
         try:
@@ -59,7 +62,7 @@ class Waiters:
         return final
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, Task]:
-        """``await`` form of :meth:`wait`."""
+        """``await`` form of :meth:`wait`, for top-level await in a cell."""
         waiter = self._future()
         try:
             final = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout)
@@ -71,7 +74,8 @@ class Waiters:
         return final
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Task]:
-        """Yield each watched task as it ends (already ended ones first)."""
+        """Yield each watched task as it ends (already ended ones first). Tasks the API
+        does not know end the wait for them without being yielded."""
         refuse_in_engine_thread(self._tracked.engine, "as_completed()")
         feed, remaining = self._open_feed()
         deadline = None if timeout is None else time.monotonic() + timeout
