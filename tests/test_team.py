@@ -28,6 +28,8 @@ from mh_notebook.sim import Simulator
 
 pytestmark = pytest.mark.postgres
 SPEED = 20.0
+HANDOVER_POLLS = 2
+"""Requests the process that does not hold a task's lease may send for it (a lease changing hands)."""
 
 CHILD = textwrap.dedent(
     """
@@ -62,10 +64,11 @@ def url(pg: PostgresServer) -> str:
     return pg.new_database()
 
 
-def _child(sim: Simulator, url: str, mode: str) -> subprocess.Popen[str]:
-    """Another notebook (a process of its own), ready to be told what to watch."""
+def _child(sim: Simulator, url: str, mode: str, key: str | None = None) -> subprocess.Popen[str]:
+    """Another notebook (a process of its own), ready to be told what to watch; ``key``: an
+    API key of its own (``sim.add_key()``), so that the simulator counts its requests apart."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, sim.url, sim.api_key, url, mode],
+        [sys.executable, "-c", CHILD, sim.url, key or sim.api_key, url, mode],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert child.stdout is not None
@@ -112,10 +115,19 @@ def test_two_writers_one_killed_and_a_third_resumes(sim: Simulator, url: str) ->
 
 
 def test_shared_tasks_are_polled_once_and_followed_through_notify(sim: Simulator, url: str) -> None:
-    """Promise: a team polls each task once, and every notebook shows each change within
-    about a second of its being journalled by another (LISTEN/NOTIFY)."""
-    other = _child(sim, url, "wait")  # another notebook, another machine
-    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=300 + 10 * i) for i in range(20)]
+    """Promise: a team polls each task once (by one process at a time, the holder of its
+    lease), and every notebook shows each change within about a second of its being
+    journalled by another (LISTEN/NOTIFY).
+
+    Who polled each task is counted per process (the other notebook has a key of its own,
+    so the simulator tells their requests apart), not as a total set against one watcher's
+    alone at another moment: a batch's total follows how busy the machine is while it runs
+    (on a loaded 2-core machine one process alone sent 120 requests for the batch here,
+    and one watcher alone 63 for the same batch a moment later), who polled a task does not.
+    """
+    other_key = sim.add_key()  # the same account; another notebook, another machine
+    other = _child(sim, url, "wait", key=other_key)
+    ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=500 + 10 * i) for i in range(20)]
     _tell(other, ids)
     seen: dict[str, float] = {}
     with TaskWatcher(sim.api_key, sim.url, store=url, display="none", time_scale=SPEED) as w:
@@ -135,15 +147,14 @@ def test_shared_tasks_are_polled_once_and_followed_through_notify(sim: Simulator
     ends = sorted(seen[t] - sim.timeline(t)["end"] for t in ids)
     print(f"shown after being journalled: max {follow[-1]:.2f} s; after the end: median {ends[10]:.2f} s")
     assert follow[-1] < 2.0  # within about a second (slack for a loaded machine)
-    solo = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=300 + 10 * i) for i in range(20)]
-    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=SPEED) as alone:
-        alone.watch(solo)  # the same batch, one person
-        alone.wait(timeout=120)
-    shared_requests = sum(sim.requests[i] for i in ids)
-    solo_requests = sum(sim.requests[i] for i in solo)
-    print(f"requests: shared {shared_requests}, one watcher alone {solo_requests}")
-    assert solo_requests >= 3 * len(solo)  # a real workload, not tasks that had ended already
-    assert shared_requests <= 1.3 * solo_requests, (shared_requests, solo_requests)
+    by = {t: (sim.requests_by_key[(t, sim.api_key)], sim.requests_by_key[(t, other_key)]) for t in ids}
+    print(f"requests per task (this process, the other): {list(by.values())}")
+    assert sum(map(sum, by.values())) >= 3 * len(ids)  # a real workload, not tasks that had ended already
+    # Each task by one process. The other polls it only if the lease lapsed (a holder late by
+    # more than 5 s) or was given back before the end reached it: once or twice, not along.
+    twice = {t: n for t, n in by.items() if min(n) > HANDOVER_POLLS}
+    assert not twice, f"polled by both processes (this, the other): {twice}"
+    assert sum(min(n) for n in by.values()) <= len(ids), by
 
 
 def test_a_dead_holders_leases_are_taken_over(sim: Simulator, url: str) -> None:

@@ -121,19 +121,21 @@ class TeamPolling:
         self._next_renew = now + max(self.renew, self.ttl / 2)  # a database away is not asked every tick
 
     def watched_ended(self, task_ids: list[str]) -> None:
-        """Leases of ended tasks are given back (best effort)."""
-        ours = [t for t in task_ids if t in self.held]
+        """Leases of ended tasks are no longer renewed: each lapses within ``ttl``. Not given
+        back at once: the others may not know of the end yet (its notification on its way,
+        its event perhaps not yet journalled), and one that took a lease given back would
+        poll the task once more, for nothing; by the time it lapses, they know."""
+        self.held -= set(task_ids)
+
+    def close(self) -> None:
+        """Give back every lease we hold (best effort): the others take our tasks over at once."""
+        ours, self.held = sorted(self.held), set()
         if not ours:
             return
-        self.held -= set(ours)
         try:
             self.journal.release_leases(ours, self.holder)
         except Exception:
             log.debug("could not release leases", exc_info=True)
-
-    def close(self) -> None:
-        """Give back every lease we hold."""
-        self.watched_ended(sorted(self.held))
 
 
 class TeamThread:
