@@ -88,7 +88,9 @@ class Lister:
         self._gating = False
         self._released = 0.0
         self._next_plan = 0.0
-        self._gap = 0.1
+        self._gap, self._interval = 0.1, 0.9
+        self._steady_at = 0.0
+        """Loop time of the next walk over every task (spare budget permitting)."""
         self._retry = 30.0
         self._sent: collections.deque[tuple[float, bool]] = collections.deque()
         self._failing_walks = 0
@@ -99,8 +101,10 @@ class Lister:
         return self._released if self._gating and not self.walking else now
 
     def wake_at(self, due: float) -> float:
-        """When a poll due at ``due`` may go: at once, or at the next plan."""
-        return max(due, self._next_plan) if due > self.horizon(due) else due
+        """When a poll due at ``due`` may go (at once, or at the next plan), or the next
+        walk over every task is due, if sooner."""
+        at = max(due, self._next_plan) if due > self.horizon(due) else due
+        return at if not self.enabled or self.walking else min(at, max(self._steady_at, self._next_plan))
 
     def count(self, *, page: bool) -> None:
         """One request sent (a page, or a GET)."""
@@ -123,19 +127,35 @@ class Lister:
         if not self.enabled or self.walking or now < self._next_plan or held:
             return
         due = p._queue.next_due()
-        if due is None or due > now:
+        due_now = due is not None and due <= now
+        if not due_now and now < self._steady_at:
             return
         started = time.perf_counter()
         watched, candidates = self._watched(now)
-        local = time.time()
-        server_now = p.clock.server_now(local)
-        chosen = plan(self.state, watched, server_now)
+        server_now = p.clock.server_now(time.time())
+        chosen = self._steady(watched, server_now) if now >= self._steady_at else None
+        if chosen is None and not due_now:
+            self._next_plan = now + self._gap
+            return
+        chosen = chosen or plan(self.state, watched, server_now)
         self._gating = bool(candidates) and not chosen.per_task
         self._released = now
         spent = time.perf_counter() - started
         self._next_plan = now + max(self._gap, 10.0 * spent)  # planning never eats the thread
         if chosen.walks and candidates:
             self._start_round(chosen, candidates, now)
+            self._steady_at = now + self._interval
+
+    def _steady(self, watched: list[Watched], server_now: float) -> Plan | None:
+        """A walk over every task as if all were due, if the spare budget affords one each
+        ``min_interval`` (half the rate at most): ends seen within a second, for a few pages."""
+        everyone = [replace(w, due=min(w.due, server_now)) for w in watched]
+        chosen = plan(self.state, everyone, server_now)
+        pages = sum(w.est_pages for w in chosen.walks)
+        if chosen.per_task or not chosen.walks or pages > 0.5 * self._p.effective_rate * self._interval:
+            self._steady_at = math.inf
+            return None
+        return chosen
 
     def _watched(self, now: float) -> tuple[list[Watched], dict[str, TaskState]]:
         """The planner's view of every task list polling may observe (due times on the
@@ -165,7 +185,8 @@ class Lister:
             gaps.append(s.policy.min_interval)
             retries.append(s.policy.list_retry)
         if states:
-            self._gap, self._retry = min(gaps) / 9.0, min(retries)
+            self._interval, self._retry = min(gaps), min(retries)
+            self._gap = self._interval / 9.0
         return watched, states
 
     def _start_round(self, chosen: Plan, candidates: dict[str, TaskState], now: float) -> None:
@@ -212,9 +233,10 @@ class Lister:
         cursor: str | None = None
         mine = {s.task_id for s in p.states() if not s.ended}
         for _ in range(walk.max_pages):
-            if not await p._take_turn(honour_pause=True):
+            if not await p._take_turn(honour_pause=True, first=True):
                 return  # a limit's pause, the user's pause or a refused key: tasks keep their due times
-            server_sent = p.clock.server_now(time.time())
+            sent_local = time.time()
+            server_sent = p.clock.server_now(sent_local)
             first_sent = server_sent if first_sent is None else first_sent
             self.count(page=True)
             sent_rate = p._gate.count_send()
@@ -227,7 +249,7 @@ class Lister:
                 p._gate.release()
             p._gate.on_answer(sent_rate)
             self._failing_walks = 0
-            pages.append(self._take_page(page, server_sent, observed))
+            pages.append(self._take_page(page, sent_local, observed))
             cursor = page.cursor
             if not page.has_more or cursor is None:
                 break
@@ -235,12 +257,13 @@ class Lister:
         assert first_sent is not None  # at least one page was read
         self.state = after_walk(self.state, walk, outcome, mine, first_sent)
 
-    def _take_page(self, page: TaskPage, server_sent: float, observed: set[str]) -> list[Sighting]:
+    def _take_page(self, page: TaskPage, sent_local: float, observed: set[str]) -> list[Sighting]:
         sightings = []
         share = 1.0 / max(1, len(page.tasks))
+        server_sent = self._p.clock.server_now(sent_local)
         for task in page.tasks:
             sightings.append(Sighting.from_task(task, server_sent, Source.PAGE))
-            if task.id not in observed and self.fold(task, server_sent, share):
+            if task.id not in observed and self.fold(task, sent_local, share):
                 observed.add(task.id)
         return sightings
 
@@ -265,16 +288,17 @@ class Lister:
         self._next_plan = max(self._next_plan, p._loop.time() + delay)
 
     # ------------------------------------------------------------ what a page shows
-    def fold(self, task: Task, server_sent: float, share: float) -> bool:
-        """Fold one page item into its task's state; True if it observed a watched task
-        (queued again by its schedule, or for its result GET)."""
+    def fold(self, task: Task, sent_local: float, share: float) -> bool:
+        """Fold one page item (of a page sent at local time ``sent_local``) into its task's
+        state; True if it observed a watched task (queued again by its schedule, counted
+        from when the page was sent, or for its result GET)."""
         p = self._p
         state = p.state(task.id)
         if state is None or state.ended or not state.leased or state.in_flight or state.result_wanted:
             return False
         if not state.policy.list_polling:
             return False
-        new = Sighting.from_task(task, server_sent, Source.PAGE)
+        new = Sighting.from_task(task, p.clock.server_now(sent_local), Source.PAGE)
         if state.task is not None:
             fetched = p.clock.server_now(state.fetched_at or 0.0)
             old = Sighting.from_task(state.task, fetched, Source.GET)
@@ -292,7 +316,7 @@ class Lister:
         p._record_answer(state, task)
         state.covered = False
         if not state.ended:
-            p._schedule(state, p._pacer.next_delay(state, task))
+            p._schedule(state, p._pacer.next_delay(state, task) - (time.time() - sent_local))
         return True
 
     # ------------------------------------------------------------ for the panel

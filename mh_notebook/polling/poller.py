@@ -286,13 +286,13 @@ class Poller:
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
 
-    async def _take_turn(self, *, honour_pause: bool) -> bool:
+    async def _take_turn(self, *, honour_pause: bool, first: bool = False) -> bool:
         """Wait for the rate limit and a free slot; False (no slot held) if now held back.
 
         A real server limit's pause holds everyone back; ``honour_pause`` adds the user's pause and a
         refused key (refreshes asked for by the user and key probes pass those).
         """
-        await self._gate.acquire()
+        await self._gate.acquire(first)  # first: a list page, before any poll
         held = self._gate.paused() or (honour_pause and (self._paused or self.auth_error is not None))
         if held:
             self._gate.release()
