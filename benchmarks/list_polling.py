@@ -9,7 +9,7 @@ schedule of before), "fixed 0.5s" is computed exactly from the true timelines (a
 The simulator runs ``--speed`` times faster and the watcher's clock is scaled the same way
 (``time_scale``: schedule durations divided, the 10 requests/s budget multiplied), so every
 figure is in simulated seconds: a delay is (the real time the watcher's ``on_done`` callback
-ran − the task's true end) × speed. Requests are counted at the simulator: list pages and
+ran - the true end) x speed. Requests are counted at the simulator: list pages and
 GETs (``sim.calls``), result GETs included.
 
 Scenarios:
@@ -85,8 +85,7 @@ def workload(rng: random.Random, others: int = 0) -> list[Spec]:
 def create(sim: Simulator, spec: Spec) -> Task:
     """Create a task as ``POST`` would and return its creation answer (pending, created_at)."""
     task_id = sim.submit(model=spec.model, outcome=spec.outcome, latency=spec.latency)
-    sim_task = sim.ordered()[0][-1]
-    assert sim_task.id == task_id
+    sim_task = next(t for t in reversed(sim.ordered()[0]) if t.id == task_id)
     return Task.from_api(sim.data(sim_task, time.time()))
 
 
@@ -142,7 +141,9 @@ def p(values: list[float], q: float) -> float:
 def table(title: str, rows: list[Result], targets: str) -> None:
     print(f"\n{title}  (targets: {targets})")
     print(f"{'':<31}{'end seen':^24}{'result in hand':^16}")
-    head = f"{'arm':<12}{'pages':>6}{'GETs':>6}{'req/task':>9}{'p50':>8}{'p95':>8}{'max':>8}{'p50':>8}{'p95':>8}"
+    head = (
+        f"{'arm':<12}{'pages':>6}{'GETs':>6}{'req/task':>9}{'p50':>8}{'p95':>8}{'max':>8}{'p50':>8}{'p95':>8}"
+    )
     print(f"{head}{'right':>9}{'wall':>6}")
     for r in rows:
         print(
@@ -191,21 +192,38 @@ def main() -> None:
 
     specs = workload(random.Random(args.seed))
     rows = [run_arm("list", specs, args.speed, args.seed), run_arm("per-task", specs, args.speed, args.seed)]
-    table("300 watched tasks", [*rows, fixed_arm(specs)], "list <= 2.5 req/task, p95 <= 1.0 s, every status right")
+    table(
+        "300 watched tasks",
+        [*rows, fixed_arm(specs)],
+        "list <= 2.5 req/task, p95 <= 1.0 s, every status right",
+    )
     per_task = rows[1].per_task
 
     crowded = workload(random.Random(args.seed), others=1000)
-    rows = [run_arm("list", crowded, args.speed, args.seed), run_arm("per-task", crowded, args.speed, args.seed)]
-    table("300 watched + 1,000 others in the same window", [*rows, fixed_arm(crowded)], "list <= 4 req/task, p95 <= 1.5 s")
+    rows = [
+        run_arm("list", crowded, args.speed, args.seed),
+        run_arm("per-task", crowded, args.speed, args.seed),
+    ]
+    table(
+        "300 watched + 1,000 others in the same window",
+        [*rows, fixed_arm(crowded)],
+        "list <= 4 req/task, p95 <= 1.5 s",
+    )
 
     missing = run_arm("list", specs, args.speed, args.seed, list_mode="missing")
     missing.arm = "list (404)"
-    table("list endpoint missing (404)", [missing], f"every status right, cost within 10% of per-task's {per_task:.2f}")
+    table(
+        "list endpoint missing (404)",
+        [missing],
+        f"every status right, cost within 10% of per-task's {per_task:.2f}",
+    )
     print(f"  cost vs per-task: {missing.per_task / per_task - 1:+.1%}")
 
     if args.big:
-        print(f"\n{args.big:,} watched tasks running, {args.minutes:g} simulated minutes after a 30 s warm-up"
-              " (target: list <= 1 request per task per minute, result GETs excluded)")
+        print(
+            f"\n{args.big:,} watched tasks running, {args.minutes:g} simulated minutes after a 30 s warm-up"
+            " (target: list <= 1 request per task per minute, result GETs excluded)"
+        )
         print(f"{'arm':<12}{'req/task/min':>14}{'stale p50':>11}{'p95':>9}")
         for arm in ("list", "per-task"):
             per_min, p50, p95, mode = big_arm(arm, args.big, args.minutes, args.speed, args.seed)

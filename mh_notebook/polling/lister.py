@@ -141,7 +141,7 @@ class Lister:
         self._gating = bool(candidates) and not chosen.per_task
         self._released = now
         spent = time.perf_counter() - started
-        self._next_plan = now + max(self._gap, 10.0 * spent)  # planning never eats the thread
+        self._next_plan = now + max(self._gap, 3.0 * spent)  # planning never eats the thread
         if chosen.walks and candidates:
             self._start_round(chosen, candidates, now)
             self._steady_at = now + self._interval
