@@ -195,7 +195,7 @@ def test_a_missing_list_falls_back_to_per_task_gets_and_recovers(mode: str) -> N
             w.watch([*long, *short])
             _until(lambda: not poller.list_health.available)
             assert poller.polling_mode.startswith("per-task GETs: ")
-            assert "tried again" in poller.polling_mode
+            assert "trying it again in" in poller.polling_mode
             _until(lambda: all(poller.state(t.id).ended for t in short))  # type: ignore[union-attr]
             assert all(w.tasks[t.id].status == TaskStatus.SUCCEEDED for t in short)
             listed = sim.calls["list"]

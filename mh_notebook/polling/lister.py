@@ -15,8 +15,9 @@ page never moves a status backwards and never overrides a newer GET. ``succeeded
 ``expired``) on a page queues exactly one GET, ahead of every other poll, for the result
 URLs; ``failed`` and ``cancelled`` end the task with no GET. A page counts against the
 budget like any request, takes its turn in the gate (rate, in-flight slots, a limit's
-pause) and is counted on the tasks it showed as a share: ``1/items`` of a request each,
-added to their ``polls`` as whole requests accumulate.
+pause). It is counted by the poller (``pages``, :meth:`Lister.mode`), not in the ``polls``
+of the tasks it showed: a task's ``polls`` are its own GETs (with list polling, mostly the
+one for its result).
 
 404, 403 or a malformed page: per-task GETs, exactly as without the list, and one small
 probe of the list after a doubling backoff (:class:`~.listing.Health`). 429, 5xx and
@@ -32,7 +33,7 @@ import logging
 import math
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ..errors import (
     AuthenticationError,
@@ -61,8 +62,32 @@ from .listing import (
 )
 from .state import TaskState
 
-if TYPE_CHECKING:
-    from .poller import Poller
+
+class Host(Protocol):
+    """What the lister uses of its :class:`~.poller.Poller` (no import: no circle)."""
+
+    clock: Any
+    policy: Any
+    auth_error: Any
+    _loop: Any
+    _gate: Any
+    _queue: Any
+    _client: Any
+    _pacer: Any
+    _rng: Any
+    _paused: bool
+    _inflight: set[Any]
+    _wakeup: Any
+    _states: Any
+
+    @property
+    def effective_rate(self) -> float: ...
+    def state(self, task_id: str) -> TaskState | None: ...
+    def states(self) -> list[TaskState]: ...
+    def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None: ...
+    def _record_answer(self, state: TaskState, task: Task, elsewhere: bool = False) -> None: ...
+    async def _take_turn(self, *, honour_pause: bool, first: bool = False) -> bool: ...
+
 
 __all__ = ["Lister"]
 
@@ -77,7 +102,7 @@ _RATE_SPAN = 10.0
 class Lister:
     """One poller's list polling: plans, walks and the list's health (poller thread)."""
 
-    def __init__(self, poller: Poller, settings: Settings | None = None, *, enabled: bool = True) -> None:
+    def __init__(self, poller: Host, settings: Settings | None = None, *, enabled: bool = True) -> None:
         self._p = poller
         self.enabled = enabled
         """False: per-task GETs only, as before the list existed."""
@@ -129,6 +154,10 @@ class Lister:
         due = p._queue.next_due()
         due_now = due is not None and due <= now
         if not due_now and now < self._steady_at:
+            return
+        health = self.state.health
+        if not health.available and p.clock.server_now(time.time()) < health.retry_at:
+            self._gating, self._next_plan = False, now + self._gap  # per-task GETs until the retry
             return
         started = time.perf_counter()
         watched, candidates = self._watched(now)
@@ -259,11 +288,10 @@ class Lister:
 
     def _take_page(self, page: TaskPage, sent_local: float, observed: set[str]) -> list[Sighting]:
         sightings = []
-        share = 1.0 / max(1, len(page.tasks))
         server_sent = self._p.clock.server_now(sent_local)
         for task in page.tasks:
             sightings.append(Sighting.from_task(task, server_sent, Source.PAGE))
-            if task.id not in observed and self.fold(task, sent_local, share):
+            if task.id not in observed and self.fold(task, sent_local):
                 observed.add(task.id)
         return sightings
 
@@ -288,7 +316,7 @@ class Lister:
         self._next_plan = max(self._next_plan, p._loop.time() + delay)
 
     # ------------------------------------------------------------ what a page shows
-    def fold(self, task: Task, sent_local: float, share: float) -> bool:
+    def fold(self, task: Task, sent_local: float) -> bool:
         """Fold one page item (of a page sent at local time ``sent_local``) into its task's
         state; True if it observed a watched task (queued again by its schedule, counted
         from when the page was sent, or for its result GET)."""
@@ -304,12 +332,9 @@ class Lister:
             old = Sighting.from_task(state.task, fetched, Source.GET)
             if merge(old, new).status != new.status:
                 return False  # a lagging page, or older than the last GET: not an observation
-        state.page_share += share
-        if state.page_share >= 1.0:
-            whole = math.floor(state.page_share)
-            state.polls, state.page_share = state.polls + whole, state.page_share - whole
-        if task.status in _RESULT:  # its URLs come with its own GET: one, before anything else
+        if task.status in _RESULT:  # its URLs come with its own GET: one, before other polls
             state.result_wanted, state.seen_ended_at = True, time.time()
+            state.ended_on_page = new.completed_at or new.seen_at  # (in the order of the ends)
             state.covered = False
             p._schedule(state, 0.0, first=True)
             return True
@@ -335,9 +360,9 @@ class Lister:
             return f"per-task GETs: {health.reason or 'the list failed'}; trying it again in {wait:.0f} s"
         if self.pages == 0:
             return "per-task GETs (the list has not been cheaper yet)"
-        now = self._p._loop.time()
-        recent = [page for t, page in self._sent if t >= now - _RATE_SPAN]
-        span = min(_RATE_SPAN, max(1e-3, now - self._sent[0][0])) if self._sent else _RATE_SPAN
+        now, sent = self._p._loop.time(), list(self._sent)  # one copy: the poller thread appends
+        recent = [page for t, page in sent if t >= now - _RATE_SPAN]
+        span = min(_RATE_SPAN, max(1e-3, now - sent[0][0])) if sent else _RATE_SPAN
         rate = sum(recent) / span
         per_task = (self.pages + self.gets) / max(1, len(self._p._states))
         return f"{rate:.1f} list pages/s + 1 GET per result: {per_task:.1f} requests per task"

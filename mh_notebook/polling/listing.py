@@ -154,7 +154,7 @@ class Health:
     """Consecutive failures (0: the list works, or was never tried)."""
     retry_at: float = 0.0
     reason: str | None = None
-    """What the panel says once while polling per task (``None`` when the list works)."""
+    """Why the list cannot be used, e.g. "the API has no task list (404)" (``None`` when it works)."""
 
     @property
     def available(self) -> bool:
@@ -455,7 +455,7 @@ def after_failure(state: ListState, failure: ListFailure, now: float) -> ListSta
     s = state.settings
     failures = state.health.failures + 1
     wait = min(s.backoff_cap, s.backoff * 2 ** (failures - 1))
-    reason = f"polling each task: {_REASONS[failure]}; the list is tried again later"
+    reason = _REASONS[failure]
     return replace(state, health=Health(failures, now + wait, reason))
 
 

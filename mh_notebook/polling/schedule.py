@@ -88,6 +88,8 @@ def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]
     then the fewest polls still needed at its age now. A task never polled has waited
     since its first poll was queued, and is starved no sooner than any other (counted as
     never polled, every new task went before the ones starved past ``max_interval``)."""
+    if state.result_wanted:  # a page saw it end: its result GET first, in the order of the ends
+        return (2.0, -state.ended_on_page)
     policy = state.policy
     age = state.due_age + overdue
     remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)

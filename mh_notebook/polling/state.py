@@ -71,8 +71,8 @@ class TaskState:
     """Seen succeeded (or expired) on a list page: one GET for its result is queued."""
     seen_ended_at: float | None = None
     """Wall-clock time a list page showed its end (the observation's time once its GET answers)."""
-    page_share: float = 0.0
-    """Its share of the list pages that showed it not yet counted in ``polls`` (1/items a page)."""
+    ended_on_page: float = 0.0
+    """When a list page said it ended (server time): result GETs go in the order of the ends."""
     sent_rate: float = 0.0
     """The engine's sending rate (requests per second) when its last poll was sent."""
 
