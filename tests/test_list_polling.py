@@ -21,6 +21,7 @@ from mh_notebook.polling.listing import status_rank
 from mh_notebook.polling.policy import PollPolicy
 from mh_notebook.records import TaskStatus
 from mh_notebook.sim import Others, Simulator
+from mh_notebook.view.render import static_text, summary_html
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0
@@ -196,6 +197,10 @@ def test_a_missing_list_falls_back_to_per_task_gets_and_recovers(mode: str) -> N
             _until(lambda: not poller.list_health.available)
             assert poller.polling_mode.startswith("per-task GETs: ")
             assert "trying it again in" in poller.polling_mode
+            shown = w.snapshot()  # the panel says it, next to the budget line, and so does the saved view
+            assert "per-task GETs: " in summary_html(shown) and "polling: per-task GETs" in static_text(
+                shown, [], ""
+            )
             _until(lambda: all(poller.state(t.id).ended for t in short))  # type: ignore[union-attr]
             assert all(w.tasks[t.id].status == TaskStatus.SUCCEEDED for t in short)
             listed = sim.calls["list"]
