@@ -259,7 +259,7 @@ class TaskPage:
         return cls(
             tasks=tasks,
             cursor=str(cursor) if cursor else None,
-            has_more=bool(page.get("hasMore")) and bool(cursor),
+            has_more=bool(page.get("hasMore")),
             total=total if isinstance(total, int) and not isinstance(total, bool) else None,
         )
 

@@ -70,8 +70,11 @@ def list_tasks(
         pages = client.iter_pages(
             status=status, provider=provider, model=model, since=since, until=until, limit=100
         )
-        tasks = [task for page in _with_bar(pages) for task in page.tasks]
-        return tasks_frame(tasks, base_url=client.base_url)
+        first: dict[str, Task] = {}  # a task shown on two pages (pages shift as tasks are created) once
+        for page in _with_bar(pages):
+            for task in page.tasks:
+                first.setdefault(task.id, task)
+        return tasks_frame(list(first.values()), base_url=client.base_url)
 
 
 def _with_bar(pages: Iterator[TaskPage]) -> Iterator[TaskPage]:

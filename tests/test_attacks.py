@@ -20,8 +20,10 @@ from mh_notebook import (
     CreationUnknownError,
     MalformedResponseError,
     NetworkError,
+    PollPolicy,
     Task,
     TaskWatcher,
+    list_tasks,
     read_history,
 )
 from mh_notebook.journal.sqlite import SQLiteStore
@@ -188,3 +190,129 @@ def test_a_body_that_trickles_in_frees_its_request_slot(stand_in: Callable[[Answ
     with pytest.raises(NetworkError, match="whole answer"):
         asyncio.run(fetch())
     assert time.monotonic() - start < 20  # 0.5 s read + 5 s: well before the trickle ends
+
+
+def test_a_store_that_is_no_journal_is_named_and_harms_no_other_watcher(sim: Simulator) -> None:
+    """``store=123`` raised AttributeError and stayed attached: every later watch() of that API failed."""
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as good:
+        with pytest.raises(TypeError, match=r"store= takes .* got int"):
+            TaskWatcher(sim.api_key, sim.url, store=123, display="none")  # type: ignore[arg-type]
+        task_id = sim.submit(latency=0.1)
+        good.watch(task_id)
+        assert good.wait(timeout=30)[task_id].is_terminal
+
+
+def _pages(
+    cursor: Callable[[int], str | None], more: Callable[[int], bool], ids: Callable[[int], list[int]]
+) -> Answer:
+    hits: list[str] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        hits.append(handler.path)
+        n = len(hits)
+        items = [json.loads(_task(f"t{i}", status="succeeded"))["data"] for i in ids(n)]
+        page = {"cursor": cursor(n), "hasMore": more(n) and n < 50, "total": 30}
+        return 200, json.dumps({"success": True, "data": items, "pagination": page}).encode()
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("cursor", "why"),
+    [(lambda n: "SAME", "sent before"), (lambda n: None if n == 2 else f"c{n}", "no cursor")],
+    ids=["looping cursor", "more without a cursor"],
+)
+def test_a_list_whose_pages_loop_or_stop_short_is_an_error_not_a_wrong_frame(
+    stand_in: Callable[[Answer], str], cursor: Callable[[int], str | None], why: str
+) -> None:
+    """A cursor that came back made list_tasks walk forever (cost summed 200 times); a page
+    saying "more" with no cursor ended the walk silently, 20 of 50 tasks in the frame."""
+    url = stand_in(_pages(cursor, lambda n: True, lambda n: list(range(10 * n, 10 * n + 10))))
+    with pytest.raises(MalformedResponseError, match=why):
+        list_tasks(api_key=KEY, base_url=url)
+
+
+def test_a_task_on_two_pages_is_one_row(stand_in: Callable[[Answer], str]) -> None:
+    """Pages shift as tasks are created while listing: a task shown twice was two rows (cost twice)."""
+    url = stand_in(_pages(lambda n: f"c{n}", lambda n: n < 3, lambda n: list(range(5 * n, 5 * n + 10))))
+    frame = list_tasks(api_key=KEY, base_url=url)
+    assert frame["task_id"].is_unique and len(frame) == 20
+
+
+def test_a_request_from_a_callback_is_refused_not_a_stall(sim: Simulator) -> None:
+    """cancel() in an on_change callback held the engine's thread for its whole answer: no poll for 9 s."""
+    ids = [sim.submit(latency=0.5) for _ in range(3)]
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as w:
+        w.on_change(lambda task: w.cancel(task.id))
+        w.watch(ids)
+        assert all(t.is_terminal for t in w.wait(timeout=30).values())
+    assert w.callback_errors and all("engine's thread" in str(e) for e in w.callback_errors)
+
+
+def test_spellings_of_one_api_share_one_engine_and_odd_urls_are_refused(sim: Simulator) -> None:
+    """``:80``, upper case or a trailing ``/api/v1/`` made separate engines (budgets) and journal keys."""
+    host, port = sim.url.removeprefix("http://").split(":")
+    spellings = [sim.url, f"HTTP://{host}:{port}/", f"http://{host}:{port}/api/v1/"]
+    watchers = [TaskWatcher(sim.api_key, url, store=None, display="none") for url in spellings]
+    try:
+        assert len({id(w.engine) for w in watchers}) == 1
+        assert {w.base_url for w in watchers} == {sim.url}
+    finally:
+        for w in watchers:
+            w.stop()
+    for odd in [f"{sim.url}?x=1", f"http://user:pw@{host}:{port}", f"{sim.url}#top"]:
+        with pytest.raises(ConfigurationError, match="no query, fragment, user or password"):
+            TaskWatcher(sim.api_key, odd, store=None, display="none")
+
+
+def test_a_random_429_asking_for_days_holds_its_task_back_at_most_max_interval(
+    stand_in: Callable[[Answer], str],
+) -> None:
+    """One 429 judged noise held its task back by the whole Retry-After (60 s, past max_interval)."""
+    asked: list[float] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> tuple[int, bytes] | None:
+        asked.append(time.monotonic())
+        if len(asked) == 2:
+            handler.send_response(429)
+            handler.send_header("Retry-After", "99999999")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
+        return 200, _task("slow", status="running", provider="vidu", model="viduq3-turbo")
+
+    policy = PollPolicy(max_interval=2.0, list_polling=False)
+    with TaskWatcher(KEY, stand_in(answer), store=None, display="none", policy=policy) as w:
+        w.watch("slow")
+        deadline = time.monotonic() + 30
+        while len(asked) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert len(asked) >= 3 and asked[2] - asked[1] < 10  # max_interval 2 s, not a day (nor 60 s)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"refresh_interval": -1},
+        {"static_interval": 0},
+        {"gallery_limit": -3},
+        {"inline_limit": -1},
+        {"timeout": -1},
+        {"display": "bogus"},
+    ],
+)
+def test_a_setting_out_of_range_is_named(sim: Simulator, bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TaskWatcher(sim.api_key, sim.url, store=None, **bad)  # type: ignore[arg-type]
+
+
+def test_a_policy_out_of_range_or_of_another_type_and_a_changed_setting_are_refused(sim: Simulator) -> None:
+    with pytest.raises(ValueError, match="max_interval"):
+        PollPolicy(max_interval=-1)
+    with pytest.raises(ValueError, match="min_interval must be <= max_interval"):
+        PollPolicy(min_interval=10, max_interval=1)
+    with pytest.raises(TypeError, match="policy must be a PollPolicy"):
+        TaskWatcher(sim.api_key, sim.url, store=None, policy="fast")  # type: ignore[arg-type]
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none")
+    with w, pytest.raises(AttributeError, match="cannot be changed"):
+        w.rate_limit = 1  # it would change nothing the engine uses

@@ -79,7 +79,7 @@ def test_a_429_holds_back_its_request_for_retry_after(sim: Simulator) -> None:
     # of everyone is for 429s that rise with the sending rate: tests/test_polling.py)
     sim.with_faults(retry_after=0.5)
     ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(5)]
-    per_task = PollPolicy(list_polling=False)  # a page would show the refused task
+    per_task = PollPolicy(list_polling=False, max_interval=100)  # no page shows it; 1 s, scaled
     with TaskWatcher(
         sim.api_key,
         sim.url,

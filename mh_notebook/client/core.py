@@ -52,15 +52,31 @@ class _Call(Generic[T_co]):
     """True for requests that may create a paid task (creation, retry)."""
     retry: bool = True
     """False: one attempt only."""
+    cursors: tuple[str, ...] = ()
+    """The cursors a listing has followed so far (a cursor met again is a loop)."""
 
     def after(self, page: object) -> _Call[T_co] | None:
-        """The call for the page after ``page`` (a listing), or ``None`` after the last."""
+        """The call for the page after ``page`` (a listing), or ``None`` after the last.
+
+        A page that says there are more but sends no cursor, sends no task, or sends a
+        cursor already followed would make the walk stop short or loop forever: each is a
+        :class:`MalformedResponseError` saying so, never a silent end or an endless walk."""
         if not isinstance(page, TaskPage) or not page.has_more:
             return None
+        pages = len(self.cursors) + 1
+        if page.cursor is None or not page.tasks or page.cursor in self.cursors:
+            why = (
+                "no cursor" if page.cursor is None
+                else "no task" if not page.tasks
+                else f"a cursor it had sent before ({snippet(page.cursor, 40)}): the pages loop"
+            )  # fmt: skip
+            raise MalformedResponseError(
+                f"listing tasks: page {pages} says there are more but sends {why}; stopped there",
+                field="pagination",
+            )
         params = {k: v for k, v in (self.params or {}).items() if k != "cursor"}
-        if page.cursor is not None:
-            params["cursor"] = page.cursor
-        return dataclasses.replace(self, params=params)
+        params["cursor"] = page.cursor
+        return dataclasses.replace(self, params=params, cursors=(*self.cursors, page.cursor))
 
     def unknown(self, detail: str, sent_at: datetime) -> NetworkError:
         """The error of a creation sent whose answer was lost or unreadable."""

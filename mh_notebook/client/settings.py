@@ -65,17 +65,36 @@ def resolve_settings(
         )
     _check_key(key.strip())
     url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
-    if not url.startswith(("http://", "https://")):
+    if not url.lower().startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
-    if url.startswith("http://") and not allow_insecure_http and not _is_loopback(url):
+    if url.lower().startswith("http://") and not allow_insecure_http and not _is_loopback(url):
         raise ConfigurationError(
             f"refusing plain http to {url!r}: the API key would be sent unencrypted; use https://, "
             "or pass allow_insecure_http=True if you really mean it"
         )
-    url = url.rstrip("/")
-    if url.endswith(API_PREFIX):  # the docs write the API's address with its prefix
-        url = url[: -len(API_PREFIX)]
-    return key.strip(), url
+    return key.strip(), _canonical(url)
+
+
+def _canonical(url: str) -> str:
+    """One spelling per API (one engine, one budget, one journal key): the scheme and host
+    in lower case, no default port, no trailing ``/`` or ``/api/v1``. A query, a fragment or
+    a user and password in the URL are refused (the journal would keep them)."""
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"base_url {url!r} is not a URL: {exc}") from None
+    if parts.query or parts.fragment or parts.userinfo or not parts.host:
+        raise ConfigurationError(
+            "base_url must be scheme://host[:port][/path], with no query, fragment, user or "
+            f"password (got {parts.copy_with(userinfo=None)!s:.200})"
+        )
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    host = f"[{parts.host}]" if ":" in parts.host else parts.host
+    path = parts.path.rstrip("/")
+    if path.endswith(API_PREFIX):  # the docs write the API's address with its prefix
+        path = path[: -len(API_PREFIX)]
+    return f"{parts.scheme}://{host.lower()}{port}{path}"
 
 
 def _check_key(key: str) -> None:

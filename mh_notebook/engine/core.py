@@ -199,12 +199,12 @@ class Engine:
     # ------------------------------------------------------------ watchers
     def attach(self, sub: Subscriber) -> None:
         """Add a watcher: the budget becomes the lowest limit of all, and its journal teaches."""
+        key, shared = store_key(sub.spec.store), sub.spec.store.team_journal()  # before it joins: may raise
         with self._lock:
             self._subs.append(sub)
             self._apply_rate()
-            fresh = store_key(sub.spec.store) not in self._seeded
-            self._seeded.add(store_key(sub.spec.store))
-            shared = sub.spec.store.team_journal()
+            fresh = key not in self._seeded
+            self._seeded.add(key)
             if self.team is None and shared is not None:
                 self.team = TeamPolling(shared, self.poller)
                 if self._team_thread is None:

@@ -28,4 +28,15 @@ def open_store(store: Store | str | Path | None, *, create: bool = True) -> Stor
             return PostgresStore(text, create=create)
         refuse_url(text)
         return SQLiteStore(default_journal_path() if text == "default" else store, create=create)
+    missing = [name for name in _PROTOCOL if not hasattr(store, name)]
+    if missing:
+        raise TypeError(
+            "store= takes None (memory), 'default', a file path, a postgresql:// URL or a journal "
+            f"object such as MemoryStore or SQLiteStore; got {type(store).__name__}, which has no "
+            + ", ".join(missing[:4])
+        )
     return store
+
+
+_PROTOCOL = sorted({name for name in dir(Store) if not name.startswith("_")})
+"""What an object passed as ``store=`` must have: every name of the :class:`Store` protocol."""

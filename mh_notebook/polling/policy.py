@@ -77,6 +77,12 @@ class PollPolicy:
     """After the list failed (404, 403, garbage), poll per task this long before trying it
     again (doubling per failure in a row)."""
 
+    def __post_init__(self) -> None:
+        bad = [n for n in _DURATIONS if not getattr(self, n) >= 0]  # NaN too
+        if bad or not self.min_interval <= self.max_interval:
+            what = f"{bad[0]} must be >= 0" if bad else "min_interval must be <= max_interval"
+            raise ValueError(f"PollPolicy: {what}, got {self!r}")
+
     def scaled(self, factor: float) -> PollPolicy:
         """This policy for a clock ``factor`` times faster: every duration divided by it."""
         if factor <= 0:

@@ -4,9 +4,9 @@ One daemon thread, one asyncio loop, one ``AsyncClient`` (:mod:`.loop`). Each ta
 next-poll time (:class:`~.schedule.Pacer`, by its :class:`~.policy.PollPolicy`); list pages
 observe many at once where cheaper (:mod:`.lister`); every request takes its turn in a rate
 limit and a cap on requests in flight (:class:`~.gate.RequestGate`). A 429 that shows a
-server limit pauses everyone (others hold back their own request), errors back off per task,
-401/403 stops polling (the key probed every ``max_interval``). No widgets, no journals: each
-change goes to ``on_observation`` (poller thread); ``on_tick`` runs on a fixed period.
+server limit pauses everyone (others hold back their own request, at most ``max_interval``),
+errors back off per task, 401/403 stops polling (the key probed every ``max_interval``).
+No widgets, no journals: changes go to ``on_observation``; ``on_tick`` runs periodically.
 """
 
 from __future__ import annotations
@@ -221,9 +221,7 @@ class Poller:
     def refresh(self, task_id: str) -> concurrent.futures.Future[Task]:
         """Fetch ``task_id`` now (with retries) for fresh result URLs; a future of the task.
 
-        The request takes its turn in the rate limit, the cap on requests in flight and
-        any 429 pause, like every poll.
-        """
+        It takes its turn in the rate limit, the cap in flight and any 429 pause, like a poll."""
         return self._loop_thread.submit(lambda: self._refresh(task_id))
 
     def spawn(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
@@ -409,7 +407,8 @@ class Poller:
             self._on_not_found(state, exc)
             return
         if isinstance(exc, RateLimitedError):  # a real limit holds everyone back, noise this task
-            delay = exc.retry_after if exc.retry_after is not None else state.policy.error_backoff
+            asked = state.policy.error_backoff if exc.retry_after is None else exc.retry_after
+            delay = min(asked, state.policy.max_interval)  # noise: never starves its own task
             if self._gate.limited(exc.retry_after, state.policy.error_backoff, state.sent_rate):
                 delay = self._gate.pause_left()
         else:

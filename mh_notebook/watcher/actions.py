@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..client import Client, _Secret
+from .waiters import refuse_in_engine_thread
 
 if TYPE_CHECKING:
     from ..models import Task
@@ -45,7 +46,9 @@ class Actions:
 
     @property
     def client(self) -> Client:
-        """The synchronous client these requests go through."""
+        """The synchronous client these requests go through (refused in an engine's thread,
+        a callback, where its wait would hold up every poll)."""
+        refuse_in_engine_thread(None, "submit(), cancel(), retry() and balance()")
         with self._lock:
             if self._client is None:
                 self._client = Client(

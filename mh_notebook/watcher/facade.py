@@ -80,7 +80,14 @@ class TaskWatcher:
         static_interval: float = 3.0,
     ) -> None:
         key, url = resolve_settings(api_key, base_url, allow_insecure_http=allow_insecure_http)
-        check_settings(rate_limit=rate_limit, time_scale=time_scale, burst=burst, max_in_flight=max_in_flight)
+        check_settings(
+            rate_limit=rate_limit, time_scale=time_scale, burst=burst, max_in_flight=max_in_flight,
+            timeout=timeout, refresh_interval=refresh_interval, static_interval=static_interval,
+            gallery_limit=gallery_limit, inline_limit=inline_limit,
+        )  # fmt: skip
+        shown = resolve_display(display)
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise TypeError(f"policy must be a PollPolicy or None, got {type(policy).__name__}")
         self.base_url, self.sandbox = url, is_sandbox_key(key)
         """``sandbox``: True for a ``river_test_`` key (ModelHunter's sandbox: nothing is charged)."""
         self._owns_store = store is None or isinstance(store, str | Path)
@@ -92,9 +99,9 @@ class TaskWatcher:
         self.refresh_interval, self.static_interval = refresh_interval, static_interval
         self.save_to = Path(save_to).expanduser().resolve() if save_to is not None else None
         """Where every succeeded result is saved (``None``: nowhere)."""
-        self.gallery_limit, self.inline_limit = max(1, gallery_limit), max(0, inline_limit)
+        self.gallery_limit, self.inline_limit = gallery_limit, inline_limit
         spec = SubscriberSpec(self.store, self.rate_limit, burst)
-        self._tracked = tracked = TrackedSet(spec, url, Flags(resolve_display(display)))
+        self._tracked = tracked = TrackedSet(spec, url, Flags(shown))
         self.callback_errors: list[BaseException] = tracked.callback_errors
         """Exceptions raised by callbacks (they are logged, never fatal)."""
         self._results = Keeping(
@@ -128,6 +135,14 @@ class TaskWatcher:
 
     def __repr__(self) -> str:
         return f"TaskWatcher({self._view.describe()})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Settings are fixed once made: assigning one would change nothing the engine uses."""
+        if not name.startswith("_") and "_engine" in self.__dict__ and not hasattr(type(self), name):
+            raise AttributeError(
+                f"TaskWatcher.{name} cannot be changed; make a new TaskWatcher with {name}=..."
+            )
+        super().__setattr__(name, value)
 
     def stop(self) -> None:
         """Stop watching: waits fail, the journal is written and closed, and the engine's

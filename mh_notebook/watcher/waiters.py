@@ -23,10 +23,10 @@ FeedItem = tuple[str, Task | None] | None
 """``(task_id, final task)`` when a task ends (``None`` task: not found); ``None``: stop."""
 
 
-def refuse_in_engine_thread(engine: WatcherEngine, what: str) -> None:
+def refuse_in_engine_thread(engine: WatcherEngine | None, what: str) -> None:
     """Raise if called in an engine's thread (a callback): what follows would wait for
     that thread's own loop (a deadlock until the timeout) or hold up its polling."""
-    if engine.in_poller_thread or any(e.in_poller_thread for e in running_engines()):
+    if (engine is not None and engine.in_poller_thread) or any(e.in_poller_thread for e in running_engines()):
         raise RuntimeError(
             f"{what} cannot run in the engine's thread (an on_change/on_done callback): it would "
             "wait for that thread's own loop or hold up every poll. Call it from your own code "
