@@ -1,0 +1,147 @@
+"""watch_account: every new task of the account, as the list shows them, over real HTTP.
+
+Waits are generous and end on conditions (a loaded 2-core machine must not fail them);
+nothing here asserts how fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mh_notebook import TaskWatcher
+from mh_notebook.journal.sqlite import SQLiteStore
+from mh_notebook.sim import Others, Simulator
+
+SPEED = 20
+
+
+def _until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fast() -> Iterator[Simulator]:
+    with Simulator(seed=3, speed=SPEED) as s:
+        yield s
+
+
+def _watcher(sim: Simulator, store: object = None) -> TaskWatcher:
+    return TaskWatcher(
+        api_key=sim.api_key, base_url=sim.url, time_scale=SPEED, store=store, display="none"  # type: ignore[arg-type]
+    )
+
+
+def test_new_tasks_are_watched_and_end_right_and_older_ones_are_not(fast: Simulator) -> None:
+    before = [fast.submit(model="seedream-4-5") for _ in range(3)]
+    time.sleep(2.5)  # past the server's clock's uncertainty: these are before "now"
+    with _watcher(fast) as w:
+        w.watch_account()
+        made = [fast.submit(model=m) for m in ("seedream-4-5", "viduq3-turbo", "nano-banana-2")]
+        made.append(fast.submit(model="seedream-4-5", outcome="failed"))
+        _until(lambda: set(made) <= set(w.task_ids))
+        final = w.wait(timeout=120)
+        assert not set(before) & set(w.task_ids)
+        for task_id in made:
+            truth = fast.timeline(task_id)["outcome"]
+            assert final[task_id].status == truth
+            if truth == "succeeded":
+                assert final[task_id].result  # fetched by GET: list items carry none
+        assert fast.calls["list"] > 0
+        assert len(w.task_ids) == len(set(w.task_ids)) == len(made)  # nobody added twice
+
+
+def test_filters_are_respected(fast: Simulator) -> None:
+    with _watcher(fast) as w:
+        w.watch_account(model="seedream-4-5")
+        fast.others = Others(rate=2, models=(("seedream-4-5", 1.0), ("viduq3-turbo", 1.0)), count=30)
+        _until(lambda: len(fast.other_ids) == 30)
+        wanted = [t for t in fast.other_ids if fast.timeline(t)["model"] == "seedream-4-5"]
+        assert 0 < len(wanted) < 30
+        _until(lambda: set(wanted) <= set(w.task_ids))
+        w.wait(timeout=120)
+        assert set(w.task_ids) == set(wanted)
+    with _watcher(fast) as w:
+        w.watch_account(provider="vidu", status="failed")
+        failing = fast.submit(model="viduq3-turbo", outcome="failed")
+        fine = fast.submit(model="viduq3-turbo", outcome="succeeded")
+        other = fast.submit(model="seedream-4-5", outcome="failed")
+        _until(lambda: failing in w.task_ids)
+        _until(lambda: fast.timeline(fine)["end"] < time.time() and fast.timeline(other)["end"] < time.time())
+        pages = fast.calls["list"]
+        _until(lambda: fast.calls["list"] > pages + 3)  # walks after both ended
+        assert w.task_ids == [failing]
+        assert w.wait(timeout=60)[failing].status == "failed"
+
+
+def test_unwatch_account_stops_and_keeps_what_was_found(fast: Simulator) -> None:
+    with _watcher(fast) as w:
+        w.watch_account()
+        first = fast.submit(model="seedream-4-5")
+        _until(lambda: first in w.task_ids)
+        w.unwatch_account()
+        time.sleep(0.3)
+        pages = fast.calls["list"]
+        later = fast.submit(model="seedream-4-5")
+        time.sleep(2.0)  # dozens of walks' time at this speed
+        assert fast.calls["list"] == pages
+        assert later not in w.task_ids and first in w.task_ids
+        assert w.wait(timeout=60)[first].status == fast.timeline(first)["outcome"]
+
+
+def test_resume_after_a_restart_finds_the_tasks_created_meanwhile(fast: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    w1 = _watcher(fast, store=path)
+    w1.watch_account(model="viduq3-turbo")
+    seen = fast.submit(model="viduq3-turbo")
+    _until(lambda: seen in w1.task_ids)
+    w1.wait(timeout=60)
+    w1.stop()  # the kernel goes away
+    meanwhile = [fast.submit(model="viduq3-turbo") for _ in range(2)]
+    ignored = fast.submit(model="seedream-4-5")  # not the watch's model
+    store = SQLiteStore(path)
+    try:
+        (row,) = store.account_watches(fast.url)
+        assert row.model == "viduq3-turbo" and row.provider is None and row.status is None
+    finally:
+        store.close()
+    with _watcher(fast, store=path) as w2:
+        w2.resume()
+        _until(lambda: set(meanwhile) <= set(w2.task_ids))
+        after = fast.submit(model="viduq3-turbo")
+        _until(lambda: after in w2.task_ids)
+        final = w2.wait(timeout=120)
+        assert ignored not in w2.task_ids and seen not in w2.task_ids  # ended before: not again
+        assert all(final[t].status == fast.timeline(t)["outcome"] for t in [*meanwhile, after])
+        w2.unwatch_account()
+    store = SQLiteStore(path)
+    try:
+        assert store.account_watches(fast.url) == []  # unwatched: resume() no longer picks it up
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("mode", ["missing", "forbidden", "garbage"])
+def test_a_list_that_is_missing_or_refused_kills_nothing_and_is_tried_again(mode: str) -> None:
+    with Simulator(seed=4, speed=SPEED, list_mode=mode) as sim, _watcher(sim) as w:
+        w.watch_account()
+        _until(lambda: sim.calls["list"] >= 1 and (w.snapshot().notice or "").startswith("watch_account"))
+        assert "task list" in (w.snapshot().notice or "")
+        direct = sim.submit(model="seedream-4-5")
+        w.watch(direct)  # per-task polling goes on meanwhile
+        assert w.wait(timeout=60)[direct].status == sim.timeline(direct)["outcome"]
+        tries = sim.calls["list"]
+        _until(lambda: sim.calls["list"] > tries)  # tried again later
+        sim.list_mode = "ok"
+        found = sim.submit(model="seedream-4-5")
+        _until(lambda: found in w.task_ids, timeout=60)
+        _until(lambda: w.snapshot().notice is None)
+        assert w.wait(timeout=60)[found].status == sim.timeline(found)["outcome"]
+
