@@ -33,10 +33,8 @@ def fast() -> Iterator[Simulator]:
         yield s
 
 
-def _watcher(sim: Simulator, store: object = None) -> TaskWatcher:
-    return TaskWatcher(
-        api_key=sim.api_key, base_url=sim.url, time_scale=SPEED, store=store, display="none"  # type: ignore[arg-type]
-    )
+def _watcher(sim: Simulator, store: Path | None = None) -> TaskWatcher:
+    return TaskWatcher(api_key=sim.api_key, base_url=sim.url, time_scale=SPEED, store=store, display="none")
 
 
 def test_new_tasks_are_watched_and_end_right_and_older_ones_are_not(fast: Simulator) -> None:
@@ -144,4 +142,3 @@ def test_a_list_that_is_missing_or_refused_kills_nothing_and_is_tried_again(mode
         _until(lambda: found in w.task_ids, timeout=60)
         _until(lambda: w.snapshot().notice is None)
         assert w.wait(timeout=60)[found].status == sim.timeline(found)["outcome"]
-
