@@ -142,3 +142,15 @@ def test_a_list_that_is_missing_or_refused_kills_nothing_and_is_tried_again(mode
         _until(lambda: found in w.task_ids, timeout=60)
         _until(lambda: w.snapshot().notice is None)
         assert w.wait(timeout=60)[found].status == sim.timeline(found)["outcome"]
+
+
+def test_tasks_created_while_paging_are_found_once(fast: Simulator) -> None:
+    """Hundreds of tasks a second: each walk spans pages while new tasks arrive at the head."""
+    with _watcher(fast) as w:
+        w.watch_account()
+        fast.others = Others(rate=15, fail_rate=0.2, count=300)
+        _until(lambda: len(fast.other_ids) == 300, timeout=60)
+        _until(lambda: set(fast.other_ids) <= set(w.task_ids), timeout=60)
+        assert sorted(w.task_ids) == sorted(fast.other_ids)  # each once, none else
+        final = w.wait(timeout=240)
+        assert all(final[t].status == fast.timeline(t)["outcome"] for t in fast.other_ids)
