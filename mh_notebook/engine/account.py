@@ -11,6 +11,7 @@ Where it got to: after a complete walk sent at server time ``T``, every task cre
 twice the largest lag seen), so the next walk starts there. With a ``status`` filter a task
 is listed only once it has that status, which may be long after it was created: the walk
 then keeps ``horizon`` seconds of the account instead. ``progress`` is told where it got to.
+A turn reads at most ``_MAX_PAGES`` pages; a longer walk goes on from its cursor next turn.
 
 It never dies: a 429 waits its turn (the budget's pause), a 5xx, a network error or a
 malformed page backs off, and a list that is missing (404) or refused (403) is said once in
@@ -37,8 +38,10 @@ __all__ = ["AccountFollower", "FollowSettings"]
 
 log = logging.getLogger("mh_notebook.engine")
 
-_MAX_PAGES = 50
-"""Most pages of one walk (5,000 tasks); a walk cut short does not move the start on."""
+_MAX_PAGES = 10
+"""Most pages read in one turn (1,000 tasks): a longer walk goes on from its cursor at the
+next turn (the cursor is stable while tasks are created), so a busy account or a long
+absence never costs more than this a turn."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class AccountFollower:
         self._overlap, self._failures = settings.overlap, 0
         self._last_walk: float | None = None
         """Server time the last complete walk was sent at."""
+        self._unfinished: tuple[float, float, str] | None = None
+        """``(sent, since, cursor)`` of a walk to go on with."""
         self._future: concurrent.futures.Future[None] | None = None
 
     def start(self) -> None:
@@ -133,27 +138,32 @@ class AccountFollower:
         return float(wait)
 
     async def _walk(self) -> None:
-        """One walk of the list from where it got to; new tasks handed over page by page."""
-        sent = time.time()
-        since = self._start if self._start is not None else self._guess()
+        """Up to ``_MAX_PAGES`` pages of a walk of the list from where it got to (the walk
+        cut short last time, if any); new tasks handed over page by page."""
+        if self._unfinished is not None:
+            sent, since, cursor = self._unfinished
+        else:
+            sent, cursor = time.time(), None
+            since = self._start if self._start is not None else self._guess()
         row = self.row
         query = {"limit": 100, "provider": row.provider, "model": row.model, "status": row.status}
-        cursor: str | None = None
-        complete = False
         for _ in range(_MAX_PAGES):
             page = await self._poller.fetch_page(**query, since=_iso(since), cursor=cursor)
             self.pages += 1
             self._sighted(page.tasks, since)
-            if not page.has_more:
-                complete = True
+            if not page.has_more or page.cursor is None:
                 break
             cursor = page.cursor
+            self._unfinished = (sent, since, cursor)  # a failure goes on from here too
+        else:
+            return  # the rest at the next turn
+        self._unfinished = None
         if self._start is None:  # the first answer taught the clock: since is now sure
             assert self._asked_at is not None
             self._start = self._clock.server_at_least(self._asked_at)
             self.row = row = row._replace(since=self._start)
             self._progress(row)
-        elif complete:
+        else:
             self._last_walk = self._clock.server_at_least(sent)
             keep = self.settings.horizon if row.status is not None else self._overlap
             self._moved(self._last_walk - keep)
