@@ -154,3 +154,28 @@ def test_tasks_created_while_paging_are_found_once(fast: Simulator) -> None:
         assert sorted(w.task_ids) == sorted(fast.other_ids)  # each once, none else
         final = w.wait(timeout=240)
         assert all(final[t].status == fast.timeline(t)["outcome"] for t in fast.other_ids)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-v1", "sqlite-v5"])
+def test_journals_keep_account_watches(kind: str, tmp_path: Path) -> None:
+    import shutil
+
+    from mh_notebook.journal.memory import MemoryStore
+    from mh_notebook.journal.protocol import AccountWatch, Store
+
+    path = tmp_path / "j.sqlite"
+    if kind.startswith("sqlite-"):  # an older journal gains the table when it is upgraded
+        shutil.copyfile(Path(__file__).parent / "data" / f"journal-{kind[7:]}.sqlite", path)
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(path)
+    try:
+        a = AccountWatch("http://api", "vidu", None, "failed", 100.0)
+        b = AccountWatch("http://api", None, None, None, 50.0)
+        store.set_account_watch(a)
+        store.set_account_watch(b)
+        store.set_account_watch(AccountWatch("http://other", None, None, None, 1.0))
+        store.set_account_watch(a._replace(since=200.5), wait=0.05)  # how far it got
+        assert set(store.account_watches("http://api")) == {a._replace(since=200.5), b}
+        store.drop_account_watch(b)
+        assert store.account_watches("http://api") == [a._replace(since=200.5)]
+    finally:
+        store.close()
