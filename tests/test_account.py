@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mh_notebook import TaskWatcher
+from mh_notebook.journal.protocol import AccountWatch, Store
 from mh_notebook.journal.sqlite import SQLiteStore
 from mh_notebook.sim import Others, Simulator
 
@@ -156,17 +157,27 @@ def test_tasks_created_while_paging_are_found_once(fast: Simulator) -> None:
         assert all(final[t].status == fast.timeline(t)["outcome"] for t in fast.other_ids)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-v1", "sqlite-v5"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-v1", "sqlite-v5", "postgresql"])
 def test_journals_keep_account_watches(kind: str, tmp_path: Path) -> None:
     import shutil
 
     from mh_notebook.journal.memory import MemoryStore
-    from mh_notebook.journal.protocol import AccountWatch, Store
 
     path = tmp_path / "j.sqlite"
     if kind.startswith("sqlite-"):  # an older journal gains the table when it is upgraded
         shutil.copyfile(Path(__file__).parent / "data" / f"journal-{kind[7:]}.sqlite", path)
-    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(path)
+    if kind == "postgresql":
+        from pg_server import postgres_server
+
+        from mh_notebook.journal.postgres import PostgresStore
+
+        with postgres_server() as server:
+            _keeps_account_watches(PostgresStore(server.new_database()))
+        return
+    _keeps_account_watches(MemoryStore() if kind == "memory" else SQLiteStore(path))
+
+
+def _keeps_account_watches(store: Store) -> None:
     try:
         a = AccountWatch("http://api", "vidu", None, "failed", 100.0)
         b = AccountWatch("http://api", None, None, None, 50.0)
