@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -114,10 +115,13 @@ def test_every_due_task_is_covered_once_by_a_walk_or_a_get(state: ListState, ws:
 @settings(max_examples=150, deadline=None)
 @given(state=states(), ws=tasks())
 def test_plan_costs_no_more_than_all_gets_or_pages_only(state: ListState, ws: list[Watched]) -> None:
-    p = plan(state, ws, NOW)
-    all_gets = len(_due(ws)) + len([w for w in ws if w.needs_result])
-    assert p.est_requests <= all_gets
-    assert p.est_requests <= pages_only_cost(state, ws, NOW)
+    # riders: a walk may grow by that many pages to observe every watched task
+    for riders in (0, state.settings.riders):
+        st_ = replace(state, settings=replace(state.settings, riders=riders))
+        p = plan(st_, ws, NOW)
+        all_gets = len(_due(ws)) + len([w for w in ws if w.needs_result])
+        assert p.est_requests <= all_gets + riders
+        assert p.est_requests <= pages_only_cost(st_, ws, NOW) + riders
 
 
 def _sighting(data: st.DataObject, source: Source) -> Sighting:

@@ -3,7 +3,8 @@ clock that is not ours, a server rate limit below the watcher's, more polls due 
 budget allows, and the ETA learned from latencies.
 
 Detection times are measured at the simulator (its request log, on the real clock), not
-from what the watcher believes.
+from what the watcher believes. The per-task schedule of GETs is what is tested here: list
+polling is off (``PER_TASK``); tests/test_list_polling.py tests pages.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import TypeVar
 
 import pytest
 
+from mh_notebook.polling.policy import PollPolicy
 from mh_notebook.sim import Faults, Simulator
 from mh_notebook.view.render import eta_text, summary_html
 from mh_notebook.watcher import TaskWatcher
 
 SPEED = 20.0
+PER_TASK = PollPolicy(list_polling=False)
 T = TypeVar("T")
 
 
@@ -39,7 +42,9 @@ def _run(skew: float, whole_seconds: bool = False) -> tuple[float, list[float], 
     delays in real seconds, learned offset, its error bound)."""
     with Simulator(seed=4, speed=50, clock_skew=skew, whole_seconds=whole_seconds) as sim:
         ids = [sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in range(50, 90, 8)]
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=50) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", time_scale=50, policy=PER_TASK
+        ) as w:
             w.watch(ids)
             w.wait(timeout=60)
             offset, error = w.clock_offset.offset, w.clock_offset.error
@@ -70,7 +75,9 @@ def test_whole_second_timestamps_still_pin_the_offset() -> None:
 def test_a_server_limit_below_the_ceiling_is_learned() -> None:
     with Simulator(seed=5, speed=1, rate_limit=12.0, rate_burst=12.0) as sim:
         ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(40)]  # wants ~50 req/s
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=40) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", rate_limit=40, policy=PER_TASK
+        ) as w:
             w.watch(ids)
             time.sleep(4.0)  # settling
             start = time.time()
@@ -91,7 +98,7 @@ def test_a_random_429_holds_back_only_its_own_request() -> None:
     with Simulator(seed=8, speed=1, faults=Faults(retry_after=20.0)) as sim:
         ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(3)]
         sim.inject("429")  # the first request of all
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none") as w:
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", policy=PER_TASK) as w:
             w.watch(ids)
             time.sleep(6.0)
             rate, ceiling = w.engine.poller.effective_rate, w.engine.poller.rate_limit
@@ -109,7 +116,9 @@ def test_random_429s_do_not_lower_the_budget_and_the_panel_says_so() -> None:
     # at whatever rate, and the demand (10 young tasks, ~10 req/s) fits under the ceiling
     with Simulator(seed=9, speed=1, faults=Faults(rate_429=0.2, retry_after=1.0)) as sim:
         ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(10)]
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=30) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", rate_limit=30, policy=PER_TASK
+        ) as w:
             w.watch(ids)
             rates = []
             for _ in range(40):
@@ -154,7 +163,9 @@ def test_a_raised_ceiling_applies_at_once(sim: Simulator) -> None:
 def test_short_tasks_jump_the_queue_when_the_budget_is_short() -> None:
     with Simulator(seed=6, speed=1) as sim:
         long_ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(30)]
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", rate_limit=5, burst=1) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", rate_limit=5, burst=1, policy=PER_TASK
+        ) as w:
             w.watch(long_ids)  # wants ~33 req/s: far over the budget
             time.sleep(4.0)  # a backlog of long tasks' polls, each overdue by seconds
             short_ids = [
@@ -181,7 +192,7 @@ def test_predictions_are_journalled_and_shown_as_an_eta(sim: Simulator) -> None:
     learn = [
         sim.submit(model="seedream-4.5", outcome="succeeded", latency=lat) for lat in (150, 160, 170, 160)
     ]
-    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=100) as w:
+    with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=100, policy=PER_TASK) as w:
         w.watch(learn)
         w.wait(timeout=30)
         later = sim.submit(model="seedream-4.5", outcome="succeeded", latency=400)
@@ -328,13 +339,17 @@ def test_polls_are_counted_across_engines(tmp_path: Path, how: str) -> None:
     journal = tmp_path / "journal.sqlite"
     with Simulator(seed=7, speed=SPEED) as sim:
         task_id = sim.submit(model="veo-3.1", outcome="succeeded", latency=70.0)  # 3.5 s real
-        with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED, policy=PER_TASK
+        ) as w:
             w.watch(task_id)
             deadline = time.monotonic() + 30
             while sim.requests[task_id] < 6 and time.monotonic() < deadline:
                 time.sleep(0.02)
         first = sim.requests[task_id]
-        with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED, policy=PER_TASK
+        ) as w:
             w.resume() if how == "resume" else w.watch(task_id)
             w.wait(timeout=60)
         requests = sim.requests[task_id]
@@ -383,7 +398,9 @@ def test_first_seen_is_on_the_servers_clock_under_skew(tmp_path: Path, journal: 
     store = None if journal == "memory" else tmp_path / "journal.sqlite"
     with Simulator(seed=8, speed=SPEED, clock_skew=60.0) as sim:
         task_id = sim.submit(model="seedream-4.5", outcome="succeeded", latency=20.0)
-        with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
+        with TaskWatcher(
+            sim.api_key, sim.url, store=store, display="none", time_scale=SPEED, policy=PER_TASK
+        ) as w:
             w.watch(task_id)  # a fresh engine: nothing known of the server's clock yet
             w.wait(timeout=60)
             row = w.history().set_index("task_id").loc[task_id]

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mh_notebook import AuthenticationError, Task
+from mh_notebook import AuthenticationError, PollPolicy, Task
 from mh_notebook.formats import safe_filename
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
@@ -79,8 +79,15 @@ def test_a_429_holds_back_its_request_for_retry_after(sim: Simulator) -> None:
     # of everyone is for 429s that rise with the sending rate: tests/test_polling.py)
     sim.with_faults(retry_after=0.5)
     ids = [sim.submit(model="veo-3.1", latency=100_000) for _ in range(5)]
+    per_task = PollPolicy(list_polling=False)  # a page would show the refused task
     with TaskWatcher(
-        sim.api_key, sim.url, display="none", time_scale=SPEED, rate_limit=50, max_in_flight=1
+        sim.api_key,
+        sim.url,
+        display="none",
+        time_scale=SPEED,
+        rate_limit=50,
+        max_in_flight=1,
+        policy=per_task,
     ) as w:
         sim.inject("429")
         w.watch(ids)

@@ -95,6 +95,11 @@ class WatcherEngine(Protocol):
         ...
 
     @property
+    def polling_mode(self) -> str:
+        """How the tasks are polled, in words: list pages and GETs, or per-task GETs and why."""
+        ...
+
+    @property
     def notice(self) -> str | None:
         """A problem every watcher of this API shows."""
         ...

@@ -151,6 +151,11 @@ class Engine:
         return self.poller.budget_belief
 
     @property
+    def polling_mode(self) -> str:
+        """How the tasks are polled, in words: list pages and GETs, or per-task GETs and why."""
+        return self.poller.polling_mode
+
+    @property
     def in_poller_thread(self) -> bool:
         """True in the engine's own thread (a callback, a tick)."""
         return self.poller.in_poller_thread

@@ -1,23 +1,15 @@
 """List polling: the pure planner that chooses, each tick, between list pages and GETs.
 
 No I/O, no threads, no clock of its own: every function takes ``now`` (epoch seconds on
-the **server's** clock, the same clock as the tasks' ``created_at``) and returns values.
-The poller keeps one :class:`ListState` and, every tick:
-
-1. ``p = plan(state, watched, now)`` with one :class:`Watched` per task it still polls
-   (its ``due`` is when its promise needs an observation);
-2. walks each :class:`PageWalk` in ``p.walks`` (``client.list_tasks(**walk.query(),
-   cursor=...)`` until ``has_more`` is false or ``walk.max_pages`` pages), turning each
-   item into a :class:`Sighting` (:meth:`Sighting.from_task`);
-3. ``out = walk_outcome(walk, pages)``: its sightings, each task once across the cursor,
-   and ``out.missing``, covered tasks it did not show (their due times stand);
-4. ``state = after_walk(state, walk, out, watched_ids, sent_at)`` (learns the account), or
-   on a 404, 403 or malformed answer ``state = after_failure(state, ListFailure..., now)``
-   (per-task GETs until ``state.health.retry_at``; 429, 5xx and network errors are the
-   budget's business, not a fallback);
-5. GETs ``p.gets`` and ``p.result_gets`` (exactly one GET per succeeded task's result);
-6. folds every sighting into what it knows with :func:`merge` (never regresses a status;
-   the newest observation wins, so a page older than a GET loses).
+the **server's** clock, the clock of the tasks' ``created_at``) and returns values. The
+poller's :mod:`.lister` keeps one :class:`ListState` and, when polls are due: ``plan()``
+with one :class:`Watched` per task it polls; walks each :class:`PageWalk`
+(``client.list_tasks(**walk.query(), cursor=...)``, at most ``max_pages``), each item a
+:class:`Sighting`; ``walk_outcome()`` (each task once across the cursor; ``missing``:
+covered tasks not shown keep their due times); ``after_walk()`` (learns the account) or,
+on 404, 403 or garbage, ``after_failure()`` (per-task GETs until ``health.retry_at``; 429,
+5xx and network errors are the budget's business); GETs ``p.gets`` and one per result;
+folds every sighting in with :func:`merge` (never regresses a status; the newest wins).
 
 Costs are in requests. A walk's cost is estimated from what the last pages held: the
 watched tasks in its window are known exactly, the account's other tasks from the rate at
@@ -61,21 +53,18 @@ __all__ = [
 
 
 class ListFailure(StrEnum):
-    """Why the list cannot be used: each switches to per-task polling for a while."""
+    """Why the list cannot be used (per-task polling for a while): 404 (no list endpoint),
+    403 (the key lacks the permission), a 200 whose body is not a page of tasks."""
 
     MISSING = "missing"
-    """404: this API has no list endpoint."""
     REFUSED = "refused"
-    """403: the key lacks the permission."""
     MALFORMED = "malformed"
-    """A 200 whose body is not a page of tasks."""
 
 
 class Source(StrEnum):
     """Where a sighting came from."""
 
-    PAGE = "page"
-    GET = "get"
+    PAGE, GET = "page", "get"
 
 
 @dataclass(frozen=True)
@@ -95,6 +84,9 @@ class Settings:
     backoff: float = 30.0
     """Seconds of per-task polling after the first list failure; doubles per failure."""
     backoff_cap: float = 1800.0
+    riders: int = 1
+    """Pages a plan's walks may grow by to observe every watched task, due or not (one
+    unfiltered walk instead of filtered ones): ends seen sooner, tasks kept in step."""
     memory: float = 3600.0
     """Seconds of the account's other tasks remembered (by creation time)."""
     max_remembered: int = 20_000
@@ -162,7 +154,7 @@ class Health:
     """Consecutive failures (0: the list works, or was never tried)."""
     retry_at: float = 0.0
     reason: str | None = None
-    """What the panel says once while polling per task (``None`` when the list works)."""
+    """Why the list cannot be used, e.g. "the API has no task list (404)" (``None`` when it works)."""
 
     @property
     def available(self) -> bool:
@@ -274,6 +266,10 @@ class Plan:
 
 
 # ----------------------------------------------------------------- costs and the plan
+_Choice = tuple[int, list["PageWalk"], list[str]]
+"""A candidate plan: its cost in requests, its walks, its GETs."""
+
+
 def _pages(count: float, size: int) -> int:
     return max(1, math.ceil(count / size))
 
@@ -325,9 +321,7 @@ def _best_for_group(
     return best
 
 
-def _grouped(
-    est: _Estimator, due: Sequence[Watched], by: str | None
-) -> tuple[int, list[PageWalk], list[str]]:
+def _grouped(est: _Estimator, due: Sequence[Watched], by: str | None) -> _Choice:
     """Walks per provider, per model, or one unfiltered walk (``by`` None)."""
     groups: dict[tuple[str | None, str | None], list[Watched]] = {}
     for w in due:
@@ -339,10 +333,8 @@ def _grouped(
             cost, gets = cost + len(members), gets + [w.id for w in members]  # unfilterable
             continue
         c, walk, g = _best_for_group(est, members, provider, model)
-        cost += c
+        cost, walks = cost + c, walks + ([] if walk is None else [walk])
         gets.extend(g)
-        if walk is not None:
-            walks.append(walk)
     return cost, walks, gets
 
 
@@ -375,15 +367,25 @@ def plan(state: ListState, watched: Iterable[Watched], now: float) -> Plan:
     if not due:
         return Plan(result_gets=tuple(results))
     est = _Estimator(state, polled, now)
-    best: tuple[int, list[PageWalk], list[str]] = (len(due), [], [w.id for w in due])
+    best: _Choice = (len(due), [], [w.id for w in due])
     for by in (None, "provider", "model"):
         candidate = _grouped(est, due, by)
         if (candidate[0], len(candidate[1])) < (best[0], len(best[1])):
             best = candidate
+    if best[1] and not best[2]:  # (an old task left to its GET stays so)
+        best = _with_riders(est, polled, best)
     walks = tuple(_finish(w, polled, state.settings) for w in best[1])
     covered = set().union(*(w.covers for w in walks)) if walks else set()
     gets = tuple(i for i in best[2] if i not in covered)
     return Plan(walks, gets, tuple(results))
+
+
+def _with_riders(est: _Estimator, polled: Sequence[Watched], best: _Choice) -> _Choice:
+    """One unfiltered walk over every polled task instead, if at most ``riders`` more pages."""
+    s, since = est.state.settings, min(w.created for w in polled) - est.state.settings.margin
+    pages = est.pages(since, None, None)
+    walk = PageWalk(since, limit=s.page_size, est_pages=pages)
+    return best if pages > best[0] + s.riders else (pages, [walk], [])
 
 
 def _finish(walk: PageWalk, polled: Sequence[Watched], s: Settings) -> PageWalk:
@@ -453,7 +455,7 @@ def after_failure(state: ListState, failure: ListFailure, now: float) -> ListSta
     s = state.settings
     failures = state.health.failures + 1
     wait = min(s.backoff_cap, s.backoff * 2 ** (failures - 1))
-    reason = f"polling each task: {_REASONS[failure]}; the list is tried again later"
+    reason = _REASONS[failure]
     return replace(state, health=Health(failures, now + wait, reason))
 
 

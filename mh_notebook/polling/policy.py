@@ -71,6 +71,11 @@ class PollPolicy:
     """404 answers tolerated (a task may not be visible right after creation)."""
     not_found_interval: float = 1.0
     """Gap between those 404 retries."""
+    list_polling: bool = True
+    """Let list pages observe this task when they cost less than its GETs (False: GETs only)."""
+    list_retry: float = 30.0
+    """After the list failed (404, 403, garbage), poll per task this long before trying it
+    again (doubling per failure in a row)."""
 
     def scaled(self, factor: float) -> PollPolicy:
         """This policy for a clock ``factor`` times faster: every duration divided by it."""
@@ -153,6 +158,7 @@ _DURATIONS = (
     "error_backoff",
     "max_error_backoff",
     "not_found_interval",
+    "list_retry",
 )
 """The fields of :class:`PollPolicy` that are durations (scaled by :meth:`PollPolicy.scaled`)."""
 

@@ -1,15 +1,12 @@
 """The poller: which tasks are watched, and what each answer about one of them means.
 
-It polls from one daemon thread with one asyncio loop and one ``AsyncClient``
-(:class:`~mh_notebook.polling.loop.LoopThread`). Each task has its own next-poll time
-(:class:`~mh_notebook.polling.schedule.Pacer`, by its
-:class:`~mh_notebook.polling.policy.PollPolicy`); every request takes its turn in a global
-rate limit and a cap on requests in flight (:class:`~mh_notebook.polling.gate.RequestGate`).
-It pauses everyone on a 429 that shows a server limit (other 429s hold back their own
-request only), backs off per task on errors, and stops on 401/403 (probing the key again
-every ``max_interval`` until it works). It knows nothing of widgets or journals: every
-change it sees is handed to ``on_observation`` (in the poller thread), and ``on_tick`` is
-called on a fixed period.
+One daemon thread, one asyncio loop, one ``AsyncClient`` (:mod:`.loop`). Each task has its
+next-poll time (:class:`~.schedule.Pacer`, by its :class:`~.policy.PollPolicy`); list pages
+observe many at once where cheaper (:mod:`.lister`); every request takes its turn in a rate
+limit and a cap on requests in flight (:class:`~.gate.RequestGate`). A 429 that shows a
+server limit pauses everyone (others hold back their own request), errors back off per task,
+401/403 stops polling (the key probed every ``max_interval``). No widgets, no journals: each
+change goes to ``on_observation`` (poller thread); ``on_tick`` runs on a fixed period.
 """
 
 from __future__ import annotations
@@ -31,6 +28,8 @@ from ..models import Task, TaskPage
 from ..records import TaskStatus, latency_key
 from .clock import ClockOffset
 from .gate import RequestGate, check_rate
+from .lister import Lister
+from .listing import Health, Settings
 from .loop import LoopThread
 from .policy import LatencyModel, PollPolicy
 from .schedule import Pacer, PollQueue
@@ -73,6 +72,8 @@ class Poller:
         latency: LatencyModel | None = None,
         clock: ClockOffset | None = None,
         name: str = "mh-poller",
+        list_polling: bool = True,
+        list_settings: Settings | None = None,
     ) -> None:
         self._gate = RequestGate(rate_limit, burst, max_in_flight)  # checks them first
         self.budget = self._gate.budget
@@ -94,6 +95,7 @@ class Poller:
         self.auth_error: AuthenticationError | None = None
         self._auth_probe_at = 0.0
         self._wakeup = asyncio.Event()
+        self.lister = Lister(self, list_settings, enabled=list_polling)  # list_polling=False: GETs only
         self._loop_thread = LoopThread(name)
         self._loop = self._loop_thread.loop
         self._loop_thread.start(self._run)
@@ -163,6 +165,16 @@ class Poller:
         """What the 429s seen lately say: a server limit, or random (for the panel)."""
         return self._gate.belief
 
+    @property
+    def list_health(self) -> Health:
+        """Whether the task list works (after a failure: when it is tried again)."""
+        return self.lister.health
+
+    @property
+    def polling_mode(self) -> str:
+        """How it polls, one line for the panel: pages and GETs, or why per-task GETs."""
+        return self.lister.mode()
+
     def set_rate(self, rate_limit: float, burst: float | None = None) -> None:
         """Change the ceiling of the request budget (requests per second, bursts of ``burst``)."""
         check_rate(rate_limit, burst)
@@ -177,8 +189,7 @@ class Poller:
         self.call_soon(self._observe_elsewhere, task, polls)
 
     def learn(self, ends: Iterable[tuple[str, str, str, float, bool]]) -> None:
-        """Seed the latency models with ``(provider, model, type, latency, succeeded)`` ends
-        (a journal's, say); poller thread."""
+        """Seed the latency models with ``(provider, model, type, latency, succeeded)`` ends (a journal's)."""
         self._pacer.learn(ends)
 
     def pause(self) -> None:
@@ -252,6 +263,7 @@ class Poller:
 
     async def _schedule_forever(self) -> None:
         while not self._loop_thread.stopping:
+            self.lister.maybe_plan()  # list pages for the due tasks, when cheaper than their GETs
             delay = self._idle_for()
             if delay is None or delay > 0:
                 self._wakeup.clear()
@@ -274,13 +286,13 @@ class Poller:
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
 
-    async def _take_turn(self, *, honour_pause: bool) -> bool:
+    async def _take_turn(self, *, honour_pause: bool, first: bool = False) -> bool:
         """Wait for the rate limit and a free slot; False (no slot held) if now held back.
 
         A real server limit's pause holds everyone back; ``honour_pause`` adds the user's pause and a
         refused key (refreshes asked for by the user and key probes pass those).
         """
-        await self._gate.acquire()
+        await self._gate.acquire(first)  # first: a list page, before any poll
         held = self._gate.paused() or (honour_pause and (self._paused or self.auth_error is not None))
         if held:
             self._gate.release()
@@ -293,7 +305,7 @@ class Poller:
             return None
         if self.auth_error is not None:  # probe the key now and then, nothing more
             return max(0.0, self._auth_probe_at - self._loop.time())
-        return max(due, self._gate.pause_until) - self._loop.time()
+        return max(self.lister.wake_at(due), self._gate.pause_until) - self._loop.time()
 
     def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None:
         """Queue the next poll in ``delay`` seconds; ``first`` jumps ahead of every overdue poll."""
@@ -301,9 +313,8 @@ class Poller:
         self._wakeup.set()
 
     def _pick(self, *, any_time: bool = False) -> TaskState | None:
-        """The due poll worth most now (:func:`~mh_notebook.polling.schedule.poll_rank`),
-        taken off the queue; with ``any_time``, the earliest if none is due."""
-        return self._queue.pick(self._loop.time(), any_time=any_time)
+        """The due poll worth most now (:func:`~.schedule.poll_rank`), off the queue; ``any_time``: any."""
+        return self._queue.pick(now := self._loop.time(), any_time=any_time, until=self.lister.horizon(now))
 
     def _set_leased(self, task_ids: list[str], leased: bool) -> None:
         for state in self.states(task_ids):
@@ -332,6 +343,7 @@ class Poller:
     async def _poll(self, state: TaskState) -> None:
         try:
             state.polls += 1
+            self.lister.count(page=False)
             try:
                 task = await self._client.get_task(state.task_id, retry=False)
             except ModelHunterError as exc:
@@ -354,7 +366,8 @@ class Poller:
         previous = state.task.status if state.task is not None else None
         now = time.time()
         task = task.carrying(state.task)  # what only some answers send is not forgotten
-        state.task, state.fetched_at = task, now
+        state.task, state.fetched_at, state.result_wanted = task, now, False
+        now, state.seen_ended_at = state.seen_ended_at or now, None  # a page saw the end first
         for stamp in (task.created_at, task.completed_at):  # both are in the server's past
             if stamp is not None:
                 self.clock.observe_timestamp(stamp.timestamp(), now)
@@ -456,6 +469,7 @@ class Poller:
         try:
             if state is not None:
                 state.polls += 1
+            self.lister.count(page=False)
             self._gate.count_send()
             return await self._client.get_task(task_id, retry=False)
         finally:

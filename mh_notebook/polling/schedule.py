@@ -47,14 +47,14 @@ class PollQueue:
         state.version += 1
         if state.queued_at is None:
             state.queued_at = now
-        at = 0.0 if first else now + max(0.0, delay)
+        at = state.due_at = 0.0 if first else now + max(0.0, delay)
         heapq.heappush(self._heap, (at, next(self._seq), state.task_id, state.version))
 
     def _stands(self, entry: tuple[float, int, str, int]) -> TaskState | None:
         state = self._lookup(entry[2])
-        if state is None or state.version != entry[3] or state.ended or not state.leased:
-            return None  # not leased: polled elsewhere, queued again when the lease comes back
-        return state
+        if state is None or state.version != entry[3] or state.ended or not state.leased or state.covered:
+            return None  # not leased: polled elsewhere, queued again when the lease comes back;
+        return state  # covered: a list walk observes it, queued again when the walk is over
 
     def next_due(self) -> float | None:
         """When the earliest queued poll is due (``None``: nothing queued)."""
@@ -62,11 +62,12 @@ class PollQueue:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
-    def pick(self, now: float, *, any_time: bool = False) -> TaskState | None:
+    def pick(self, now: float, *, any_time: bool = False, until: float | None = None) -> TaskState | None:
         """The due poll worth most at ``now`` (:func:`poll_rank`), taken off the queue;
-        with ``any_time``, the earliest if none is due."""
+        with ``any_time``, the earliest if none is due; ``until``: only polls due by then."""
         ready: list[tuple[tuple[float, ...], tuple[float, int, str, int], TaskState]] = []
-        while self._heap and (self._heap[0][0] <= now or (any_time and not ready)):
+        until = now if until is None else min(now, until)
+        while self._heap and (self._heap[0][0] <= until or (any_time and not ready)):
             entry = heapq.heappop(self._heap)
             state = self._stands(entry)
             if state is None or state.in_flight:
@@ -87,6 +88,8 @@ def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]
     then the fewest polls still needed at its age now. A task never polled has waited
     since its first poll was queued, and is starved no sooner than any other (counted as
     never polled, every new task went before the ones starved past ``max_interval``)."""
+    if state.result_wanted:  # a page saw it end: its result GET first, in the order of the ends
+        return (2.0, -state.ended_on_page)
     policy = state.policy
     age = state.due_age + overdue
     remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)

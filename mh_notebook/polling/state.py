@@ -62,7 +62,17 @@ class TaskState:
     window: tuple[float, float] | None = None
     """The latency window its next poll was scheduled by."""
     version: int = 0
+    due_at: float = 0.0
+    """Loop time its queued poll is due (0: ahead of every overdue poll)."""
     in_flight: bool = False
+    covered: bool = False
+    """A list walk under way will observe it: no GET until the walk is over."""
+    result_wanted: bool = False
+    """Seen succeeded (or expired) on a list page: one GET for its result is queued."""
+    seen_ended_at: float | None = None
+    """Wall-clock time a list page showed its end (the observation's time once its GET answers)."""
+    ended_on_page: float = 0.0
+    """When a list page said it ended (server time): result GETs go in the order of the ends."""
     sent_rate: float = 0.0
     """The engine's sending rate (requests per second) when its last poll was sent."""
 

@@ -101,6 +101,8 @@ class Snapshot:
     """USD the watched tasks cost, as far as the server said (``None``: it said nothing)."""
     budget_belief: str | None = None
     """What the 429s seen lately say: a server limit, or random (``None``: no 429 lately)."""
+    polling_mode: str | None = None
+    """How the tasks are polled: list pages and GETs, or per-task GETs and why (``None``: no tasks)."""
 
 
 def safe_text(value: object, limit: int = 160) -> str:
@@ -163,6 +165,8 @@ def summary_html(snapshot: Snapshot) -> str:
         limit = f" · ≤ {snapshot.rate:.3g} of {snapshot.rate_limit:g} req/s"
     if snapshot.budget_belief:
         limit += f" · {safe_text(snapshot.budget_belief)}"
+    if snapshot.polling_mode:
+        limit += f" · {safe_text(snapshot.polling_mode)}"
     head = (
         f'<b style="font-size:13px">ModelHunter tasks</b>{_SANDBOX if snapshot.sandbox else ""} · '
         f"{snapshot.total} watched{_spend(snapshot)} · "
@@ -399,6 +403,8 @@ def static_text(snapshot: Snapshot, entries: Sequence[MediaEntry], note: str) ->
         lines.append(f"! {_plain(snapshot.notice, 400)}")
     if snapshot.budget_belief:
         lines.append(f"requests: {_plain(snapshot.budget_belief, 200)}")
+    if snapshot.polling_mode:
+        lines.append(f"polling: {_plain(snapshot.polling_mode, 200)}")
     lines += [_text_row(row) for row in snapshot.rows]
     hidden = snapshot.total - len(snapshot.rows)
     if hidden > 0:

@@ -17,6 +17,7 @@ from ..formats import media_kind, safe_filename
 from ..models import Task
 from ..records import TaskStatus
 from ..results.files import read_verified
+from ..view.output import put, put_html
 from ..view.render import safe_text
 from .analysis import Analysis
 from .keeping import Keeping
@@ -77,8 +78,6 @@ class MediaIO:
         When the API cannot give the task any more (past the provider's retention, or the
         watcher was stopped), a local copy is embedded.
         """
-        from IPython.display import HTML, display
-
         from ..view.media import DEFAULT_EMBED_LIMIT, display_object
 
         refuse_in_engine_thread(self._tracked.engine, "show()")
@@ -86,7 +85,7 @@ class MediaIO:
         live = self._live_results(task_id) if not embed else None
         if live is not None:
             for shown in live:
-                display(shown)
+                put(shown)
             return
         known = self._tracked.tasks.get(task_id)
         local = self._local_copies(known) if known is not None and embed else None
@@ -101,7 +100,7 @@ class MediaIO:
                     raise
                 task, embed = known, True
         if task.status != TaskStatus.SUCCEEDED or not task.result:
-            display(HTML(f"<i>{safe_text(task_id)} is {safe_text(task.status)}: nothing to show</i>"))
+            put_html(f"<i>{safe_text(task_id)} is {safe_text(task.status)}: nothing to show</i>")
             return
         for index, item in enumerate(task.result):
             obj = display_object(
@@ -112,7 +111,7 @@ class MediaIO:
                 data=local[index] if local is not None and index < len(local) else None,
                 label=f"{task.model or 'result'} · {task_id}",
             )
-            display(obj)
+            put(obj)
 
     def _live_results(self, task_id: str) -> list[LiveResult] | None:
         """The results of a succeeded task as live media widgets (the panel's kind of view),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..view.output import in_kernel
+
 __all__ = ["DisplayMode", "check_settings", "resolve_display"]
 
 DisplayMode = Literal["auto", "widget", "text", "none"]
@@ -28,9 +30,4 @@ def resolve_display(display: DisplayMode) -> DisplayMode:
     Colab), text lines elsewhere."""
     if display != "auto":
         return display
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return "text"
-    shell = get_ipython()
-    return "auto" if getattr(shell, "kernel", None) is not None else "text"
+    return "auto" if in_kernel() else "text"

@@ -82,6 +82,7 @@ class ViewModel:
             rows, tracked.counts(), len(states), paused=engine.paused, stopped=not tracked.open,
             notice=notice, rate_limit=engine.rate_limit, rate=engine.effective_rate,
             sandbox=self._sandbox, spend=_spend(states), budget_belief=engine.budget_belief,
+            polling_mode=engine.polling_mode if states else None,
         )  # fmt: skip
 
 
