@@ -2,7 +2,7 @@
 
 An :class:`AccountFollower` walks the list (``GET /api/v1/tasks``, newest first, following
 the cursor) from a ``startDate`` it keeps, every ``interval`` seconds, each page in its turn
-in the engine's request budget (:meth:`~mh_notebook.polling.poller.Poller.fetch_page`).
+in the engine's request budget (:meth:`~mh_notebook.polling.lister.Lister.fetch_page`).
 Tasks it has not seen yet, created at or after ``since``, are handed to ``found`` (in the
 poller thread) at once.
 
@@ -148,7 +148,7 @@ class AccountFollower:
         row = self.row
         query = {"limit": 100, "provider": row.provider, "model": row.model, "status": row.status}
         for _ in range(_MAX_PAGES):
-            page = await self._poller.fetch_page(**query, since=_iso(since), cursor=cursor)
+            page = await self._poller.lister.fetch_page(**query, since=_iso(since), cursor=cursor)
             self.pages += 1
             self._sighted(page.tasks, since)
             if not page.has_more or page.cursor is None:

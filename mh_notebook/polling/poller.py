@@ -20,11 +20,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..client import AsyncClient, check_task_id, is_transient
 from ..errors import AuthenticationError, ModelHunterError, NotFoundError, RateLimitedError, ServerError
-from ..models import Task, TaskPage
+from ..models import Task
 from ..records import TaskStatus, latency_key
 from .clock import ClockOffset
 from .gate import RequestGate, check_rate
@@ -498,16 +498,3 @@ class Poller:
             self._on_tick()
         except Exception:
             log.exception("tick callback failed")
-
-    async def fetch_page(self, **query: Any) -> TaskPage:
-        """``client.list_tasks(**query)`` once, in its turn in the budget (poller loop)."""
-        while not await self._take_turn(honour_pause=False):  # noqa: ASYNC110 - as _fetch_in_turn
-            await asyncio.sleep(self._gate.pause_left())
-        try:
-            sent_rate = self._gate.count_send()
-            return await self._client.list_tasks(**query, retry=False)
-        except RateLimitedError as exc:  # a limit's 429 pauses every request, as for polls
-            self._gate.limited(exc.retry_after, self.policy.error_backoff, sent_rate)
-            raise
-        finally:
-            self._gate.release()
