@@ -83,7 +83,7 @@ def test_a_v1_journal_is_upgraded_and_reads_as_before(tmp_path: Path) -> None:
     path = _v1_copy(tmp_path)
     expected = json.loads((DATA / "journal-v1.expected.json").read_text())
     SQLiteStore(path).close()
-    assert _sql(path, "PRAGMA user_version") == [(7,)] and SCHEMA_VERSION == 7
+    assert _sql(path, "PRAGMA user_version") == [(8,)] and SCHEMA_VERSION == 8
     indexes = {r[0] for r in _sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_task", "watched_base_url", "events_status", "events_once"} <= indexes
     _assert_reads_as_0_1_0(path, expected)

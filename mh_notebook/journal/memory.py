@@ -7,7 +7,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..records import ENDED, LEARNED_FROM, Event, TaskStatus
-from .protocol import Capabilities, OwnJournal, SavedResult, Watched, first_time, usable_predictions
+from .protocol import (
+    AccountWatch,
+    Capabilities,
+    OwnJournal,
+    SavedResult,
+    Watched,
+    first_time,
+    usable_predictions,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -40,6 +48,7 @@ class MemoryStore(OwnJournal):
         self._keys: set[tuple[Any, ...]] = set()
         self._watched: dict[str, Watched] = {}
         self._results: dict[tuple[str, int], SavedResult] = {}
+        self._accounts: dict[tuple[str, str], AccountWatch] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -98,6 +107,21 @@ class MemoryStore(OwnJournal):
         with self._lock:
             rows = [r for r in self._results.values() if wanted is None or r.task_id in wanted]
         return sorted(rows, key=lambda r: (r.task_id, r.idx))
+
+    def set_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Record an account watch, or how far it got (``wait`` is ignored)."""
+        with self._lock:
+            self._accounts[(row.base_url, row.filters)] = AccountWatch(*row)
+
+    def drop_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Forget the account watch of ``row``'s API and filters (``wait`` is ignored)."""
+        with self._lock:
+            self._accounts.pop((row.base_url, row.filters), None)
+
+    def account_watches(self, base_url: str) -> list[AccountWatch]:
+        """The account watches recorded against ``base_url``."""
+        with self._lock:
+            return [row for (url, _), row in self._accounts.items() if url == base_url]
 
     def columns(self) -> dict[str, list[Any]]:
         """The events column by column (copies)."""

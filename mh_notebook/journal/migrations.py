@@ -76,6 +76,12 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE results;
     ALTER TABLE results_by_host RENAME TO results
     """,  # 6 -> 7: saved files per machine (a team journal is shared); older rows: host ''
+    """
+    CREATE TABLE account_watches (
+        base_url TEXT NOT NULL, filters TEXT NOT NULL, provider TEXT, model TEXT, status TEXT,
+        since {real} NOT NULL, PRIMARY KEY (base_url, filters)
+    )
+    """,  # 7 -> 8: watch_account(): its filters and how far it got (server clock), for resume()
 )
 """SQL scripts (dialect slots in braces); ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``."""
 SCHEMA_VERSION = len(MIGRATIONS)

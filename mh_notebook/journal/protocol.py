@@ -18,6 +18,7 @@ from ..errors import ModelHunterError
 from ..records import Event
 
 __all__ = [
+    "AccountWatch",
     "Capabilities",
     "JournalBusyError",
     "JournalError",
@@ -76,6 +77,23 @@ class SavedResult(NamedTuple):
     size_bytes: int
     saved_at: float
     """Wall-clock seconds (``time.time()`` of this machine) the file was renamed into place."""
+
+
+class AccountWatch(NamedTuple):
+    """A watcher's watch of the account's new tasks (``watch_account``), as far as it got."""
+
+    base_url: str
+    provider: str | None
+    model: str | None
+    status: str | None
+    since: float
+    """Every matching task created from here on (epoch seconds, the server's clock) is to be
+    found; the ones created before were found already."""
+
+    @property
+    def filters(self) -> str:
+        """The filters as one key (a journal keeps one row per API and filters)."""
+        return "|".join(value or "" for value in (self.provider, self.model, self.status))
 
 
 class Unwritten(NamedTuple):
@@ -142,6 +160,16 @@ class Store(Protocol):
 
     def events(self) -> list[Event]:
         """Every event, in the order observed."""
+
+    def set_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Record an account watch, or how far it got: replaces the row of the same API and
+        filters (``wait`` as for :meth:`add_watched`)."""
+
+    def drop_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Forget the account watch of ``row``'s API and filters (``wait`` as for :meth:`add_watched`)."""
+
+    def account_watches(self, base_url: str) -> list[AccountWatch]:
+        """The account watches recorded against ``base_url``."""
 
     def watched(self) -> list[Watched]:
         """Every task ever watched, first seen first."""

@@ -13,7 +13,15 @@ from typing import Any
 from ..records import ENDED, ENDING, LEARNED_FROM, PER_TASK_FIELDS, SERVER_FIELDS, Event, TaskStatus
 from .dialect import Dialect
 from .migrations import MIGRATIONS, SCHEMA_VERSION
-from .protocol import Capabilities, JournalError, OwnJournal, SavedResult, Watched, usable_predictions
+from .protocol import (
+    AccountWatch,
+    Capabilities,
+    JournalError,
+    OwnJournal,
+    SavedResult,
+    Watched,
+    usable_predictions,
+)
 
 __all__ = ["SQLJournal"]
 
@@ -150,6 +158,19 @@ class SQLJournal(OwnJournal):
         """One row per task, watched or observed (``records.REDUCED_COLUMNS``), by the database."""
         return self._query(_REDUCE_SQL, (self.host, self.host))
 
+    def set_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Record an account watch, or how far it got (replaces the row of its API and filters)."""
+        self._write_rows(_ACCOUNT_SQL, [(row.filters, *row)], wait)
+
+    def drop_account_watch(self, row: AccountWatch, *, wait: float | None = None) -> None:
+        """Forget the account watch of ``row``'s API and filters."""
+        self._write_rows(_DROP_ACCOUNT_SQL, [(row.base_url, row.filters)], wait)
+
+    def account_watches(self, base_url: str) -> list[AccountWatch]:
+        """The account watches recorded against ``base_url``."""
+        rows = self._query(f"SELECT {_ACCOUNT_COLS} FROM account_watches WHERE base_url = ?", (base_url,))
+        return [AccountWatch(*row) for row in rows]
+
     def watched(self) -> list[Watched]:
         """Every task ever watched."""
         rows = self._query(f"SELECT {_WATCHED_COLS} FROM watched ORDER BY first_seen_at")
@@ -196,6 +217,12 @@ INSERT INTO events ({_COLS}) VALUES ({_marks(Event._fields)}) ON CONFLICT DO NOT
 _WATCH_SQL = (
     f"INSERT INTO watched ({_WATCHED_COLS}) VALUES ({_marks(Watched._fields)}) ON CONFLICT DO NOTHING"
 )
+_ACCOUNT_COLS = ", ".join(AccountWatch._fields)
+_ACCOUNT_SQL = f"""
+INSERT INTO account_watches (filters, {_ACCOUNT_COLS}) VALUES (?, {_marks(AccountWatch._fields)})
+ON CONFLICT (base_url, filters) DO UPDATE SET since = excluded.since
+"""
+_DROP_ACCOUNT_SQL = "DELETE FROM account_watches WHERE base_url = ? AND filters = ?"
 _SAVE_RESULT_SQL = f"""
 INSERT INTO results ({_RESULT_COLS}, host) VALUES ({_marks(SavedResult._fields)}, ?)
 ON CONFLICT (task_id, idx, host) DO UPDATE SET local_path = excluded.local_path, sha256 = excluded.sha256,

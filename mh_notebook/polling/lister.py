@@ -344,6 +344,24 @@ class Lister:
             p._schedule(state, p._pacer.next_delay(state, task) - (time.time() - sent_local))
         return True
 
+    async def fetch_page(self, **query: Any) -> TaskPage:
+        """``client.list_tasks(**query)`` once, in its turn in the budget and counted as a
+        page (the walks of ``watch_account``: :mod:`mh_notebook.engine.account`)."""
+        p = self._p
+        while not await p._take_turn(honour_pause=False):  # noqa: ASYNC110 - as refreshes wait
+            await asyncio.sleep(p._gate.pause_left())
+        self.count(page=True)
+        sent_rate = p._gate.count_send()
+        try:
+            page: TaskPage = await p._client.list_tasks(**query, retry=False)
+        except RateLimitedError as exc:  # a limit's 429 pauses every request, as for polls
+            p._gate.limited(exc.retry_after, p.policy.error_backoff, sent_rate)
+            raise
+        finally:
+            p._gate.release()
+        p._gate.on_answer(sent_rate)
+        return page
+
     # ------------------------------------------------------------ for the panel
     @property
     def health(self) -> Health:

@@ -19,6 +19,7 @@ from ..journal.factory import open_store
 from ..journal.protocol import Store, Unwritten
 from ..polling.policy import PollPolicy
 from ..results import DEFAULT_INLINE_LIMIT
+from .account import AccountWatching
 from .actions import Actions
 from .analysis import Analysis
 from .delegate import Delegates
@@ -124,6 +125,8 @@ class TaskWatcher:
             refresh_interval=refresh_interval, static_interval=static_interval,
         )  # fmt: skip
         tracked.hooks.observe, tracked.hooks.tick = self._intake.observe, self._presenter.redraw
+        self._account = AccountWatching(tracked, self._intake, time_scale)
+        tracked.hooks.notice = self._account.notice
         self._analysis = Analysis(tracked)
         self._media = MediaIO(tracked, self._results, self._analysis, embed_media=embed_media)
         try:
@@ -149,6 +152,7 @@ class TaskWatcher:
         thread ends if no other watcher of this API is left. Safe from a callback."""
         if not self._tracked.open:
             return
+        self._account.stop()  # the walks end; the watch stays journalled for resume()
         self._tracked.freeze()  # what it knew stays readable (and drawn) after stop
         self._tracked.unwritten = self._engine.detach(self._tracked)
         self._actions.close()
@@ -177,7 +181,9 @@ class TaskWatcher:
     # ---------------------------------------------------------- the tracked set
     watch = delegate(lambda w: w._intake, Intake.watch)
     unwatch = delegate(lambda w: w._intake, Intake.unwatch)
-    resume = delegate(lambda w: w._intake, Intake.resume)
+    resume = delegate(lambda w: w._account, AccountWatching.resume)
+    watch_account = delegate(lambda w: w._account, AccountWatching.watch_account)
+    unwatch_account = delegate(lambda w: w._account, AccountWatching.unwatch_account)
     watches = delegate(lambda w: w._tracked, TrackedSet.watches)
     pause = delegate(lambda w: w._tracked, TrackedSet.pause)
     resume_polling = delegate(lambda w: w._tracked, TrackedSet.resume_polling)

@@ -63,6 +63,8 @@ class _Hooks:
 
     observe: Callable[[Observation], None] = lambda obs: None
     tick: Callable[[], None] = lambda: None
+    notice: Callable[[], str | None] = lambda: None
+    """What the watcher's own parts have to say in the panel (the account watch)."""
 
 
 @dataclass(eq=False)

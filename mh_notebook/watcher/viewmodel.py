@@ -77,7 +77,7 @@ class ViewModel:
         recent = sorted((self.row(s) for s in ended[-(_RECENT_ROWS * 4) :]), key=lambda r: -r.sort_key)
         rows += recent[: max(_RECENT_ROWS, _ACTIVE_ROWS - len(rows))]
         error = engine.auth_error
-        notice = f"Polling stopped: {error.message}" if error else engine.notice
+        notice = f"Polling stopped: {error.message}" if error else engine.notice or tracked.hooks.notice()
         return Snapshot(
             rows, tracked.counts(), len(states), paused=engine.paused, stopped=not tracked.open,
             notice=notice, rate_limit=engine.rate_limit, rate=engine.effective_rate,
