@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from pg_server import PostgresServer, postgres_server
 
-from mh_notebook import read_history
+from mh_notebook import PollPolicy, read_history
 from mh_notebook.journal.memory import MemoryStore
 from mh_notebook.journal.postgres import PostgresStore
 from mh_notebook.journal.protocol import Store, Watched
@@ -35,7 +35,10 @@ def fields_sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
 
 
 def _watcher(sim: Simulator, store: object) -> TaskWatcher:
-    return TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED)  # type: ignore[arg-type]
+    """Per-task GETs only: these tests are about what a GET carries (with list polling, a page
+    that happens to show a task brings its cost whatever the GETs say)."""
+    per_task = PollPolicy(list_polling=False)
+    return TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED, policy=per_task)  # type: ignore[arg-type]
 
 
 def test_submitted_tasks_carry_cost_metadata_and_the_server_split(
