@@ -345,7 +345,7 @@ class Engine:
         kept = await self.keeper.keep_task(task, spec)
         rows = [row for row in (k.saved() for k in kept) if row is not None]
         if rows and not spec.store.closed:  # a watcher stopped meanwhile closed its journal
-            self.writes.saved(spec.store, rows)
+            await self.writes.saved_now(spec.store, rows)
         return kept
 
     def _apply_rate(self) -> None:

@@ -11,6 +11,7 @@ an :class:`UnwrittenWarning` and, for SQLite, kept in a file its next opening wr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -117,6 +118,18 @@ class JournalWrites:
             waiting = self._pending.setdefault(store_key(store), _Pending()).saved
             waiting.update(((r.task_id, r.idx), r) for r in rows)
         self.write(store, JOURNAL_WAIT)
+
+    async def saved_now(self, store: Store, rows: list[SavedResult], tries: int = 200) -> None:
+        """:meth:`saved`, then tried again every 50 ms (10 s in all) until written: a result
+        is done once journalled, so a kernel restart right after ``on_done`` loses nothing
+        (after the tries it waits with the others). Poller loop; it goes on meanwhile."""
+        self.saved(store, rows)
+        for _ in range(tries):
+            waiting = self.pending(store).saved
+            if store.closed or not any(row in waiting for row in rows):
+                return
+            await asyncio.sleep(0.05)
+            self.write(store, JOURNAL_WAIT)
 
     def pending(self, store: Store) -> Unwritten:
         """What waits to be written to ``store``'s journal (copies)."""
