@@ -156,7 +156,10 @@ def test_an_account_full_of_unwatched_tasks_is_cheaper_by_get() -> None:
             sim.reset_counts()
             _until(lambda: sim.calls["get"] >= 25)
             calls = sim.request_counts()
-    assert calls.get("list", 0) <= 1, calls  # 5 GETs, not 20 pages, per round
+    # 5 GETs a round, not a walk of the 2,000 others (20 pages, 7 when cut short) per round:
+    # 25 GETs are 5 rounds; a page now and then (a probe, a steady walk before the others
+    # were learned again) is allowed, a walk per round is not (35 pages at the least)
+    assert calls.get("list", 0) <= 0.5 * calls["get"], calls
 
 
 def test_tasks_created_while_paging_are_neither_missed_nor_counted_twice() -> None:
