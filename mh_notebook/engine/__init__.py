@@ -5,7 +5,7 @@ queue, :mod:`.journalling` what the engine reads from and makes for a journal, a
 :mod:`.boundary` the two typed sides of the engine/watcher boundary.
 """
 
-from .account import AccountFollower, FollowSettings
+from .account import AccountFollower, Follow, FollowSettings
 from .boundary import Kind, Observation, Subscriber, SubscriberSpec, TaskState, WatcherEngine
 from .core import Engine, engine_for, running_engines
 from .writes import JOURNAL_WAIT, STOP_WAIT, Quarantined, UnwrittenWarning
@@ -15,6 +15,7 @@ __all__ = [
     "STOP_WAIT",
     "AccountFollower",
     "Engine",
+    "Follow",
     "FollowSettings",
     "Kind",
     "Observation",

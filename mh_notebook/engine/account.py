@@ -62,23 +62,29 @@ class FollowSettings:
         return FollowSettings(*(value / time_scale for value in vars(self).values()))
 
 
+@dataclass(frozen=True)
+class Follow:
+    """One account watch, as the engine is asked to follow it: where it starts (``row``),
+    whom it tells (``found``: new tasks; ``progress``: how far it got, engine thread), its
+    durations, and when it was asked for (``asked_at``, local time: ``row.since`` is then
+    only a first guess) or the ids already seen (a resumed watch)."""
+
+    row: AccountWatch
+    found: Callable[[list[Task]], None]
+    progress: Callable[[AccountWatch], None]
+    settings: FollowSettings
+    asked_at: float | None = None
+    seen: Iterable[str] = ()
+
+
 class AccountFollower:
     """Walks the account's list on the poller's loop; :meth:`stop` from any thread."""
 
-    def __init__(
-        self,
-        poller: Poller,
-        clock: ClockOffset,
-        row: AccountWatch,
-        found: Callable[[list[Task]], None],
-        progress: Callable[[AccountWatch], None],
-        settings: FollowSettings,
-        *,
-        asked_at: float | None = None,
-        seen: Iterable[str] = (),
-    ) -> None:
-        """``row.since`` is where to start; with ``asked_at`` (local time) it is only a first
+    def __init__(self, poller: Poller, clock: ClockOffset, follow: Follow) -> None:
+        """``follow.row.since`` is where to start; with ``follow.asked_at`` it is only a first
         guess, fixed on the server's clock once the first answer has taught it."""
+        row, settings, found, progress = follow.row, follow.settings, follow.found, follow.progress
+        asked_at, seen = follow.asked_at, follow.seen
         self.row, self.settings = row, settings
         self.notice: str | None = None
         """Why the list cannot be followed now (shown in the panel), or None."""

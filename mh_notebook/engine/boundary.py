@@ -19,12 +19,12 @@ from ..polling.state import Kind, Observation, TaskState
 
 if TYPE_CHECKING:
     from ..errors import AuthenticationError
-    from ..journal.protocol import AccountWatch, Store, Unwritten, Watched
+    from ..journal.protocol import Store, Unwritten, Watched
     from ..models import Task
     from ..polling.clock import ClockOffset
     from ..polling.policy import PollPolicy
     from ..results import KeepSpec, KeptResult
-    from .account import AccountFollower, FollowSettings
+    from .account import AccountFollower, Follow
 
 __all__ = ["Kind", "Observation", "Subscriber", "SubscriberSpec", "TaskState", "WatcherEngine"]
 
@@ -141,17 +141,8 @@ class WatcherEngine(Protocol):
         """Keep ``task``'s results as ``spec`` asks."""
         ...
 
-    def follow_account(
-        self,
-        row: AccountWatch,
-        found: Callable[[list[Task]], None],
-        progress: Callable[[AccountWatch], None],
-        settings: FollowSettings,
-        *,
-        asked_at: float | None = None,
-        seen: Iterable[str] = (),
-    ) -> AccountFollower:
-        """Walk the account's list for new tasks, handing them to ``found`` (engine thread)."""
+    def follow_account(self, follow: Follow) -> AccountFollower:
+        """Walk the account's list for new tasks, handing them to ``follow.found`` (engine thread)."""
         ...
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:

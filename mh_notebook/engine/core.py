@@ -38,7 +38,7 @@ from typing import cast
 
 from ..client import AsyncClient, RetryPolicy
 from ..errors import AuthenticationError
-from ..journal.protocol import AccountWatch, Store, Unwritten, Watched
+from ..journal.protocol import Store, Unwritten, Watched
 from ..journal.team import TeamPolling, TeamThread
 from ..models import Task
 from ..polling.clock import ClockOffset
@@ -47,7 +47,7 @@ from ..polling.poller import Observation, Poller, TaskState
 from ..polling.state import Kind
 from ..records import event_from_task
 from ..results import Keeper, KeepSpec, KeptResult
-from .account import AccountFollower, FollowSettings
+from .account import AccountFollower, Follow
 from .boundary import Subscriber
 from .journalling import FirstSeen, event_of, journalled_polls, learned
 from .writes import JOURNAL_WAIT, STOP_WAIT, TICK, JournalWrites, Quarantined, store_key
@@ -188,20 +188,9 @@ class Engine:
         """Fetch ``task_id`` now (within the request budget)."""
         return self.poller.refresh(task_id)
 
-    def follow_account(
-        self,
-        row: AccountWatch,
-        found: Callable[[list[Task]], None],
-        progress: Callable[[AccountWatch], None],
-        settings: FollowSettings,
-        *,
-        asked_at: float | None = None,
-        seen: Iterable[str] = (),
-    ) -> AccountFollower:
+    def follow_account(self, follow: Follow) -> AccountFollower:
         """Walk the account's list for new tasks (see :class:`~.account.AccountFollower`), started."""
-        follower = AccountFollower(
-            self.poller, self.clock, row, found, progress, settings, asked_at=asked_at, seen=seen
-        )
+        follower = AccountFollower(self.poller, self.clock, follow)
         follower.start()
         return follower
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from ..engine import JOURNAL_WAIT, AccountFollower, FollowSettings
+from ..engine import JOURNAL_WAIT, AccountFollower, Follow, FollowSettings
 from ..journal.protocol import AccountWatch
 from ..models import Task
 from ..records import TaskStatus
@@ -120,9 +120,8 @@ class AccountWatching:
     # ---------------------------------------------------------------- inside
     def _follow(self, row: AccountWatch, *, asked_at: float | None = None, seen: Iterable[str] = ()) -> None:
         self._write(row, wait=JOURNAL_WAIT)
-        follower = self._tracked.engine.follow_account(
-            row, self._found, self._progress, self.settings, asked_at=asked_at, seen=seen
-        )
+        follow = Follow(row, self._found, self._progress, self.settings, asked_at=asked_at, seen=seen)
+        follower = self._tracked.engine.follow_account(follow)
         self._followers.append(follower)
 
     def _found(self, tasks: list[Task]) -> None:
