@@ -787,6 +787,7 @@ class Simulator:
                 return refusal
             wait = self._rate_wait(request)
             if wait > 0:
+                self.calls["list limited"] += 1
                 return rate_limited(wait)
             query = parse_list_query(dict(request.query))
         except SimError as exc:
