@@ -75,7 +75,8 @@ class Duty(Protocol):
         ...
 
     def held_elsewhere(self, holder: str | None) -> None:
-        """Another process holds the duty (its name), or nobody else (``None``)."""
+        """Another process holds the duty (its name; ``""``: not known yet, so no pages
+        either), or nobody else (``None``)."""
         ...
 
 
@@ -122,9 +123,11 @@ class TeamPolling:
         ``pollable`` are the ``active`` tasks list pages may poll (handed to the duty)."""
         if self.error is not None and now < self._next_renew:
             return  # unreachable: try again at the next renewal, not on every tick
+        pollable = set(pollable)
+        newly = self.duty is not None and not self._alone and not pollable <= self.handed
         try:
-            if now >= self._next_renew:
-                self._renew(now, active, set(pollable))
+            if now >= self._next_renew or newly:  # tasks just answered go to the duty at once
+                self._renew(now, active, pollable)
             self._follow(now, active, watched)
         except Exception as exc:  # noqa: BLE001 - a database away must never stop polling
             self._unreachable(now, active, exc)
@@ -158,7 +161,7 @@ class TeamPolling:
         if self.duty_holder == self.holder:
             duty.held_elsewhere(None)
         else:  # pages only from the holder: none while it is not known (nobody sends them twice)
-            duty.held_elsewhere(self.duty_holder or "nobody yet: taken at the next renewal")
+            duty.held_elsewhere(self.duty_holder or "")
         return self.duty_holder is not None
 
     def _hand(self, handed: set[str], followed: set[str]) -> set[str]:

@@ -107,7 +107,8 @@ class Lister:
         self.enabled = enabled
         """False: per-task GETs only, as before the list existed."""
         self.duty_elsewhere: str | None = None
-        """Another process of a team journal holds the list duty (its name): no pages here."""
+        """Another process of a team journal holds the list duty (its name; ``""``: not
+        known yet): no pages here."""
         self.state = ListState(settings=settings or Settings())
         self.walking = False
         self.pages = self.gets = 0
@@ -380,6 +381,8 @@ class Lister:
         health = self.state.health
         if not self.enabled:
             return "per-task GETs (list polling off)"
+        if self.duty_elsewhere == "":
+            return "per-task GETs until this process knows who holds the team's list duty"
         if self.duty_elsewhere is not None:
             return (
                 f"list duty held by another process ({self.duty_elsewhere}): its pages are followed "
