@@ -234,12 +234,23 @@ def test_shared_polling_outlives_the_watcher_that_brought_the_journal(sim: Simul
 
 
 def _lease_holders(url: str) -> dict[str, str]:
+    """Who holds each task's lease: a process, or the list duty (the duty's own rows apart)."""
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return {
-            str(t): str(h) for t, h in conn.execute("SELECT task_id, holder FROM leases WHERE holder <> ''")
-        }
+        rows = conn.execute(
+            "SELECT task_id, holder FROM leases WHERE holder <> '' AND task_id NOT LIKE 'list duty %'"
+        )
+        return {str(t): str(h) for t, h in rows}
+
+
+def _duty_holders(url: str) -> dict[str, str]:
+    """Who holds each list duty (one per account), live or lapsed."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT task_id, holder FROM leases WHERE task_id LIKE 'list duty %'")
+        return {str(t): str(h) for t, h in rows}
 
 
 def test_a_task_left_by_the_last_team_watcher_is_polled_again(sim: Simulator, url: str) -> None:
@@ -397,7 +408,9 @@ def test_a_fast_clocked_dead_holder_is_taken_over_on_the_database_clock(sim: Sim
             assert team is not None
             assert wait_for(lambda: team.held == set(ids), 30)  # promised 5 s; generous for a loaded CI
             print(f"taken over {time.monotonic() - killed:.1f} s after the holder died")
-            assert set(_lease_holders(url).values()) == {team.holder}
+            duty = team.duty.name if team.duty is not None else ""
+            assert _duty_holders(url) == {duty: team.holder}  # the list duty taken over too
+            assert set(_lease_holders(url).values()) <= {team.holder, duty}
     finally:
         holder.kill()
         holder.wait()

@@ -19,11 +19,8 @@ The results of succeeded tasks are kept by the engine's :class:`~mh_notebook.res
 files are journalled like events.
 
 A watcher whose journal is shared by several processes (PostgreSQL) brings shared polling
-(:mod:`mh_notebook.team`): its tasks are polled here only while this process holds their
-lease, and the others' changes arrive from the journal. Team work runs in a thread of its
-own (:class:`~mh_notebook.team.TeamThread`), never on the poller's loop: a database that
-does not answer never holds up polling. A task followed through no team journal any more
-is polled here again.
+(:mod:`.team`): its tasks are polled here only while this process holds their lease or the
+account's list duty, and the others' changes arrive from the journal.
 """
 
 from __future__ import annotations
@@ -34,12 +31,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import cast
 
 from ..client import AsyncClient, RetryPolicy
 from ..errors import AuthenticationError
 from ..journal.protocol import Store, Unwritten, Watched
-from ..journal.team import TeamPolling, TeamThread
+from ..journal.team import TeamPolling
 from ..models import Task
 from ..polling.clock import ClockOffset
 from ..polling.policy import LatencyModel, PollPolicy
@@ -50,6 +46,8 @@ from ..results import Keeper, KeepSpec, KeptResult
 from .account import AccountFollower, Follow
 from .boundary import Subscriber
 from .journalling import FirstSeen, event_of, journalled_polls, learned
+from .team import EngineTeam, duty_name
+from .team import is_team as _is_team
 from .writes import JOURNAL_WAIT, STOP_WAIT, TICK, JournalWrites, Quarantined, store_key
 
 __all__ = ["Engine", "engine_for", "running_engines"]
@@ -75,9 +73,6 @@ class Engine:
         self.clock = ClockOffset()
         """The server's clock relative to this machine's, learned from its answers."""
         self._first_seen = FirstSeen(self.clock)
-        self.team: TeamPolling | None = None
-        """Shared polling through a team journal (PostgreSQL), once a watcher brings one."""
-        self._team_thread: TeamThread | None = None
         self.poller = Poller(
             lambda: AsyncClient(
                 api_key,
@@ -97,6 +92,12 @@ class Engine:
         )
         self.keeper = Keeper(self.poller, timeout=max(timeout or 60.0, 60.0))
         """Fetches, keeps and saves the results of succeeded tasks (see :meth:`keep`)."""
+        self._team = EngineTeam(self.poller, duty_name(base_url, api_key), self.unwatch)
+
+    @property
+    def team(self) -> TeamPolling | None:
+        """Shared polling through a team journal (PostgreSQL), once a watcher brings one."""
+        return self._team.polling
 
     def __repr__(self) -> str:
         return (
@@ -206,16 +207,13 @@ class Engine:
     # ------------------------------------------------------------ watchers
     def attach(self, sub: Subscriber) -> None:
         """Add a watcher: the budget becomes the lowest limit of all, and its journal teaches."""
-        key, shared = store_key(sub.spec.store), sub.spec.store.team_journal()  # before it joins: may raise
+        key, _ = store_key(sub.spec.store), sub.spec.store.team_journal()  # before it joins: may raise
         with self._lock:
             self._subs.append(sub)
             self._apply_rate()
             fresh = key not in self._seeded
             self._seeded.add(key)
-            if self.team is None and shared is not None:
-                self.team = TeamPolling(shared, self.poller)
-                if self._team_thread is None:
-                    self._team_thread = TeamThread(f"mh-team {self.base_url}")
+            self._team.join(sub.spec.store, f"mh-team {self.base_url}")
         if fresh:
             ends = sub.spec.store.recent_ends(2000, self.base_url)
             self.poller.call_soon(self.poller.learn, learned(ends))
@@ -237,7 +235,7 @@ class Engine:
             ids = [s.task_id for s in mine]
             self.poller.unwatch(t for t in ids if not any(o.watches(t) for o in self._subs))
             last = not self._subs
-            handed_over = self._hand_over_team(sub)
+            handed_over = self._team.hand_over(sub, self._subs)
             if last:
                 _REGISTRY.pop(_registry_key(self), None)
             else:
@@ -248,8 +246,7 @@ class Engine:
         unwritten = self._settle(sub.spec.store, timeout)
         if last:
             self.poller.stop()
-            if self._team_thread is not None:
-                self._team_thread.stop()
+            self._team.stop()
         return unwritten
 
     def _settle(self, store: Store, timeout: float) -> Unwritten | None:
@@ -260,18 +257,6 @@ class Engine:
             return None
         self.flush(store, timeout)
         return self.writes.give_up(store)
-
-    def _hand_over_team(self, leaving: Subscriber) -> concurrent.futures.Future[None] | None:
-        """Shared polling goes on through a journal a remaining watcher holds open (the
-        leaving one closes its own), or ends with the last team watcher; the future of the
-        old leases given back (in the team thread). Tasks nobody follows through a team any
-        more are polled here again (see :meth:`_poll_unfollowed`)."""
-        team = self.team
-        if team is None or team.journal is not cast(object, leaving.spec.store) or self._team_thread is None:
-            return None
-        remaining = next((o.spec.store.team_journal() for o in self._subs if _is_team(o.spec.store)), None)
-        self.team = TeamPolling(remaining, self.poller) if remaining is not None else None
-        return self._team_thread.run(team.close)  # our leases: given back, or expire in 5 s
 
     def watch(
         self,
@@ -304,7 +289,10 @@ class Engine:
         if seen is not None and ids:
             self.poller.call_soon(self._first_seen.unsure, sub.spec.store, ids, *seen)
         spent = journalled_polls(sub.spec.store, [i for i in ids if self.poller.state(i) is None])
-        return self.poller.watch(items, policy, leased=not _is_team(sub.spec.store), polls=spent)
+        team = _is_team(sub.spec.store)
+        if team:
+            self._team.policy = policy  # the schedule the list duty's adopted tasks get
+        return self.poller.watch(items, policy, leased=not team, polls=spent)
 
     def _journal_counts(self, store: Store, states: list[TaskState]) -> None:
         """Journal the requests spent on unfinished tasks since their last change, so that
@@ -349,7 +337,7 @@ class Engine:
 
     # --------------------------------------------------------- poller thread
     def _observe(self, obs: Observation) -> None:
-        subs = [s for s in self.subscribers() if s.watches(obs.task_id)]
+        subs = [s for s in [*self.subscribers(), *self._team.observers()] if s.watches(obs.task_id)]
         if obs.kind in (Kind.CHANGE, Kind.NOT_FOUND):
             event = event_of(obs, self.clock.server_now(obs.observed_at))
             stores = [  # a change another process saw is in the team journal already
@@ -393,10 +381,7 @@ class Engine:
     def _tick(self) -> None:
         subs = self.subscribers()
         self._first_seen.correct()
-        team = self.team  # read once: detach may replace it meanwhile
-        self._poll_unfollowed(subs, team)
-        if team is not None and self._team_thread is not None:
-            self._team_thread.tick(lambda: self._team_tick(team, subs))
+        self._team.tick(subs)
         waiting = self.writes.behind()
         behind = {store_key(s.spec.store): s.spec.store for s in subs if store_key(s.spec.store) in waiting}
         for store in behind.values():
@@ -406,32 +391,6 @@ class Engine:
                 sub.tick()
             except Exception:
                 log.exception("a watcher failed to redraw")
-
-    def _poll_unfollowed(self, subs: list[Subscriber], team: TeamPolling | None) -> None:
-        """Tasks left to another process that no watcher follows through a team journal
-        any more (its last one left) are polled here again."""
-        loose = [s.task_id for s in self.poller.states() if not s.leased and not s.ended]
-        if not loose:
-            return
-        members = [s for s in subs if _is_team(s.spec.store)] if team is not None else []
-        orphans = [t for t in loose if not any(m.watches(t) for m in members)]
-        if orphans:
-            self.poller.set_leased(orphans, True)
-
-    def _team_tick(self, team: TeamPolling, subs: list[Subscriber]) -> None:
-        """Leases and the others' changes for the tasks journalled in the team journal
-        (in the team thread: it may wait on the database)."""
-        if not self.poller.running:
-            return
-        members = [s for s in subs if _is_team(s.spec.store)]
-        states = [s for s in self.poller.states() if any(m.watches(s.task_id) for m in members)]
-        team.watched_ended([s.task_id for s in states if s.ended])
-        active = [s.task_id for s in states if not s.ended]
-        try:
-            team.tick(time.monotonic(), active, lambda t: any(m.watches(t) for m in members))
-        except RuntimeError:  # the poller stopped meanwhile: nothing left to tell it
-            if self.poller.running:
-                raise
 
     def flush(self, store: Store, timeout: float = STOP_WAIT) -> bool:
         """Write what is waiting for ``store``, trying for ``timeout`` seconds at most; True if
@@ -448,11 +407,6 @@ class Engine:
             ):
                 return self.writes.settled(store)
             time.sleep(min(0.05, max(0.0, left)))
-
-
-def _is_team(store: Store) -> bool:
-    """A journal shared by processes on several machines, with leases (PostgreSQL)."""
-    return store.team_journal() is not None
 
 
 _REGISTRY: dict[tuple[str, str], Engine] = {}

@@ -353,6 +353,60 @@ class PostgresStore(SQLJournal):
             )
             return {row[0] for row in cur.fetchall()}
 
+    def claim_duty(self, duty: str, holder: str, ttl: float) -> str | None:
+        """Take or renew the duty lease ``duty`` (a row of ``leases`` whose key no task id
+        can take: it has a space) if it is free, expired or ours; its live holder after the
+        attempt (``holder`` if we hold it), ``None`` if nobody holds it (another process
+        was taking it this instant)."""
+        self.claim_leases([duty], holder, ttl)
+        with self._cursor(write=False, wait=0.5) as cur:
+            cur.execute(
+                "SELECT holder FROM leases WHERE task_id = %s AND holder <> '' "
+                "AND expires_at >= extract(epoch FROM clock_timestamp())::double precision",
+                (duty,),
+            )
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def hand_leases(self, task_ids: list[str], holder: str, duty: str, ttl: float) -> set[str]:
+        """Hand these tasks to the holder of ``duty``: their rows that are free, expired,
+        ours or the duty's already become the duty's (``holder = duty``) for ``ttl``
+        seconds, renewed from then on by whoever holds the duty; returns the handed ids."""
+        with self._cursor(write=True, wait=0.5) as cur:
+            cur.execute(
+                "INSERT INTO leases (task_id, holder, expires_at) "
+                "SELECT t, '', 0 FROM unnest(%s::text[]) AS t ON CONFLICT DO NOTHING",
+                (task_ids,),
+            )
+            cur.execute(
+                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
+                "free AS (SELECT task_id FROM leases, now WHERE task_id = ANY(%s) "
+                "AND (holder IN (%s, %s) OR expires_at < now.t) FOR UPDATE OF leases SKIP LOCKED) "
+                "UPDATE leases SET holder = %s, expires_at = now.t + %s FROM free, now "
+                "WHERE leases.task_id = free.task_id RETURNING leases.task_id",
+                (task_ids, holder, duty, duty, float(ttl)),
+            )
+            return {row[0] for row in cur.fetchall()}
+
+    def duty_tasks(self, duty: str, ttl: float, release: list[str]) -> set[str]:
+        """For the holder of ``duty``: give back the rows of ``release`` (ended tasks), renew
+        for ``ttl`` seconds every other task handed to the duty, and return their ids."""
+        with self._cursor(write=True, wait=0.5) as cur:
+            if release:
+                cur.execute(
+                    "UPDATE leases SET holder = '', expires_at = 0 WHERE holder = %s AND task_id = ANY(%s)",
+                    (duty, release),
+                )
+            cur.execute(
+                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
+                "mine AS (SELECT task_id FROM leases WHERE holder = %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE leases SET expires_at = now.t + %s FROM mine, now "
+                "WHERE leases.task_id = mine.task_id",
+                (duty, float(ttl)),
+            )
+            cur.execute("SELECT task_id FROM leases WHERE holder = %s", (duty,))
+            return {row[0] for row in cur.fetchall()}
+
     def release_leases(self, task_ids: list[str], holder: str) -> None:
         """Give up our leases of these tasks."""
         with self._cursor(write=True, wait=0.5) as cur:

@@ -114,6 +114,15 @@ class TeamJournal(Protocol):
     def release_leases(self, task_ids: list[str], holder: str) -> None:
         """Give up our leases of these tasks."""
 
+    def claim_duty(self, duty: str, holder: str, ttl: float) -> str | None:
+        """Take or renew the duty lease ``duty`` if free, expired or ours; its live holder."""
+
+    def hand_leases(self, task_ids: list[str], holder: str, duty: str, ttl: float) -> set[str]:
+        """Hand these tasks (free, expired, ours or the duty's) to the holder of ``duty``."""
+
+    def duty_tasks(self, duty: str, ttl: float, release: list[str]) -> set[str]:
+        """For the duty's holder: give back ``release``, renew and return the duty's tasks."""
+
     def latest_events(self, task_ids: list[str]) -> list[Event]:
         """The last informative event of each of these tasks."""
 

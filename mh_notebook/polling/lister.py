@@ -106,6 +106,9 @@ class Lister:
         self._p = poller
         self.enabled = enabled
         """False: per-task GETs only, as before the list existed."""
+        self.duty_elsewhere: str | None = None
+        """Another process of a team journal holds the list duty (its name; ``""``: not
+        known yet): no pages here."""
         self.state = ListState(settings=settings or Settings())
         self.walking = False
         self.pages = self.gets = 0
@@ -123,13 +126,13 @@ class Lister:
     # ------------------------------------------------------------ the queue's view
     def horizon(self, now: float) -> float:
         """Polls due by this loop time may go out now (the rest wait for the next plan)."""
-        return self._released if self._gating and not self.walking else now
+        return self._released if self._gating and not self.walking and self.plans else now
 
     def wake_at(self, due: float) -> float:
         """When a poll due at ``due`` may go (at once, or at the next plan), or the next
         walk over every task is due, if sooner."""
         at = max(due, self._next_plan) if due > self.horizon(due) else due
-        return at if not self.enabled or self.walking else min(at, max(self._steady_at, self._next_plan))
+        return at if not self.plans or self.walking else min(at, max(self._steady_at, self._next_plan))
 
     def count(self, *, page: bool) -> None:
         """One request sent (a page, or a GET)."""
@@ -149,7 +152,7 @@ class Lister:
         p = self._p
         now = p._loop.time()
         held = p._paused or p.auth_error is not None or p._gate.paused()
-        if not self.enabled or self.walking or now < self._next_plan or held:
+        if not self.plans or self.walking or now < self._next_plan or held:
             return
         due = p._queue.next_due()
         due_now = due is not None and due <= now
@@ -362,6 +365,11 @@ class Lister:
         p._gate.on_answer(sent_rate)
         return page
 
+    @property
+    def plans(self) -> bool:
+        """Whether pages may be sent: list polling on, and the list duty not elsewhere."""
+        return self.enabled and self.duty_elsewhere is None
+
     # ------------------------------------------------------------ for the panel
     @property
     def health(self) -> Health:
@@ -373,6 +381,13 @@ class Lister:
         health = self.state.health
         if not self.enabled:
             return "per-task GETs (list polling off)"
+        if self.duty_elsewhere == "":
+            return "per-task GETs until this process knows who holds the team's list duty"
+        if self.duty_elsewhere is not None:
+            return (
+                f"list duty held by another process ({self.duty_elsewhere}): its pages are followed "
+                "through the team journal; per-task GETs for tasks not answered yet"
+            )
         if not health.available:
             wait = max(0.0, health.retry_at - self._p.clock.server_now(time.time()))
             return f"per-task GETs: {health.reason or 'the list failed'}; trying it again in {wait:.0f} s"
