@@ -15,6 +15,7 @@ exceeded", one budget per API and key):
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -171,14 +172,21 @@ def test_a_pause_longer_than_the_timeout_fails_at_once_sending_nothing(lsim: Log
 def test_an_action_is_not_stuck_behind_due_polls(lsim: LoggingSim) -> None:
     tasks = [lsim.submit(model="veo-3.1", latency=LATE) for _ in range(200)]
     policy = PollPolicy(list_polling=False)  # one GET per poll: a real backlog of polls
-    with TaskWatcher(
-        lsim.api_key, lsim.url, store=None, display="none", rate_limit=4, burst=1, policy=policy
-    ) as w:
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,  # shut down after the watcher stops
+        TaskWatcher(
+            lsim.api_key, lsim.url, store=None, display="none", rate_limit=4, burst=1, policy=policy
+        ) as w,
+    ):
         w.watch(tasks)
         _wait_for(lambda: len(lsim.log(("get",))) >= 8)  # the budget is what holds polls back
         called = time.monotonic()
         never_polled = sum(1 for s in w.engine.states(tasks) if s.polls == 0)
-        assert w.balance() > 0
+        balance = pool.submit(w.balance)
+        polls_since = lambda: sum(1 for a in lsim.log(("get",)) if a[0] > called)  # noqa: E731
+        _wait_for(lambda: balance.done() or polls_since() > 20)  # stuck: 20 polls went first
+        assert balance.done(), f"{polls_since()} polls went while the action waited"
+        assert balance.result() > 0
         arrived = next(a[0] for a in lsim.log(("balance",)))
     polls_before = [a for a in lsim.log(("get",)) if called < a[0] < arrived]
     assert never_polled >= 100, "no backlog to be stuck behind"
