@@ -383,6 +383,9 @@ def read_history(store: Store | str | Path) -> pd.DataFrame:
     """The history frame of a whole journal (a path or a store): no watcher, no key needed.
 
     A path must name an existing journal (``JournalError`` otherwise; nothing is created).
+    A file this process cannot write (read-only media, a colleague's copy) is read as it
+    is, and so is one of an older schema whose lock another process holds: upgraded in a
+    copy in memory, the file left untouched.
     """
     opened = open_store(store, create=False)
     try:

@@ -233,6 +233,27 @@ def test_stop_leaves_no_threads_and_fails_waits(sim: Simulator) -> None:
         w.watch("task_x")
 
 
+@pytest.mark.parametrize("journal", ["file", "memory"])
+def test_resume_after_stop_says_how_to_resume_in_a_new_watcher(
+    sim: Simulator, tmp_path: Path, journal: str
+) -> None:
+    store = tmp_path / "journal.sqlite" if journal == "file" else None
+    task_id = sim.submit(model="veo-3.1", latency=100_000)
+    w = TaskWatcher(sim.api_key, sim.url, store=store, display="none")
+    w.watch(task_id)
+    w.stop()
+    with pytest.raises(RuntimeError, match="stopped: resume\\(\\) would watch nothing") as caught:
+        w.resume()  # not a silent []
+    if store is None:
+        assert "TaskWatcher(store=None).watch(<this watcher>.pending)" in str(caught.value)
+        assert w.pending == [task_id]
+        return
+    told = f"TaskWatcher(store={str(store)!r}).resume()"
+    assert told in str(caught.value)
+    with TaskWatcher(sim.api_key, sim.url, store=store, display="none") as again:  # as it says
+        assert again.resume() == [task_id]
+
+
 def test_text_mode_prints_changes(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.submit(model="kling-v3.0", outcome="failed", latency=5, error_message="bad\x1b[31m prompt")
     with TaskWatcher(sim.api_key, sim.url, display="text", time_scale=SPEED) as w:

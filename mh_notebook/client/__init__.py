@@ -11,6 +11,7 @@ clients only differ in how they send. The parts, one job each:
 """
 
 from .asynchronous import AsyncClient
+from .asynchronous import Turns as Turns
 from .core import CANCEL_PATH
 from .core import RETRY_PATH as RETRY_PATH
 from .retries import RetryPolicy, is_transient

@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying
@@ -18,9 +18,22 @@ from .core import _Call, _Core, http_timeout, whole_answer_deadline
 from .methods import Spec, _Awaiting
 from .retries import RetryPolicy
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "Turns"]
 
 T = TypeVar("T")
+
+
+class Turns(Protocol):
+    """A request budget that each attempt of an :class:`AsyncClient` takes its turn in
+    (the engine's: a watcher's ``submit``, ``cancel``, ``retry`` and ``balance``)."""
+
+    async def take(self) -> float:
+        """Wait for this attempt's turn; a number :meth:`done` gets back (its sending rate)."""
+        ...
+
+    def done(self, taken: float, error: BaseException | None) -> None:
+        """The attempt taken with ``taken`` ended (``error``: how it failed, ``None``: answered)."""
+        ...
 
 
 class AsyncClient(_Awaiting):
@@ -29,6 +42,7 @@ class AsyncClient(_Awaiting):
     Same arguments and behaviour; use it with ``async with`` or call ``aclose()``.
     ``on_response(sent_at, received_at, date_header)`` is called for every answer (error
     answers too), with local wall-clock times: the poller learns the server's clock from it.
+    With ``turns``, every attempt (retries too) first waits for its turn there (:class:`Turns`).
     """
 
     def __init__(
@@ -42,9 +56,10 @@ class AsyncClient(_Awaiting):
         limits: httpx.Limits | None = None,
         allow_insecure_http: bool = False,
         on_response: Callable[[float, float, str | None], None] | None = None,
+        turns: Turns | None = None,
     ) -> None:
         self._core = _Core(api_key, base_url, retry or RetryPolicy(), allow_insecure_http)
-        self._on_response = on_response
+        self._on_response, self._turns = on_response, turns
         self._deadline = whole_answer_deadline(timeout)
         """The longest one whole answer may take (``None``: no limit)."""
         self._http = httpx.AsyncClient(
@@ -85,6 +100,18 @@ class AsyncClient(_Awaiting):
             raise with_balance(exc, balance) from None
 
     async def _once(self, call: _Call[T]) -> T:
+        if self._turns is None:
+            return await self._send(call)
+        taken = await self._turns.take()
+        try:
+            result = await self._send(call)
+        except BaseException as exc:
+            self._turns.done(taken, exc)
+            raise
+        self._turns.done(taken, None)
+        return result
+
+    async def _send(self, call: _Call[T]) -> T:
         sent_at, sent = datetime.now(UTC), time.time()
         try:
             async with asyncio.timeout(self._deadline):  # httpx bounds each read, not the whole answer

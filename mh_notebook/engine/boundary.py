@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..models import Task
     from ..polling.clock import ClockOffset
     from ..polling.policy import PollPolicy
+    from ..polling.turns import UserRequests
     from ..results import KeepSpec, KeptResult
     from .account import AccountFollower, Follow
 
@@ -107,6 +108,11 @@ class WatcherEngine(Protocol):
     @property
     def in_poller_thread(self) -> bool:
         """True in the engine's own thread."""
+        ...
+
+    @property
+    def requests(self) -> UserRequests:
+        """Sends the user's requests (create, cancel, retry, balance) in the budget, ahead of polls."""
         ...
 
     def server_now(self, local: float) -> float:

@@ -41,6 +41,7 @@ from ..polling.clock import ClockOffset
 from ..polling.policy import LatencyModel, PollPolicy
 from ..polling.poller import Observation, Poller, TaskState
 from ..polling.state import Kind
+from ..polling.turns import UserRequests
 from ..records import event_from_task
 from ..results import Keeper, KeepSpec, KeptResult
 from .account import AccountFollower, Follow
@@ -90,6 +91,8 @@ class Engine:
             tick_interval=TICK,
             name=f"mh-poller {base_url}",
         )
+        self.requests = UserRequests(self.poller, api_key, base_url, timeout=timeout)
+        """The user's requests (create, cancel, retry, balance), in the budget ahead of polls."""
         self.keeper = Keeper(self.poller, timeout=max(timeout or 60.0, 60.0))
         """Fetches, keeps and saves the results of succeeded tasks (see :meth:`keep`)."""
         self._team = EngineTeam(self.poller, duty_name(base_url, api_key), self.unwatch)

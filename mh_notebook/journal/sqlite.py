@@ -9,6 +9,7 @@ the per-user data directory (``default_journal_path()``, e.g.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,11 +17,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random
 
 from ..records import Event
 from .dialect import SQLiteDialect, sqlite_transaction
@@ -39,6 +40,10 @@ __all__ = [
 
 log = logging.getLogger("mh_notebook.store")
 _BUSY_MS = 30_000
+_OPEN_WAIT = 1.0
+"""Seconds opening waits for another process's lock before an older schema's upgrade gives up."""
+_NEW_FILE_WAIT = 30.0
+"""Seconds opening waits while another process sets a new file up."""
 
 
 class SQLiteStore(SQLJournal):
@@ -54,9 +59,13 @@ class SQLiteStore(SQLJournal):
         self.path: Path = Path(path).expanduser()
         self.location = repr(str(self.path))
         self._lock = threading.Lock()
+        self.read_only: str | None = None
+        """Why the journal is open for reading only (``None``: it is writable). Only with
+        ``create=False``: a file this process may not write (read-only media, a colleague's
+        copy), or one whose schema needs upgrading while another process holds its lock."""
         self._db: sqlite3.Connection | None = self._open(create)
         self._identity = _file_identity(self.path)
-        self.replayed = self._replay_unwritten()
+        self.replayed = 0 if self.read_only else self._replay_unwritten()
         """Events written at opening from :func:`unwritten_path` (a stop that could not write)."""
 
     @property
@@ -68,27 +77,49 @@ class SQLiteStore(SQLJournal):
         return f"SQLiteStore({str(self.path)!r})"
 
     def _open(self, create: bool) -> sqlite3.Connection:
+        """Open for writing; with ``create=False``, for reading when writing cannot be."""
         if not create and not self.path.exists():
             raise JournalError(f"no journal at {self.location}")
         try:
-            db = self._connect(create)
+            return self._open_writable(create)
+        except _LockedError as exc:
+            if create:
+                raise JournalError(exc.message(self.location)) from None
+            why = "its schema needs upgrading and another process holds its write lock"
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if not _not_writable(exc):
+                raise self._cannot_open(exc) from None
+            why = f"this process cannot write it or the directory beside it ({exc})"
+            if create:
+                raise JournalError(
+                    f"cannot open the journal {self.location} for writing: {why}; "
+                    "read_history() reads it, or copy it where you can write"
+                ) from None
+        try:
+            return self._open_read_only(why)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise self._cannot_open(exc) from None
+
+    def _open_writable(self, create: bool) -> sqlite3.Connection:
+        db = self._connect(create)
         try:
             # Switching a new file to WAL can answer "locked" at once while another process
-            # sets it up (the busy timeout does not cover it): retry for a while.
+            # sets it up (the busy timeout does not cover it): retry for a while. A journal
+            # of an older schema locked by another process is retried for _OPEN_WAIT only.
             for attempt in Retrying(
-                retry=retry_if_exception(self.dialect.is_busy),
-                stop=stop_after_delay(30),
+                retry=retry_if_exception(
+                    lambda exc: isinstance(exc, _LockedError) or self.dialect.is_busy(exc)
+                ),
+                stop=_give_up,
                 wait=wait_random(0.01, 0.2),
                 reraise=True,
             ):
                 with attempt:
                     self._set_up(db)
-        except BaseException as exc:
+            if not os.access(self.path, os.W_OK):  # SQLite opens such a file read-only, silently
+                raise OSError(errno.EACCES, "the file is read-only for this process")
+        except BaseException:
             db.close()
-            if isinstance(exc, sqlite3.DatabaseError | OSError):
-                raise self._cannot_open(exc) from None
             raise
         return db
 
@@ -102,18 +133,65 @@ class SQLiteStore(SQLJournal):
             target, timeout=30, check_same_thread=False, isolation_level=None, uri=not create
         )
 
+    def _open_read_only(self, why: str) -> sqlite3.Connection:
+        """The file opened read-only (``immutable`` where SQLite cannot even make its shared-
+        memory file beside it: a read-only directory); an older schema is read from a copy in
+        memory, upgraded there (the file stays as it is)."""
+        uri = self.path.resolve().as_uri()
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            db = sqlite3.connect(uri + query, check_same_thread=False, isolation_level=None, uri=True)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {round(_OPEN_WAIT * 1000)}")
+                with closing(db.cursor()) as cur:
+                    current = self._check_version(cur)
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if query.endswith("immutable=1") or not _not_writable(exc):
+                    raise
+                continue
+            except BaseException:
+                db.close()
+                raise
+            self.read_only = why
+            log.info("the journal %s is open read-only: %s", self.location, why)
+            return db if current == SCHEMA_VERSION else self._upgraded_copy(db)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _upgraded_copy(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """A copy of ``db`` in memory with the pending migrations applied (``db`` is closed)."""
+        copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        try:
+            db.backup(copy)
+            with sqlite_transaction(copy), closing(copy.cursor()) as cur:
+                self._migrate(cur)
+        except BaseException:
+            copy.close()
+            raise
+        finally:
+            db.close()
+        return copy
+
     def _cannot_open(self, exc: BaseException) -> JournalError:
         return JournalError(f"cannot open the journal {self.location}: {exc}")
 
     def _set_up(self, db: sqlite3.Connection) -> None:
-        """Refuse a file this package cannot read (untouched), then WAL mode and pending migrations."""
+        """Refuse a file this package cannot read (untouched), then WAL mode and pending
+        migrations; ``_LockedError`` if an existing journal needs them but another process holds
+        its lock (tried again for ``_OPEN_WAIT``)."""
+        db.execute(f"PRAGMA busy_timeout = {round(_OPEN_WAIT * 1000)}")
+        with closing(db.cursor()) as cur:
+            current = self._check_version(cur)
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
+                if current < SCHEMA_VERSION:
+                    with sqlite_transaction(db):  # many processes may open a new file at once
+                        self._migrate(cur)  # reads the version again, under the lock
+            except sqlite3.OperationalError as exc:
+                if current == 0 or not self.dialect.is_busy(exc):
+                    raise  # a new file: whoever holds it is setting it up (retried)
+                raise _LockedError(current) from None
         db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        current = self._check_version(db.cursor())
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
-        if current < SCHEMA_VERSION:
-            with sqlite_transaction(db):  # many processes may open a new file at once
-                self._migrate(db.cursor())  # reads the version again, under the lock
 
     @property
     def closed(self) -> bool:
@@ -140,10 +218,19 @@ class SQLiteStore(SQLJournal):
         """Reads as they come; writes in ``BEGIN IMMEDIATE`` (``wait``: see :meth:`add_many`)."""
         start = time.monotonic()
         with self._connection(wait) as db:  # a bounded read gives way to a long write here too
+            if write and self.read_only:
+                raise JournalError(
+                    f"the journal {self.location} is open read-only ({self.read_only}); nothing was written"
+                )
             if write:
                 left = None if wait is None else max(0.0, wait - (time.monotonic() - start))
-                with self._bounded_wait(db, left), sqlite_transaction(db):
-                    yield db.cursor()
+                try:
+                    with self._bounded_wait(db, left), sqlite_transaction(db):
+                        yield db.cursor()
+                except sqlite3.OperationalError as exc:
+                    if not _not_writable(exc):
+                        raise
+                    raise JournalError(f"the journal {self.location} cannot be written: {exc}") from None
                 return
             try:
                 yield db.cursor()
@@ -197,6 +284,46 @@ class SQLiteStore(SQLJournal):
 
 
 _REPLAY_WAIT = 1.0
+
+
+class _LockedError(Exception):
+    """An existing journal of an older schema could not be upgraded: another process holds it."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+
+    def message(self, location: str) -> str:
+        """What a user is told, naming the file."""
+        return (
+            f"the journal {location} (schema version {self.version}) must be upgraded to version "
+            f"{SCHEMA_VERSION} before this mh_notebook writes to it, but another process holds its "
+            f"write lock (tried for {_OPEN_WAIT:g} s): stop the process using it (another "
+            "notebook, perhaps with an older mh_notebook) and try again; read_history() reads it meanwhile"
+        )
+
+
+def _give_up(state: RetryCallState) -> bool:
+    """Stop retrying an opening: a locked older schema after ``_OPEN_WAIT``, a busy new file
+    after ``_NEW_FILE_WAIT``."""
+    failed = state.outcome.exception() if state.outcome is not None else None
+    return (state.seconds_since_start or 0.0) >= (
+        _OPEN_WAIT if isinstance(failed, _LockedError) else _NEW_FILE_WAIT
+    )
+
+
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _not_writable(exc: BaseException) -> bool:
+    """True if ``exc`` says this process may not write the file or the directory beside it
+    (SQLite words it "readonly" or "unable to open database file")."""
+    if isinstance(exc, OSError):
+        return exc.errno in _READ_ONLY_ERRNOS
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "readonly" in text or "read-only" in text or "unable to open database file" in text
+    )
 
 
 def _file_identity(path: Path) -> tuple[object, ...]:

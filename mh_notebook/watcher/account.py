@@ -86,7 +86,10 @@ class AccountWatching:
         Use after a kernel restart: ``TaskWatcher(store=...).resume()``. Returns the ids of
         the tasks. Unlike ``resume_polling()`` (which lets a paused engine poll again), this
         adds tasks to this watcher: the journal's unfinished ones, and then every new task
-        of the account its watches find (those created while the kernel was down too)."""
+        of the account its watches find (those created while the kernel was down too).
+        A watcher already stopped raises ``RuntimeError`` naming the call that resumes in a
+        new one (``TaskWatcher(store=...).resume()``): it would watch nothing."""
+        self._tracked.check_resumable()
         ids = self._intake.resume()
         store = self._tracked.spec.store
         rows = store.account_watches(self._tracked.base_url)

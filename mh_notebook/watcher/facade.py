@@ -115,10 +115,7 @@ class TaskWatcher:
         self._waits = Waiters(tracked, self._results.keeping, lambda: self._presenter.publish_static(True))
         self._results.waiters = self._waits
         self._intake = Intake(tracked, self._results, self._waits, self._view, self.policy)
-        self._actions = Actions(
-            key, url, timeout=timeout, allow_insecure_http=allow_insecure_http,
-            watch=self._intake.watch, check_open=tracked.check_open,
-        )  # fmt: skip
+        self._actions = Actions(tracked, watch=self._intake.watch)
         buttons = PanelActions(tracked.pause, tracked.resume_polling, self.stop, self._actions.cancel)
         self._presenter = Presenter(
             tracked, self._view, self._results, buttons,
@@ -155,7 +152,6 @@ class TaskWatcher:
         self._account.stop()  # the walks end; the watch stays journalled for resume()
         self._tracked.freeze()  # what it knew stays readable (and drawn) after stop
         self._tracked.unwritten = self._engine.detach(self._tracked)
-        self._actions.close()
         self._tracked.close(owned=self._owns_store)
         self._waits.fail_all()
         self._presenter.final()

@@ -120,6 +120,22 @@ class TrackedSet:
         if not self.open:
             raise RuntimeError("this watcher has been stopped; create a new one")
 
+    def check_resumable(self) -> None:
+        """``RuntimeError`` once stopped, naming the call that resumes in a new watcher: a
+        stopped one has left its engine (and closed its journal), so it would watch nothing."""
+        if self.open:
+            return
+        store = self.spec.store
+        if store.path is not None:
+            how = f"TaskWatcher(store={str(store.path)!r}).resume()"
+        elif store.location == "in memory":
+            how = "TaskWatcher(store=None).watch(<this watcher>.pending) (its journal was in memory)"
+        else:
+            how = f"TaskWatcher(store=<the same journal, {store.location}>).resume()"
+        raise RuntimeError(
+            f"this watcher has been stopped: resume() would watch nothing. Resume in a new watcher: {how}"
+        )
+
     def add(self, ids: Iterable[str]) -> list[str]:
         """Add ``ids``; returns those new to this set, in order."""
         ids = list(dict.fromkeys(ids))
