@@ -226,7 +226,7 @@ def test_failed_openings_leak_no_file_descriptor(
 _HOLDER = """
 import select, sqlite3, sys
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN IMMEDIATE")
+db.execute(f"BEGIN {sys.argv[3] if len(sys.argv) > 3 else 'IMMEDIATE'}")
 print("held", flush=True)
 select.select([sys.stdin], [], [], float(sys.argv[2]))  # until told, or HOLD seconds
 db.execute("ROLLBACK")
@@ -274,6 +274,36 @@ def test_read_history_reads_an_old_journal_another_process_holds(
     assert holder.poll() is None, "the reading waited until the other process let go"
     pd.testing.assert_frame_equal(frame, expected)
     assert _version(path) in (1, 5)  # not upgraded under another's lock
+
+
+@pytest.mark.parametrize("version", [1, 5])
+def test_an_old_journal_held_in_an_exclusive_transaction_fails_fast_with_a_clear_error(
+    tmp_path: Path, version: int
+) -> None:
+    # a rollback-mode journal (as 0.2 wrote them) in BEGIN EXCLUSIVE: not even its schema
+    # version can be read; the opening waited SQLite's 30 s busy timeout before
+    path = _copy(tmp_path, version)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), str(HOLD), "EXCLUSIVE"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for open_it in (
+            lambda: TaskWatcher(
+                api_key="river_test_x", base_url="http://127.0.0.1:9", store=path, display="none"
+            ),
+            lambda: read_history(path),
+        ):
+            with pytest.raises(JournalError) as caught:
+                open_it()
+            assert holder.poll() is None, "the opening waited until the other process let go"
+            assert str(path) in str(caught.value) and "exclusive transaction" in str(caught.value)
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        holder.wait(timeout=60)
+    assert _version(path) == version
 
 
 def test_the_journal_is_upgraded_once_the_other_process_lets_go(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class SQLiteStore(SQLJournal):
         self.path: Path = Path(path).expanduser()
         self.location = repr(str(self.path))
         self._lock = threading.Lock()
+        self._existed = self.path.exists() and self.path.stat().st_size > 0
         self.read_only: str | None = None
         """Why the journal is open for reading only (``None``: it is writable). Only with
         ``create=False``: a file this process may not write (read-only media, a colleague's
@@ -83,7 +84,7 @@ class SQLiteStore(SQLJournal):
         try:
             return self._open_writable(create)
         except _LockedError as exc:
-            if create:
+            if create or exc.version is None:  # (None: it cannot be read either)
                 raise JournalError(exc.message(self.location)) from None
             why = "its schema needs upgrading and another process holds its write lock"
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -180,7 +181,14 @@ class SQLiteStore(SQLJournal):
         its lock (tried again for ``_OPEN_WAIT``)."""
         db.execute(f"PRAGMA busy_timeout = {round(_OPEN_WAIT * 1000)}")
         with closing(db.cursor()) as cur:
-            current = self._check_version(cur)
+            try:
+                current = self._check_version(cur)
+            except sqlite3.OperationalError as exc:
+                if not self.dialect.is_busy(exc) or not self._existed:
+                    raise  # a new file: whoever holds it is setting it up (retried)
+                # a journal in rollback mode (0.2 wrote them so) that another process holds
+                # in an exclusive transaction: not even its version can be read meanwhile
+                raise _LockedError(None) from None
             try:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a killed process
@@ -287,14 +295,21 @@ _REPLAY_WAIT = 1.0
 
 
 class _LockedError(Exception):
-    """An existing journal of an older schema could not be upgraded: another process holds it."""
+    """An existing journal of an older schema (or one whose schema cannot even be read) could
+    not be upgraded: another process holds it."""
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int | None) -> None:
         super().__init__(version)
         self.version = version
 
     def message(self, location: str) -> str:
         """What a user is told, naming the file."""
+        if self.version is None:
+            return (
+                f"cannot open the journal {location}: another process holds it in an exclusive "
+                f"transaction (tried for {_OPEN_WAIT:g} s), so not even its schema can be read: stop "
+                "the process using it (another notebook, perhaps with an older mh_notebook) and try again"
+            )
         return (
             f"the journal {location} (schema version {self.version}) must be upgraded to version "
             f"{SCHEMA_VERSION} before this mh_notebook writes to it, but another process holds its "
