@@ -4,6 +4,7 @@ the error codes, creation that is never resent blindly, cancel, retry, list, bal
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -204,6 +205,29 @@ def test_a_creation_timing_out_after_sending_is_not_repeated(sim: Simulator) -> 
     with Client(sim.api_key, sim.url, retry=FAST, timeout=0.5) as c, pytest.raises(CreationUnknownError):
         c.create_task("seedream/text-to-image", model="seedream-4-5", input=PROMPT)
     assert sim.calls["create"] == 1
+
+
+def test_a_watcher_stopped_while_a_creation_waits_says_the_task_may_exist(sim: Simulator) -> None:
+    sim.creation_delay = 3.0  # the task is made at once; its answer comes after stop()
+    w = TaskWatcher(sim.api_key, sim.url, store=None, display="none")
+    try:
+
+        def stop_once_sent() -> None:
+            deadline = time.monotonic() + 60
+            while sim.calls["create"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            w.stop()
+
+        threading.Thread(target=stop_once_sent, daemon=True).start()
+        with pytest.raises(CreationUnknownError) as caught:
+            w.submit("seedream/text-to-image", model="seedream-4-5", input=PROMPT)
+    finally:
+        w.stop()
+    assert sim.calls["create"] == 1
+    assert "may exist" in str(caught.value) and "list_tasks(since=" in str(caught.value)
+    with Client(sim.api_key, sim.url) as c:
+        found = c.list_tasks(since=caught.value.sent_at - timedelta(minutes=1)).tasks
+    assert [t.id for t in found] == sim.task_ids and len(found) == 1  # the hint finds it
 
 
 def test_a_creation_is_retried_when_the_server_certainly_did_nothing(client: Client, sim: Simulator) -> None:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..client.answers import creation_unknown
+from ..client.core import RETRY_PATH
+from ..client.settings import API_PREFIX
 from .waiters import refuse_in_engine_thread
 
 if TYPE_CHECKING:
@@ -36,16 +40,28 @@ class Actions:
     def __repr__(self) -> str:
         return f"Actions(base_url={self._tracked.base_url!r})"
 
-    def _send(self, request: Callable[[AsyncClient], Awaitable[T]]) -> T:
+    def _send(
+        self,
+        request: Callable[[AsyncClient], Awaitable[T]],
+        creation: tuple[str, str, str | None] | None = None,
+    ) -> T:
         """``request(client)`` sent by the engine in its budget; waits for the answer (refused
-        in the engine's thread, a callback, where the wait would hold up every poll)."""
+        in the engine's thread, a callback, where the wait would hold up every poll).
+        ``creation`` (what, API path, model) for a request that creates a task: if the watcher
+        stops before its answer, :class:`~mh_notebook.CreationUnknownError` says it may exist."""
         engine = self._tracked.engine
         refuse_in_engine_thread(engine, _VERBS)
         self._tracked.check_open()  # a stopped watcher has left its engine
+        asked_at = datetime.now(UTC)
         try:
             return engine.requests.send(request).result()
         except concurrent.futures.CancelledError:
-            raise RuntimeError("the watcher's engine stopped before the request was answered") from None
+            if creation is None:
+                raise RuntimeError("the watcher's engine stopped before the request was answered") from None
+            what, path, model = creation  # it may have been sent: say where to look, as for a lost answer
+            url = f"{self._tracked.base_url}{path}"
+            detail = "the watcher stopped while it waited for the answer"
+            raise creation_unknown(what, url, model, None, detail, asked_at) from None
 
     def submit(
         self,
@@ -65,7 +81,8 @@ class Actions:
         task = self._send(
             lambda c: c.create_task(
                 endpoint, model=model, input=input, metadata=metadata, webhook_url=webhook_url
-            )
+            ),
+            (f"creating {endpoint}", f"{API_PREFIX}/{endpoint}", model),
         )
         if task.metadata is None and metadata:  # the creation answer need not echo it: we know it
             task = task.model_copy(update={"metadata": dict(metadata)})
@@ -81,7 +98,9 @@ class Actions:
         """Retry a ``failed`` or ``expired`` task and watch the new one; returns its id.
         The retry is a new task and is **charged again**; its ``original_task_id`` is
         ``task_id``. Other states raise :class:`~mh_notebook.ConflictError`."""
-        task = self._send(lambda c: c.retry_task(task_id))
+        task = self._send(
+            lambda c: c.retry_task(task_id), (f"retrying task {task_id!r}", RETRY_PATH.format(id=task_id), None)
+        )
         self._watch(task)
         return task.id
 
