@@ -117,6 +117,8 @@ class Health:
 
 _Seen = tuple[float, str | None, str | None]
 """An unwatched task seen on a page: ``(created, provider, model)``."""
+_Filters = tuple[str | None, str | None]
+"""A walk's ``(provider, model)`` filters (``None``: not filtered)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ class ListState:
     """Start of the creation-time span pages have covered."""
     observed_until: float | None = None
     """When the last walk was sent."""
+    cuts: Mapping[_Filters, tuple[float, int]] = field(default_factory=dict)
+    """Walks cut short at ``max_pages`` with more to read, by filters: ``(oldest creation
+    time they reached, items they read)``. Older than that the window holds more than was
+    seen; the estimate takes at least as many again until a whole walk has read it."""
     settings: Settings = Settings()
 
     def other_rate(self, provider: str | None = None, model: str | None = None) -> float:
@@ -145,6 +151,12 @@ class ListState:
 
 def _match(seen: _Seen, provider: str | None, model: str | None) -> bool:
     return (provider is None or seen[1] == provider) and (model is None or seen[2] == model)
+
+
+def _related(cut: _Filters, provider: str | None, model: str | None) -> bool:
+    """Whether a walk with these filters and one with ``cut``'s can list the same tasks."""
+    providers = provider is None or cut[0] is None or provider == cut[0]
+    return providers and (model is None or cut[1] is None or model == cut[1])
 
 
 class WalkQuery(TypedDict):
@@ -249,7 +261,25 @@ class _Estimator:
         known = len(mine) - bisect.bisect_left(mine, since)
         seen = len(others) - bisect.bisect_left(others, max(since, lo))
         unseen = rate * (max(0.0, lo - since) + max(0.0, self.now - hi))
-        return known + seen + unseen
+        return known + seen + max(unseen, self._beyond_cuts(since, provider, model))
+
+    def _beyond_cuts(self, since: float, provider: str | None, model: str | None) -> float:
+        """Tasks that walks cut short did not reach and a walk from ``since`` with these
+        filters lists: at least as many again as such a walk read (of its filters or
+        broader ones: the share of what it read that these filters keep)."""
+        most = 0.0
+        for cut, (reached, items) in self.state.cuts.items():
+            if since >= reached or not _related(cut, provider, model):
+                continue
+            narrower = (provider is not None and cut[0] is None) or (model is not None and cut[1] is None)
+            share = self._share(reached, cut, provider, model) if narrower else 1.0
+            most = max(most, items * share)
+        return most
+
+    def _share(self, reached: float, cut: _Filters, provider: str | None, model: str | None) -> float:
+        """Of the others a cut walk read (created from ``reached`` on), the share these filters keep."""
+        read = [seen for seen in self.state.others.values() if seen[0] >= reached and _match(seen, *cut)]
+        return sum(1 for seen in read if _match(seen, provider, model)) / len(read) if read else 1.0
 
     def pages(self, since: float, provider: str | None, model: str | None) -> int:
         """Estimated pages of a walk from ``since`` with these filters."""
@@ -355,10 +385,13 @@ class WalkOutcome:
     not observed, so their due times stand and the next plan GETs them when due."""
     items: int
     """Items received, repeats included."""
+    cut: bool = False
+    """The walk stopped at ``max_pages`` with more to read: it did not reach ``since``."""
 
 
-def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]]) -> WalkOutcome:
-    """Deduplicate a cursor walk's pages (a task on two pages is merged, never counted twice)."""
+def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]], *, cut: bool = False) -> WalkOutcome:
+    """Deduplicate a cursor walk's pages (a task on two pages is merged, never counted twice);
+    ``cut``: it stopped at ``max_pages`` while the list said there was more."""
     seen: dict[str, Sighting] = {}
     items = 0
     for page in pages:
@@ -366,14 +399,16 @@ def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]]) -> WalkOut
             items += 1
             seen[sighting.id] = merge(seen.get(sighting.id), sighting)
     missing = frozenset(walk.covers) - seen.keys()
-    return WalkOutcome(seen, missing, items)
+    return WalkOutcome(seen, missing, items, cut)
 
 
 def after_walk(
     state: ListState, walk: PageWalk, outcome: WalkOutcome, watched_ids: Iterable[str], now: float
 ) -> ListState:
     """The state after a successful walk sent at ``now``: the list works; the account's
-    unwatched tasks are remembered (for the next estimates), old ones forgotten."""
+    unwatched tasks are remembered (for the next estimates), old ones forgotten. A walk
+    cut short observed the account only back to the oldest task it read, and is kept in
+    ``cuts`` (more than it read lies before that); a whole walk clears the cuts it covers."""
     mine = set(watched_ids)
     s = state.settings
     others = dict(state.others)
@@ -383,15 +418,40 @@ def after_walk(
     horizon = now - s.memory
     kept = sorted((v[0], k) for k, v in others.items() if v[0] >= horizon)[-s.max_remembered :]
     others = {k: others[k] for _, k in kept}
+    reached = walk.since
+    if outcome.cut:
+        created = [c for c in (x.created for x in outcome.seen.values()) if c is not None]
+        reached = max(walk.since, min(created, default=now))
     known = state.observed_since
-    since = (now if known is None else known) if walk.probe else min(known or walk.since, walk.since)
+    since = (now if known is None else known) if walk.probe else min(known or reached, reached)
     return replace(
         state,
         health=Health(),
         others=others,
         observed_since=max(since, horizon),
         observed_until=now if state.observed_until is None else max(now, state.observed_until),
+        cuts=_cuts_after(state.cuts, walk, outcome, reached, horizon),
     )
+
+
+def _cuts_after(
+    cuts: Mapping[_Filters, tuple[float, int]],
+    walk: PageWalk,
+    outcome: WalkOutcome,
+    reached: float,
+    horizon: float,
+) -> dict[_Filters, tuple[float, int]]:
+    """The cut walks still unexplained after ``walk``: a whole walk (not a probe) explains the
+    cuts of its filters or narrower that it reached back past; old cuts are forgotten."""
+    key = (walk.provider, walk.model)
+    kept = {}
+    for (p, m), (at, items) in cuts.items():
+        covers = (walk.provider in (None, p)) and (walk.model in (None, m))
+        if at >= horizon and (walk.probe or outcome.cut or not covers or walk.since > at):
+            kept[(p, m)] = (at, items)
+    if outcome.cut and not walk.probe:
+        kept[key] = (reached, max(outcome.items, kept.get(key, (0.0, 0))[1]))
+    return kept
 
 
 _REASONS = {
