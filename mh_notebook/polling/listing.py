@@ -131,7 +131,7 @@ class ListState:
     cuts: Mapping[_Filters, tuple[float, int]] = field(default_factory=dict)
     """Walks cut short at ``max_pages`` with more to read, by filters: ``(oldest creation
     time they reached, items they read)``. Older than that the window holds more than was
-    seen; the estimate takes at least as many again until a whole walk has read it."""
+    seen; the estimate takes a page more at least, until a whole walk has read it."""
     settings: Settings = Settings()
 
     def other_rate(self, provider: str | None = None, model: str | None = None) -> float:
@@ -268,15 +268,17 @@ class _Estimator:
 
     def _beyond_cuts(self, since: float, provider: str | None, model: str | None) -> float:
         """Tasks that walks cut short did not reach and a walk from ``since`` with these
-        filters lists: at least as many again as such a walk read (of its filters or
-        broader ones: the share of what it read that these filters keep)."""
+        filters lists: a page more at least (of its filters or broader ones: the share of
+        what it read that these filters keep). Not more: a guess the planner then walks
+        from (its ``max_pages`` twice the estimate) is soon read whole; a larger one might
+        keep it off the list for an hour (doubling it turned the crowded benchmark to GETs)."""
         most = 0.0
-        for cut, (reached, items) in self.state.cuts.items():
+        for cut, (reached, _) in self.state.cuts.items():
             if since >= reached or not _related(cut, provider, model):
                 continue
             narrower = (provider is not None and cut[0] is None) or (model is not None and cut[1] is None)
             share = self._share(reached, cut, provider, model) if narrower else 1.0
-            most = max(most, items * share)
+            most = max(most, self.state.settings.page_size * share)
         return most
 
     def _share(self, reached: float, cut: _Filters, provider: str | None, model: str | None) -> float:
