@@ -69,14 +69,10 @@ def states(draw: st.DrawFn) -> ListState:
     spread = draw(st.floats(1, 20_000))
     others = {f"o{i}": (NOW - draw(st.floats(0, spread)), *draw(st.sampled_from(MODELS))) for i in range(n)}
     since = NOW - draw(st.floats(0, 20_000)) if n or draw(st.booleans()) else None
-    cuts = draw(
-        st.dictionaries(st.sampled_from(MODELS), st.tuples(st.floats(NOW - 20_000, NOW), st.integers(1, 900)))
-    )
     return ListState(
         others=others,
         observed_since=since,
         observed_until=None if since is None else NOW - draw(st.floats(0, 60)),
-        cuts=cuts,
     )
 
 
@@ -236,52 +232,6 @@ def test_what_the_pages_held_teaches_the_estimate() -> None:
     state = after_walk(ListState(), walk, walk_outcome(walk, [page]), ["b0"], NOW)
     assert len(state.others) == 2000 and state.other_rate() > 10
     assert not plan(state, _batch(5, NOW - 90), NOW).walks  # 20 pages > 5 GETs
-
-
-@st.composite
-def cut_walks(draw: st.DrawFn) -> tuple[ListState, list[Watched], list[Sighting]]:
-    """An unfiltered walk over an account busy with others, cut short at ``max_pages``
-    (newest first: it read the newest others and never reached the watched tasks)."""
-    pages = draw(st.integers(1, 4))
-    total = pages * 100 + draw(st.integers(1, 400))  # more than it read
-    span, start = draw(st.floats(0.1, 60)), NOW - 60 - draw(st.floats(0, 60))  # a teammate's batch
-    models = [draw(st.sampled_from(MODELS)) for _ in range(total)]
-    read = [
-        Sighting(f"o{i}", "running", NOW, Source.PAGE, start + i * span / total, *models[i])
-        for i in range(total)
-    ]
-    read = read[-pages * 100 :]
-    kinds = draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=30))
-    mine = [
-        Watched(f"m{i}", start - 0.5 - i * 0.01, NOW, provider=p, model=m) for i, (p, m) in enumerate(kinds)
-    ]
-    walk = PageWalk(start - 1.5, est_pages=1, max_pages=pages, covers=frozenset(w.id for w in mine))
-    outcome = walk_outcome(walk, [read[i : i + 100] for i in range(0, len(read), 100)], cut=True)
-    state = after_walk(ListState(), walk, outcome, [w.id for w in mine], NOW)
-    return state, mine, read
-
-
-@settings(max_examples=100, deadline=None)
-@given(case=cut_walks())
-def test_a_walk_cut_short_is_never_taken_for_the_whole_window(
-    case: tuple[ListState, list[Watched], list[Sighting]],
-) -> None:
-    # issue 19: a walk cut at max_pages saw only the newest of the window; planned as if it
-    # had read it all, the next walks were cut too, each a few pages more (stray pages)
-    state, mine, read = case
-    everyone = PageWalk(min(w.created for w in mine) - 1)
-    for walk in [*plan(state, mine, NOW).walks, everyone]:
-        read_here = sum(
-            1 for s in read if walk.shows(Watched(s.id, s.created or NOW, NOW, "", s.provider, s.model))
-        )
-        mine_here = sum(1 for w in mine if walk.shows(w))
-        estimate = _Estimator(state, mine, NOW).count(walk.since, walk.provider, walk.model)
-        assert estimate > read_here + mine_here, (walk, estimate, read_here, mine_here)  # more than it read
-    # unfiltered, as the cut walk was: a page more at least
-    assert _Estimator(state, mine, NOW).count(everyone.since, None, None) >= len(read) + len(mine) + 100
-    # a whole walk over the window explains the cut
-    whole = PageWalk(min(w.created for w in mine) - 1)
-    assert not after_walk(state, whole, walk_outcome(whole, [read]), [], NOW + 1).cuts
 
 
 # ------------------------------------------------------------------ the simulator's account

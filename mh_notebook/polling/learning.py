@@ -1,8 +1,8 @@
 """List polling, after the requests: what a walk saw, and what the planner learns from it.
 
 Pure, like :mod:`.listing`: :func:`walk_outcome` (each task once across the cursor),
-:func:`after_walk` (the account's other tasks remembered, walks cut short kept in
-``ListState.cuts``) and :func:`after_failure` (per-task GETs for a while).
+:func:`after_walk` (the account's other tasks remembered) and :func:`after_failure`
+(per-task GETs for a while).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from .listing import Health, ListFailure, ListState, PageWalk, _Filters
+from .listing import Health, ListFailure, ListState, PageWalk
 from .sightings import Sighting, merge
 
 __all__ = ["WalkOutcome", "after_failure", "after_walk", "walk_outcome"]
@@ -26,13 +26,10 @@ class WalkOutcome:
     not observed, so their due times stand and the next plan GETs them when due."""
     items: int
     """Items received, repeats included."""
-    cut: bool = False
-    """The walk stopped at ``max_pages`` with more to read: it did not reach ``since``."""
 
 
-def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]], *, cut: bool = False) -> WalkOutcome:
-    """Deduplicate a cursor walk's pages (a task on two pages is merged, never counted twice);
-    ``cut``: it stopped at ``max_pages`` while the list said there was more."""
+def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]]) -> WalkOutcome:
+    """Deduplicate a cursor walk's pages (a task on two pages is merged, never counted twice)."""
     seen: dict[str, Sighting] = {}
     items = 0
     for page in pages:
@@ -40,16 +37,14 @@ def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]], *, cut: bo
             items += 1
             seen[sighting.id] = merge(seen.get(sighting.id), sighting)
     missing = frozenset(walk.covers) - seen.keys()
-    return WalkOutcome(seen, missing, items, cut)
+    return WalkOutcome(seen, missing, items)
 
 
 def after_walk(
     state: ListState, walk: PageWalk, outcome: WalkOutcome, watched_ids: Iterable[str], now: float
 ) -> ListState:
     """The state after a successful walk sent at ``now``: the list works; the account's
-    unwatched tasks are remembered (for the next estimates), old ones forgotten. A walk
-    cut short observed the account only back to the oldest task it read, and is kept in
-    ``cuts`` (more than it read lies before that); a whole walk clears the cuts it covers."""
+    unwatched tasks are remembered (for the next estimates), old ones forgotten."""
     mine = set(watched_ids)
     s = state.settings
     others = dict(state.others)
@@ -59,41 +54,15 @@ def after_walk(
     horizon = now - s.memory
     kept = sorted((v[0], k) for k, v in others.items() if v[0] >= horizon)[-s.max_remembered :]
     others = {k: others[k] for _, k in kept}
-    reached = walk.since
-    if outcome.cut:
-        created = [c for c in (x.created for x in outcome.seen.values()) if c is not None]
-        reached = max(walk.since, min(created, default=now))
     known = state.observed_since
-    since = (now if known is None else known) if walk.probe else min(known or reached, reached)
+    since = (now if known is None else known) if walk.probe else min(known or walk.since, walk.since)
     return replace(
         state,
         health=Health(),
         others=others,
         observed_since=max(since, horizon),
         observed_until=now if state.observed_until is None else max(now, state.observed_until),
-        cuts=_cuts_after(state.cuts, walk, outcome, reached, horizon),
     )
-
-
-def _cuts_after(
-    cuts: Mapping[_Filters, tuple[float, int]],
-    walk: PageWalk,
-    outcome: WalkOutcome,
-    reached: float,
-    horizon: float,
-) -> dict[_Filters, tuple[float, int]]:
-    """The cut walks still unexplained after ``walk``: a whole walk (not a probe) explains the
-    cuts of its filters or narrower that it reached back past; old cuts are forgotten."""
-    key = (walk.provider, walk.model)
-    kept = {}
-    for (p, m), (at, items) in cuts.items():
-        covers = (walk.provider in (None, p)) and (walk.model in (None, m))
-        whole = not walk.probe and not outcome.cut
-        if at >= horizon and (not whole or not covers or walk.since > at):
-            kept[(p, m)] = (at, items)
-    if outcome.cut and not walk.probe:
-        kept[key] = (reached, max(outcome.items, kept.get(key, (0.0, 0))[1]))
-    return kept
 
 
 _REASONS = {

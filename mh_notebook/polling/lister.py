@@ -258,7 +258,6 @@ class Lister:
         pages: list[list[Sighting]] = []
         first_sent: float | None = None
         cursor: str | None = None
-        cut = False
         mine = {s.task_id for s in p.states() if not s.ended}
         for _ in range(walk.max_pages):
             if not await p._take_turn(honour_pause=True, first=True):
@@ -281,9 +280,7 @@ class Lister:
             cursor = page.cursor
             if not page.has_more or cursor is None:
                 break
-        else:
-            cut = True  # more to read than the estimate allowed: the planner learns it
-        outcome = walk_outcome(walk, pages, cut=cut)
+        outcome = walk_outcome(walk, pages)
         assert first_sent is not None  # at least one page was read
         self.state = after_walk(self.state, walk, outcome, mine, first_sent)
 

@@ -113,8 +113,6 @@ class Health:
 
 _Seen = tuple[float, str | None, str | None]
 """An unwatched task seen on a page: ``(created, provider, model)``."""
-_Filters = tuple[str | None, str | None]
-"""A walk's ``(provider, model)`` filters (``None``: not filtered)."""
 
 
 @dataclass(frozen=True)
@@ -128,10 +126,6 @@ class ListState:
     """Start of the creation-time span pages have covered."""
     observed_until: float | None = None
     """When the last walk was sent."""
-    cuts: Mapping[_Filters, tuple[float, int]] = field(default_factory=dict)
-    """Walks cut short at ``max_pages`` with more to read, by filters: ``(oldest creation
-    time they reached, items they read)``. Older than that the window holds more than was
-    seen; the estimate takes a page more at least, until a whole walk has read it."""
     settings: Settings = Settings()
 
     def other_rate(self, provider: str | None = None, model: str | None = None) -> float:
@@ -147,12 +141,6 @@ class ListState:
 
 def _match(seen: _Seen, provider: str | None, model: str | None) -> bool:
     return (provider is None or seen[1] == provider) and (model is None or seen[2] == model)
-
-
-def _related(cut: _Filters, provider: str | None, model: str | None) -> bool:
-    """Whether a walk with these filters and one with ``cut``'s can list the same tasks."""
-    providers = provider is None or cut[0] is None or provider == cut[0]
-    return providers and (model is None or cut[1] is None or model == cut[1])
 
 
 class WalkQuery(TypedDict):
@@ -184,12 +172,9 @@ class PageWalk:
 
     def query(self) -> WalkQuery:
         """Keyword arguments for ``Client.list_tasks`` (add ``cursor=`` per page)."""
+        since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
         return WalkQuery(
-            since=_iso(self.since),
-            provider=self.provider,
-            model=self.model,
-            status=self.status,
-            limit=self.limit,
+            since=since, provider=self.provider, model=self.model, status=self.status, limit=self.limit
         )
 
     def shows(self, task: Watched) -> bool:
@@ -200,10 +185,6 @@ class PageWalk:
             and (self.provider is None or task.provider == self.provider)
             and (self.model is None or task.model == self.model)
         )
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True)
@@ -264,27 +245,7 @@ class _Estimator:
         known = len(mine) - bisect.bisect_left(mine, since)
         seen = len(others) - bisect.bisect_left(others, max(since, lo))
         unseen = rate * (max(0.0, lo - since) + max(0.0, self.now - hi))
-        return known + seen + max(unseen, self._beyond_cuts(since, provider, model))
-
-    def _beyond_cuts(self, since: float, provider: str | None, model: str | None) -> float:
-        """Tasks that walks cut short did not reach and a walk from ``since`` with these
-        filters lists: a page more at least (of its filters or broader ones: the share of
-        what it read that these filters keep). Not more: a guess the planner then walks
-        from (its ``max_pages`` twice the estimate) is soon read whole; a larger one might
-        keep it off the list for an hour (doubling it turned the crowded benchmark to GETs)."""
-        most = 0.0
-        for cut, (reached, _) in self.state.cuts.items():
-            if since >= reached or not _related(cut, provider, model):
-                continue
-            narrower = (provider is not None and cut[0] is None) or (model is not None and cut[1] is None)
-            share = self._share(reached, cut, provider, model) if narrower else 1.0
-            most = max(most, self.state.settings.page_size * share)
-        return most
-
-    def _share(self, reached: float, cut: _Filters, provider: str | None, model: str | None) -> float:
-        """Of the others a cut walk read (created from ``reached`` on), the share these filters keep."""
-        read = [seen for seen in self.state.others.values() if seen[0] >= reached and _match(seen, *cut)]
-        return sum(1 for seen in read if _match(seen, provider, model)) / len(read) if read else 1.0
+        return known + seen + unseen
 
     def pages(self, since: float, provider: str | None, model: str | None) -> int:
         """Estimated pages of a walk from ``since`` with these filters."""
