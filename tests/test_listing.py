@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from mh_notebook import Client
 from mh_notebook.errors import APIError, MalformedResponseError, ModelHunterError
+from mh_notebook.polling.learning import after_failure, after_walk, walk_outcome
 from mh_notebook.polling.listing import (
     ListFailure,
     ListState,
@@ -28,12 +29,9 @@ from mh_notebook.polling.listing import (
     Source,
     Watched,
     _Estimator,  # the planner's own page estimate
-    after_failure,
-    after_walk,
     merge,
     plan,
     status_rank,
-    walk_outcome,
 )
 from mh_notebook.records import ENDED, TaskStatus
 from mh_notebook.sim import Others, Simulator

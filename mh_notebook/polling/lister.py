@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..models import Task, TaskPage
 from ..records import TaskStatus
+from .learning import after_failure, after_walk, walk_outcome
 from .listing import (
     Health,
     ListFailure,
@@ -54,11 +55,8 @@ from .listing import (
     Sighting,
     Source,
     Watched,
-    after_failure,
-    after_walk,
     merge,
     plan,
-    walk_outcome,
 )
 from .state import TaskState
 

@@ -5,7 +5,7 @@ the **server's** clock, the clock of the tasks' ``created_at``) and returns valu
 poller's :mod:`.lister` keeps one :class:`ListState` and, when polls are due: ``plan()``
 with one :class:`Watched` per task it polls; walks each :class:`PageWalk`
 (``client.list_tasks(**walk.query(), cursor=...)``, at most ``max_pages``), each item a
-:class:`Sighting`; ``walk_outcome()`` (each task once across the cursor; ``missing``:
+:class:`Sighting`; ``walk_outcome()`` (:mod:`.learning`: each task once across the cursor; ``missing``:
 covered tasks not shown keep their due times); ``after_walk()`` (learns the account) or,
 on 404, 403 or garbage, ``after_failure()`` (per-task GETs until ``health.retry_at``; 429,
 5xx and network errors are the budget's business); GETs ``p.gets`` and one per result;
@@ -24,12 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TypedDict
 
-from ..records import ENDED, ENDING, NOT_FOUND, TaskStatus
-
-if TYPE_CHECKING:
-    from ..models import Task
+from ..records import ENDED, TaskStatus
+from .sightings import Sighting, Source, merge, status_rank
 
 __all__ = [
     "Health",
@@ -40,15 +38,11 @@ __all__ = [
     "Settings",
     "Sighting",
     "Source",
-    "WalkOutcome",
     "WalkQuery",
     "Watched",
-    "after_failure",
-    "after_walk",
     "merge",
     "plan",
     "status_rank",
-    "walk_outcome",
 ]
 
 
@@ -59,12 +53,6 @@ class ListFailure(StrEnum):
     MISSING = "missing"
     REFUSED = "refused"
     MALFORMED = "malformed"
-
-
-class Source(StrEnum):
-    """Where a sighting came from."""
-
-    PAGE, GET = "page", "get"
 
 
 @dataclass(frozen=True)
@@ -108,45 +96,6 @@ class Watched:
 
 
 @dataclass(frozen=True)
-class Sighting:
-    """One observation of a task, from a page or a GET (``seen_at``: server epoch seconds
-    when the request was sent)."""
-
-    id: str
-    status: str
-    seen_at: float
-    source: Source
-    created: float | None = None
-    provider: str | None = None
-    model: str | None = None
-    progress: float | None = None
-    cost: float | None = None
-    started_at: float | None = None
-    completed_at: float | None = None
-
-    @classmethod
-    def from_task(cls, task: Task, seen_at: float, source: Source) -> Sighting:
-        """A sighting of a parsed :class:`~mh_notebook.models.Task`."""
-        return cls(
-            id=task.id,
-            status=str(task.status),
-            seen_at=seen_at,
-            source=source,
-            created=_epoch(task.created_at),
-            provider=task.provider,
-            model=task.model,
-            progress=task.progress,
-            cost=task.cost,
-            started_at=_epoch(task.started_at),
-            completed_at=_epoch(task.completed_at),
-        )
-
-
-def _epoch(when: datetime | None) -> float | None:
-    return None if when is None else when.timestamp()
-
-
-@dataclass(frozen=True)
 class Health:
     """Whether the list may be used; after a failure, when to try it again."""
 
@@ -161,8 +110,6 @@ class Health:
         """True unless the last list request failed."""
         return self.failures == 0
 
-
-_T = TypeVar("_T")
 
 _Seen = tuple[float, str | None, str | None]
 """An unwatched task seen on a page: ``(created, provider, model)``."""
@@ -391,110 +338,3 @@ def _with_riders(est: _Estimator, polled: Sequence[Watched], best: _Choice) -> _
 def _finish(walk: PageWalk, polled: Sequence[Watched], s: Settings) -> PageWalk:
     covers = frozenset(w.id for w in polled if walk.shows(w))
     return replace(walk, covers=covers, max_pages=math.ceil(s.overrun * walk.est_pages) + 1)
-
-
-# ----------------------------------------------------------------- after the requests
-@dataclass(frozen=True)
-class WalkOutcome:
-    """What one walk saw: each task once, and the covered tasks it did not show."""
-
-    seen: Mapping[str, Sighting]
-    missing: frozenset[str]
-    """Covered tasks the walk did not show (a lagging list, or a walk cut at ``max_pages``):
-    not observed, so their due times stand and the next plan GETs them when due."""
-    items: int
-    """Items received, repeats included."""
-
-
-def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]]) -> WalkOutcome:
-    """Deduplicate a cursor walk's pages (a task on two pages is merged, never counted twice)."""
-    seen: dict[str, Sighting] = {}
-    items = 0
-    for page in pages:
-        for sighting in page:
-            items += 1
-            seen[sighting.id] = merge(seen.get(sighting.id), sighting)
-    missing = frozenset(walk.covers) - seen.keys()
-    return WalkOutcome(seen, missing, items)
-
-
-def after_walk(
-    state: ListState, walk: PageWalk, outcome: WalkOutcome, watched_ids: Iterable[str], now: float
-) -> ListState:
-    """The state after a successful walk sent at ``now``: the list works; the account's
-    unwatched tasks are remembered (for the next estimates), old ones forgotten."""
-    mine = set(watched_ids)
-    s = state.settings
-    others = dict(state.others)
-    for sighting in outcome.seen.values():
-        if sighting.id not in mine and sighting.created is not None:
-            others[sighting.id] = (sighting.created, sighting.provider, sighting.model)
-    horizon = now - s.memory
-    kept = sorted((v[0], k) for k, v in others.items() if v[0] >= horizon)[-s.max_remembered :]
-    others = {k: others[k] for _, k in kept}
-    known = state.observed_since
-    since = (now if known is None else known) if walk.probe else min(known or walk.since, walk.since)
-    return replace(
-        state,
-        health=Health(),
-        others=others,
-        observed_since=max(since, horizon),
-        observed_until=now if state.observed_until is None else max(now, state.observed_until),
-    )
-
-
-_REASONS = {
-    ListFailure.MISSING: "the API has no task list (404)",
-    ListFailure.REFUSED: "this key may not list tasks (403)",
-    ListFailure.MALFORMED: "the task list answered something unreadable",
-}
-
-
-def after_failure(state: ListState, failure: ListFailure, now: float) -> ListState:
-    """Per-task polling from now on; the list is tried again after a doubling backoff."""
-    s = state.settings
-    failures = state.health.failures + 1
-    wait = min(s.backoff_cap, s.backoff * 2 ** (failures - 1))
-    reason = _REASONS[failure]
-    return replace(state, health=Health(failures, now + wait, reason))
-
-
-# ----------------------------------------------------------------- merging sightings
-_RANK: dict[str, int] = {TaskStatus.PENDING: 0, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
-_RANK.update(dict.fromkeys([*ENDING, TaskStatus.EXPIRED, NOT_FOUND], 3))
-
-
-def status_rank(status: str) -> int:
-    """How far along a status is: pending 0, queued 1, running (and unknown ones) 2, ended 3."""
-    return _RANK.get(status, 2)
-
-
-def merge(old: Sighting | None, new: Sighting) -> Sighting:
-    """Fold ``new`` into ``old``: the newer sighting wins (a GET at a tie), but never moves a task's status
-    backwards (a lagging page cannot undo an end) and never drops a known field."""
-    if old is None:
-        return new
-    newer, older = (new, old) if _order(new) >= _order(old) else (old, new)
-    status = newer.status
-    if status_rank(older.status) > status_rank(newer.status):
-        status = older.status
-    return replace(
-        newer,
-        status=status,
-        progress=max((p for p in (newer.progress, older.progress) if p is not None), default=None),
-        created=_first(newer.created, older.created),
-        provider=_first(newer.provider, older.provider),
-        model=_first(newer.model, older.model),
-        cost=_first(newer.cost, older.cost),
-        started_at=_first(newer.started_at, older.started_at),
-        completed_at=_first(newer.completed_at, older.completed_at),
-    )
-
-
-def _order(sighting: Sighting) -> tuple[float, bool]:
-    """Newest first; at the same instant a GET (the task's own answer) beats a page."""
-    return (sighting.seen_at, sighting.source == Source.GET)
-
-
-def _first(a: _T | None, b: _T | None) -> _T | None:
-    return a if a is not None else b
