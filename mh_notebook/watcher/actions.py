@@ -98,9 +98,8 @@ class Actions:
         """Retry a ``failed`` or ``expired`` task and watch the new one; returns its id.
         The retry is a new task and is **charged again**; its ``original_task_id`` is
         ``task_id``. Other states raise :class:`~mh_notebook.ConflictError`."""
-        task = self._send(
-            lambda c: c.retry_task(task_id), (f"retrying task {task_id!r}", RETRY_PATH.format(id=task_id), None)
-        )
+        creation = (f"retrying task {task_id!r}", RETRY_PATH.format(id=task_id), None)
+        task = self._send(lambda c: c.retry_task(task_id), creation)
         self._watch(task)
         return task.id
 
