@@ -109,9 +109,11 @@ class ListDuty:
             self._ids = self._ids - gone
             self._unwatch(self, gone)
 
-    def held_elsewhere(self, holder: str | None) -> None:
-        """The panel's polling line says who sends the pages; no pages are sent here then."""
-        self._poller.lister.duty_elsewhere = holder
+    def held_elsewhere(self, holder: str | None, until: float = math.inf) -> None:
+        """The panel's polling line says who sends the pages; no pages are sent here then,
+        nor after ``until`` (monotonic) until a renewal says the duty is still ours."""
+        lister = self._poller.lister
+        lister.duty_elsewhere, lister.duty_until = holder, until
 
 
 class EngineTeam:

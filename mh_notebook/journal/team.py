@@ -74,9 +74,10 @@ class Duty(Protocol):
         """Stop polling these adopted tasks (unless a watcher here watches them)."""
         ...
 
-    def held_elsewhere(self, holder: str | None) -> None:
+    def held_elsewhere(self, holder: str | None, until: float = math.inf) -> None:
         """Another process holds the duty (its name; ``""``: not known yet, so no pages
-        either), or nobody else (``None``)."""
+        either), or nobody else (``None``), surely until ``until`` (monotonic seconds: a
+        process frozen past it sends no page before its next renewal says it still holds it)."""
         ...
 
 
@@ -136,7 +137,7 @@ class TeamPolling:
 
     def _renew(self, now: float, active: list[str], pollable: set[str]) -> None:
         followed = set(active)
-        handed = pollable if self._duty_holder(pollable) else set()  # a live holder: the duty polls them
+        handed = pollable if self._duty_holder(now, pollable) else set()  # a live holder: the duty polls them
         per_task = [t for t in active if t not in handed]
         held = self.journal.claim_leases(per_task, self.holder, self.ttl) if per_task else set()
         gone = self.held - followed  # not followed through us any more: not ours to hand out
@@ -147,7 +148,7 @@ class TeamPolling:
         self._set_leased(held, followed)
         self.held, self._alone, self._fresh, self._next_renew = held, False, False, now + self.renew
 
-    def _duty_holder(self, pollable: set[str]) -> bool:
+    def _duty_holder(self, now: float, pollable: set[str]) -> bool:
         """Claim or renew the list duty (while we have tasks for it); True if someone holds it."""
         duty = self.duty
         if duty is None:
@@ -158,8 +159,8 @@ class TeamPolling:
             if self.duty_holder == self.holder:  # nothing left to poll: let another take it at once
                 self.journal.release_leases([duty.name], self.holder)
             self.duty_holder = None
-        if self.duty_holder == self.holder:
-            duty.held_elsewhere(None)
+        if self.duty_holder == self.holder:  # ours until the lease may lapse (renewed every `renew`)
+            duty.held_elsewhere(None, until=now + self.ttl - self.renew)
         else:  # pages only from the holder: none while it is not known (nobody sends them twice)
             duty.held_elsewhere(self.duty_holder or "")
         return self.duty_holder is not None

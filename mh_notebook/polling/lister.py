@@ -107,6 +107,9 @@ class Lister:
         self.duty_elsewhere: str | None = None
         """Another process of a team journal holds the list duty (its name; ``""``: not
         known yet): no pages here."""
+        self.duty_until = math.inf
+        """Monotonic time until which this process surely holds the list duty (a team
+        journal's; renewed every second): after it, no page until a renewal says so."""
         self.state = ListState(settings=settings or Settings())
         self.walking = False
         self.pages = self.gets = 0
@@ -265,6 +268,9 @@ class Lister:
         for _ in range(walk.max_pages):
             if not await p._take_turn(honour_pause=True, first=True):
                 return  # a limit's pause, the user's pause or a refused key: tasks keep their due times
+            if not self.plans:  # the duty may have passed on while this process was frozen
+                p._gate.release()
+                return
             sent_local = time.time()
             server_sent = p.clock.server_now(sent_local)
             first_sent = server_sent if first_sent is None else first_sent
@@ -366,7 +372,7 @@ class Lister:
     @property
     def plans(self) -> bool:
         """Whether pages may be sent: list polling on, and the list duty not elsewhere."""
-        return self.enabled and self.duty_elsewhere is None
+        return self.enabled and self.duty_elsewhere is None and time.monotonic() < self.duty_until
 
     # ------------------------------------------------------------ for the panel
     @property
