@@ -1,4 +1,4 @@
-"""Shared fixtures: the documented example bodies and a running simulator."""
+"""Shared fixtures: the documented example bodies, a running simulator, a PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from pg_server import PostgresServer, postgres_server
 
 from mh_notebook.sim import Simulator
 
@@ -63,3 +64,16 @@ def sim() -> Iterator[Simulator]:
 # shared machine is noise, not a property), and the same examples every run.
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
 settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test module's own (started as a non-root user when root)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def url(pg: PostgresServer) -> str:
+    """A fresh database of that server, for one test."""
+    return pg.new_database()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pg_server import PostgresServer, postgres_server
 
 from mh_notebook import PollPolicy, read_history
 from mh_notebook.journal.memory import MemoryStore
@@ -114,12 +113,6 @@ def test_latency_summary_prices_models(fields_sim: Simulator) -> None:
 def _event(status: str, at: float, **fields: object) -> Event:
     base = Event("task_f", status, at, 1, "video", "vidu", "viduq3-turbo", 100.0)
     return base._replace(**fields)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:

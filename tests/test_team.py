@@ -16,12 +16,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from pg_server import PostgresServer, postgres_server, wait_for
+from pg_server import PostgresServer, wait_for
 
 from mh_notebook import JournalError, TaskWatcher, read_history
 from mh_notebook.sim import Simulator
@@ -51,17 +50,6 @@ CHILD = textwrap.dedent(
     print("done", flush=True)
     """
 ).format(speed=SPEED)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture
-def url(pg: PostgresServer) -> str:
-    return pg.new_database()
 
 
 def _child(sim: Simulator, url: str, mode: str, key: str | None = None) -> subprocess.Popen[str]:

@@ -16,11 +16,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pg_server import PostgresServer, postgres_server, wait_for
+from pg_server import wait_for
 
 from mh_notebook.sim import Simulator
 
@@ -52,17 +51,6 @@ CHILD = textwrap.dedent(
     w.stop()
     """
 ).format(speed=SPEED, elsewhere=DUTY_ELSEWHERE)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture
-def url(pg: PostgresServer) -> str:
-    return pg.new_database()
 
 
 class Child:

@@ -337,6 +337,11 @@ class PostgresStore(SQLJournal):
         expired or ours already (rows another process is taking at this moment are
         skipped); returns the ones held. Expiry is on the database's clock: the clocks of
         the machines taking part never matter."""
+        return self._take_leases(task_ids, [holder], holder, ttl)
+
+    def _take_leases(self, task_ids: list[str], owners: list[str], to: str, ttl: float) -> set[str]:
+        """Rows of these tasks that are free, expired or held by one of ``owners`` become
+        ``to``'s for ``ttl`` seconds (rows being taken this instant are skipped); their ids."""
         with self._cursor(write=True, wait=0.5) as cur:
             cur.execute(
                 "INSERT INTO leases (task_id, holder, expires_at) "
@@ -346,10 +351,10 @@ class PostgresStore(SQLJournal):
             cur.execute(
                 "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
                 "free AS (SELECT task_id FROM leases, now WHERE task_id = ANY(%s) "
-                "AND (holder = %s OR expires_at < now.t) FOR UPDATE OF leases SKIP LOCKED) "
+                "AND (holder = ANY(%s) OR expires_at < now.t) FOR UPDATE OF leases SKIP LOCKED) "
                 "UPDATE leases SET holder = %s, expires_at = now.t + %s FROM free, now "
                 "WHERE leases.task_id = free.task_id RETURNING leases.task_id",
-                (task_ids, holder, holder, float(ttl)),
+                (task_ids, owners, to, float(ttl)),
             )
             return {row[0] for row in cur.fetchall()}
 
@@ -372,21 +377,7 @@ class PostgresStore(SQLJournal):
         """Hand these tasks to the holder of ``duty``: their rows that are free, expired,
         ours or the duty's already become the duty's (``holder = duty``) for ``ttl``
         seconds, renewed from then on by whoever holds the duty; returns the handed ids."""
-        with self._cursor(write=True, wait=0.5) as cur:
-            cur.execute(
-                "INSERT INTO leases (task_id, holder, expires_at) "
-                "SELECT t, '', 0 FROM unnest(%s::text[]) AS t ON CONFLICT DO NOTHING",
-                (task_ids,),
-            )
-            cur.execute(
-                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
-                "free AS (SELECT task_id FROM leases, now WHERE task_id = ANY(%s) "
-                "AND (holder IN (%s, %s) OR expires_at < now.t) FOR UPDATE OF leases SKIP LOCKED) "
-                "UPDATE leases SET holder = %s, expires_at = now.t + %s FROM free, now "
-                "WHERE leases.task_id = free.task_id RETURNING leases.task_id",
-                (task_ids, holder, duty, duty, float(ttl)),
-            )
-            return {row[0] for row in cur.fetchall()}
+        return self._take_leases(task_ids, [holder, duty], duty, ttl)
 
     def duty_tasks(self, duty: str, ttl: float, release: list[str]) -> set[str]:
         """For the holder of ``duty``: give back the rows of ``release`` (ended tasks), renew
