@@ -237,6 +237,36 @@ def test_a_raised_rate_wakes_a_wait_computed_at_the_old_rate() -> None:
     asyncio.run(scenario())
 
 
+def test_the_fast_lane_takes_the_next_token_before_polls_already_waiting() -> None:
+    # issue 19: a walk's pages alternated 1:1 with the result GETs already waiting
+    import asyncio
+
+    now = [0.0]
+    bucket = TokenBucket(10.0, 1.0, clock=lambda: now[0])
+    order: list[str] = []
+
+    async def take(name: str, first: bool) -> None:
+        await bucket.acquire(first)
+        order.append(name)
+
+    async def scenario() -> None:
+        await bucket.acquire()  # the burst: every later request waits for a token
+        slow = [asyncio.create_task(take(f"get{i}", False)) for i in range(3)]
+        await asyncio.sleep(0.01)  # the GETs wait for the next token
+        fast = [asyncio.create_task(take(f"page{i}", True)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        for _ in range(6):  # one token at a time
+            now[0] += 0.1
+            bucket.set(10.0, 1.0)  # wakes the waiters (their timed waits are on real time)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*slow, *fast), 5.0)
+
+    asyncio.run(scenario())
+    assert sorted(order[:3]) == ["page0", "page1", "page2"], order  # before the GETs waiting
+    assert sorted(order[3:]) == ["get0", "get1", "get2"], order
+
+
 # ---------------------------------------------------------------- properties (Hypothesis)
 @settings(max_examples=40)
 @given(

@@ -303,24 +303,34 @@ class AdaptiveRate:
 
 
 class TokenBucket:
-    """An asyncio token bucket whose rate can change without being refilled.
+    """An asyncio token bucket whose rate can change without being refilled, with a fast lane.
 
     aiolimiter's leaky bucket cannot change its rate in place, and a new one starts full:
     an adaptive rate that changes every tick would then send a burst every tick. A new
     rate also wakes whoever waits, so a raised rate applies at once.
+
+    A waiter in the fast lane (``acquire(first=True)``: a list page, a user's request) gets
+    the next token before every waiter in the slow lane, even one that waited longer: one
+    page observes up to 100 tasks, so a walk's pages must not alternate with the polls
+    already waiting (issue 19: a 7-page walk took 1.4 s instead of 0.4 s).
     """
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self._clock = rate, burst, clock
         self._tokens, self._at = burst, clock()
         self._changed: asyncio.Event | None = None
+        self._fast = 0
+        """Fast-lane waiters that have no token yet."""
 
     def set(self, rate: float, burst: float) -> None:
         """A new rate and size; the tokens already there stay (at most the new size)."""
         self._refill()
         self.rate, self.burst = rate, burst
         self._tokens = min(self._tokens, burst)
-        if self._changed is not None:  # waits computed at the old rate are recomputed
+        self._wake()  # waits computed at the old rate are recomputed
+
+    def _wake(self) -> None:
+        if self._changed is not None:
             self._changed.set()
             self._changed = None
 
@@ -337,16 +347,27 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
-    async def acquire(self) -> bool:
-        """Wait for a token and take it; True if it had to wait."""
+    async def acquire(self, first: bool = False) -> bool:
+        """Wait for a token and take it; True if it had to wait. ``first``: in the fast
+        lane (no slow-lane waiter takes a token while a fast-lane one waits)."""
         waited = False
-        while (wait := self.try_take()) > 0:
-            waited = True
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
-        return waited
+        if first:
+            self._fast += 1
+        try:
+            while True:
+                wait = None if not first and self._fast else self.try_take()
+                if wait == 0.0:
+                    return waited
+                waited = True
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait)
+        finally:
+            if first:
+                self._fast -= 1
+                if not self._fast:
+                    self._wake()  # the slow lane may take tokens again
 
 
 def poll_priority(

@@ -41,35 +41,20 @@ class RequestGate:
         """What the 429s seen lately say: a server limit, or random (for the panel)."""
         self._burst, self._max_in_flight = burst, max_in_flight
         self._sent = self._held = 0
-        self._first = 0
-        """List pages waiting for a turn: they go before polls (one page observes up to 100 tasks)."""
 
     def open(self, time: Callable[[], float]) -> None:
         """Make the token bucket and the slots (on the loop); ``time`` is the loop's clock."""
         self._time = time
         self._new_limiter()
         self._slots = asyncio.Semaphore(self._max_in_flight)
-        self._no_first = asyncio.Event()
-        self._no_first.set()
 
     async def acquire(self, first: bool = False) -> None:
         """Wait for a token and a free slot (the slot is held until :meth:`release`);
-        ``first`` (a list page) goes before every request not waiting yet."""
+        ``first`` (a list page, a user's request) takes the next token before every poll,
+        even one already waiting (:class:`~.budget.TokenBucket`'s fast lane)."""
         assert self.limiter is not None
-        if first:
-            self._first += 1
-            self._no_first.clear()
-        else:
-            while self._first:
-                await self._no_first.wait()
-        try:
-            if await self.limiter.acquire():
-                self._held += 1  # the budget held a request back: it binds
-        finally:
-            if first:
-                self._first -= 1
-                if not self._first:
-                    self._no_first.set()
+        if await self.limiter.acquire(first):
+            self._held += 1  # the budget held a request back: it binds
         await self._slots.acquire()
 
     def release(self) -> None:

@@ -2,8 +2,8 @@
 
 They are not polls, but they count against the same limit (the API's, per key):
 ``rate_limit=`` is a ceiling for everything the process sends. So each attempt of one takes
-a token and a slot of the poller's :class:`~.gate.RequestGate`, ahead of every poll not
-already waiting for one (a click must not wait behind a backlog of due polls); waits out a
+a token and a slot of the poller's :class:`~.gate.RequestGate`, ahead of every poll, even
+one already waiting for one (a click must not wait behind a backlog of due polls); waits out a
 server limit's pause (up to the request's timeout: a longer pause is a
 :class:`~mh_notebook.errors.RateLimitedError` that the client's retry policy treats as a 429,
 waiting it out within its 30 s or giving up); and feeds its own 429s to the gate as a poll's
@@ -48,8 +48,8 @@ class ActionTurns:
         self._gate, self._wait, self._fallback = gate, wait, fallback
 
     async def take(self) -> float:
-        """Wait out a limit's pause, then a token and a slot, before any poll not waiting
-        yet; the rate this request is sent at."""
+        """Wait out a limit's pause, then a token and a slot, before any poll (even one
+        waiting already); the rate this request is sent at."""
         gate = self._gate
         while True:
             left = gate.pause_left()
