@@ -223,6 +223,24 @@ def test_a_succeeded_task_gets_exactly_one_result_get() -> None:
     assert p == Plan(result_gets=("done",)) and p.describe() == "1 result GET"
 
 
+def test_a_group_due_within_the_round_joins_it() -> None:
+    # issue 19: image and video rounds alternated, each waiting for the other's end
+    images = _batch(300, NOW - 8)
+    videos = [
+        replace(w, id=f"v{i}", due=NOW + 0.3)
+        for i, w in enumerate(_batch(250, NOW - 8, "viduq3-turbo", "vidu"))
+    ]
+    ws = [*images, *videos]
+
+    def covered(p: Plan) -> set[str]:
+        return set().union(*(w.covers for w in p.walks))
+
+    alone, joined = plan(ListState(), ws, NOW), plan(ListState(), ws, NOW, ahead=0.5)
+    assert covered(alone) == {w.id for w in images}  # the videos are not due yet: a round of their own
+    assert covered(joined) == {w.id for w in ws} and not joined.gets
+    assert plan(ListState(), ws, NOW, ahead=0.2) == alone  # due after the round: not pulled in
+
+
 def test_what_the_pages_held_teaches_the_estimate() -> None:
     walk = PageWalk(NOW - 100, covers=frozenset({"b0"}))
     page = [

@@ -170,7 +170,7 @@ class Lister:
         if chosen is None and not due_now:
             self._next_plan = now + self._gap
             return
-        chosen = chosen or plan(self.state, watched, server_now)
+        chosen = chosen or self._plan_ahead(watched, server_now)
         self._gating = bool(candidates) and not chosen.per_task
         self._released = now
         spent = time.perf_counter() - started
@@ -178,6 +178,18 @@ class Lister:
         if chosen.walks and candidates:
             self._start_round(chosen, candidates, now)
             self._steady_at = now + self._interval
+
+    def _plan_ahead(self, watched: list[Watched], server_now: float) -> Plan:
+        """The plan for the tasks due now and those due before its pages can have gone (at
+        the budget's rate; half a ``min_interval`` at most): a group due just after
+        another joins its round instead of waiting for its end (issue 19: rounds of images
+        and videos alternated, each group seen every 1.2 s instead of every second)."""
+        chosen = plan(self.state, watched, server_now)
+        pages = sum(w.est_pages for w in chosen.walks)
+        if not pages or chosen.per_task:
+            return chosen
+        ahead = min(pages / max(self._p.effective_rate, 1e-9), self._interval / 2)
+        return plan(self.state, watched, server_now, ahead)
 
     def _steady(self, watched: list[Watched], server_now: float) -> Plan | None:
         """A walk over every task as if all were due, if the spare budget affords one each

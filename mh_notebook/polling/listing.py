@@ -296,8 +296,10 @@ def _active(watched: Iterable[Watched]) -> tuple[list[Watched], list[str]]:
     return polled, list(dict.fromkeys(results))
 
 
-def plan(state: ListState, watched: Iterable[Watched], now: float) -> Plan:
-    """The cheapest requests that observe every task due at ``now``.
+def plan(state: ListState, watched: Iterable[Watched], now: float, ahead: float = 0.0) -> Plan:
+    """The cheapest requests that observe every task due at ``now`` (or within ``ahead``
+    seconds: the time a round takes, so groups due one after the other share one round
+    instead of each waiting for the other's).
 
     Candidates: all GETs; one unfiltered walk; walks per provider; walks per model. In
     each, a group's oldest tasks may be left to GETs (a single old task is cheaper by
@@ -306,7 +308,7 @@ def plan(state: ListState, watched: Iterable[Watched], now: float) -> Plan:
     every due task, plus a one-page probe once ``state.health.retry_at`` has passed.
     """
     polled, results = _active(watched)
-    due = [w for w in polled if w.due <= now]
+    due = [w for w in polled if w.due <= now + ahead]
     if not state.health.available:
         probe = PageWalk(now - state.settings.margin, limit=1, probe=True)
         probes = (probe,) if now >= state.health.retry_at else ()
