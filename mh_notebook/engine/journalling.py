@@ -27,7 +27,7 @@ __all__ = [
     "learned",
 ]
 
-CLOCK_SURE = 0.02
+CLOCK_SURE = 0.05
 """The server's clock is pinned once its offset's error is at most this (s): an observation
 journalled while it is larger is corrected once it is."""
 CLOCK_SETTLE = 30.0
