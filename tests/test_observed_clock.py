@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from mh_notebook.engine.journalling import CLOCK_SETTLE, CLOCK_SURE, ObservedTimes
 from mh_notebook.engine.writes import JournalWrites
 from mh_notebook.journal.memory import MemoryStore
-from mh_notebook.journal.protocol import JournalBusyError, Store
+from mh_notebook.journal.protocol import JournalBusyError, ObservedFix, Store
 from mh_notebook.journal.sqlite import SQLiteStore
 from mh_notebook.polling.clock import ClockOffset
 from mh_notebook.polling.policy import PollPolicy
@@ -153,8 +154,9 @@ def test_corrected_events_are_journalled_once_each_queued_or_written(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store: _Flaky | _FlakySQLite = _Flaky() if kind == "memory" else _FlakySQLite(Path(tmp) / "j.sqlite")
-        try:
-            _check_corrections(store, steps, settle)
+        try:  # a refused write's backoff over at once: the queue is corrected, not yet written
+            with mock.patch("mh_notebook.engine.writes._RETRY_EVERY", 0.0):
+                _check_corrections(store, steps, settle)
         finally:
             store.close()
 
@@ -225,3 +227,40 @@ def test_the_unsure_set_is_bounded_and_forgets_what_it_corrected() -> None:
     clock.lo = clock.hi = 0.0
     observed.correct(now=0.0)
     assert len(observed) == 0
+
+
+class _BusyOnce(MemoryStore):
+    """A memory journal whose first correction finds it busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def correct_observed(self, items: Iterable[ObservedFix], *, wait: float | None = None) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise JournalBusyError("busy")
+        super().correct_observed(items, wait=wait)
+
+
+def test_a_busy_journal_is_corrected_later_and_a_leaving_one_with_the_best_known() -> None:
+    clock = ClockOffset(lo=-0.5, hi=0.5, samples=1)
+    writes = JournalWrites()
+    observed = ObservedTimes(clock, writes)
+    busy, leaving = _BusyOnce(), MemoryStore()
+    event = Event("t", TaskStatus.SUCCEEDED, 100.0, 3)
+    for store in (busy, leaving):
+        writes.events(store, [event])
+    observed.journalled([busy, leaving], event, 100.0)
+    clock.lo, clock.hi = 0.1, 0.3  # better, not pinned
+    observed.correct(now=101.0, only=leaving, lock_wait=0.1, final=True)  # its last watcher stops
+    assert [e.observed_at for e in leaving.events()] == [pytest.approx(100.2)]
+    assert len(observed) == 1  # the other journal's entry waits for the pin
+    clock.lo, clock.hi = 0.11, 0.13
+    with mock.patch("mh_notebook.engine.writes._RETRY_EVERY", 0.0):
+        observed.correct(now=101.0)
+        assert busy.refused == 1 and len(observed) == 1  # busy: kept for the next tick
+        observed.correct(now=101.0)
+    assert len(observed) == 0
+    assert [e.observed_at for e in busy.events()] == [pytest.approx(100.12)]
+    assert [e.observed_at for e in leaving.events()] == [pytest.approx(100.2)]  # forgotten there

@@ -7,9 +7,11 @@ and the first-seen and observation times journalled before the server's clock wa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from ..journal.protocol import ObservedFix, Store
 from ..polling.clock import ClockOffset
@@ -116,7 +118,7 @@ class ObservedTimes:
         for key, store, due in self._due(now, only, final):
             fixes = [ObservedFix(t, s, p, at, self.clock.server_now(local)) for (t, s, at, p), local in due]
             fixes = [fix for fix in fixes if fix.corrected != fix.journalled]
-            if self.writes.correct_observed(store, fixes, JOURNAL_WAIT, lock_wait):
+            if self.writes.correct_observed(store, fixes, JOURNAL_WAIT, lock_wait, now=final):
                 self._forget(key, [k for k, _ in due])
 
     def _due(
@@ -125,9 +127,9 @@ class ObservedTimes:
         """Per journal, the observations to correct now: all once the clock is pinned (or
         ``final``), else those journalled ``CLOCK_SETTLE`` ago."""
         pinned = final or self.clock.error <= CLOCK_SURE
-        with self._lock:
+        with self._lock:  # journalled in order: the settled ones come first
             due = [
-                (key, store, [(k, t) for k, t in unsure.items() if pinned or now - t >= CLOCK_SETTLE])
+                (key, store, list(unsure.items() if pinned else _settled(unsure, now)))
                 for key, (store, unsure) in self._unsure.items()
                 if only is None or key == store_key(only)
             ]
@@ -144,6 +146,11 @@ class ObservedTimes:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(unsure) for _, unsure in self._unsure.values())
+
+
+def _settled(unsure: dict[_Key, float], now: float) -> Iterator[tuple[_Key, float]]:
+    """The entries of ``unsure`` journalled ``CLOCK_SETTLE`` or more before ``now`` (in order)."""
+    return itertools.takewhile(lambda item: now - item[1] >= CLOCK_SETTLE, unsure.items())
 
 
 def event_of(obs: Observation, observed_at: float) -> Event:

@@ -139,27 +139,34 @@ class JournalWrites:
             await asyncio.sleep(0.05)
             self.write(store, JOURNAL_WAIT)
 
-    def correct_observed(self, store: Store, fixes: list[ObservedFix], wait: float, lock_wait: float) -> bool:
+    def correct_observed(
+        self, store: Store, fixes: list[ObservedFix], wait: float, lock_wait: float, *, now: bool = False
+    ) -> bool:
         """Put these events on the server's clock in ``store``'s journal and in its queue;
         False (nothing changed) if the writer or the journal is busy.
 
         Under the writer's lock, so that no batch is on its way: the journal's rows are
         updated first (a batch written whose acknowledgement was lost included), then the
         queued events are corrected in place, so a retried batch writes the corrected event,
-        once (the journal ignores an event it holds)."""
+        once (the journal ignores an event it holds). A busy journal is tried again after
+        ``_RETRY_EVERY`` (unless ``now``), as writes are."""
+        key = store_key(store)
         if not fixes:
             return True
+        if not now and time.monotonic() < self._retry_at.get(key, 0.0):
+            return False
         if not self._write_lock.acquire(timeout=lock_wait):
             return False
         try:
             if not store.closed:
                 store.correct_observed(fixes, wait=wait)
             with self._pending_lock:
-                pending = self._pending.get(store_key(store))
+                pending = self._pending.get(key)
                 if pending is not None:
                     _correct_queued(pending.events, fixes)
         except Exception:
             log.debug("observation times not corrected yet", exc_info=True)
+            self._retry_at[key] = time.monotonic() + _RETRY_EVERY
             return False
         finally:
             self._write_lock.release()
