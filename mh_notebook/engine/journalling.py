@@ -144,6 +144,7 @@ class ObservedTimes:
                 self._unsure.pop(key, None)
 
     def __len__(self) -> int:
+        """Observations remembered for correction, over every journal."""
         with self._lock:
             return sum(len(unsure) for _, unsure in self._unsure.values())
 
