@@ -8,7 +8,9 @@ every watcher of it sees its changes. The engine ends when its last watcher stop
 
 Observation times are journalled on the server's clock (local time plus the learned
 offset, see :mod:`mh_notebook.polling.clock`), so that every duration in a history is a
-difference of two times on one clock, whatever the skew between the two machines.
+difference of two times on one clock, whatever the skew between the two machines; one
+journalled while the offset was still unsure is corrected once it is known
+(:class:`~.journalling.ObservedTimes`).
 
 Journal writes happen in the poller thread but never stall it (see :mod:`.writes`); a
 watcher's :meth:`~mh_notebook.watcher.TaskWatcher.stop` tries for ``STOP_WAIT`` seconds at
@@ -46,7 +48,7 @@ from ..records import event_from_task
 from ..results import Keeper, KeepSpec, KeptResult
 from .account import AccountFollower, Follow
 from .boundary import Subscriber
-from .journalling import FirstSeen, event_of, journalled_polls, learned
+from .journalling import FirstSeen, ObservedTimes, event_of, journalled_polls, learned
 from .team import EngineTeam, duty_name
 from .team import is_team as _is_team
 from .writes import JOURNAL_WAIT, STOP_WAIT, TICK, JournalWrites, Quarantined, store_key
@@ -74,6 +76,7 @@ class Engine:
         self.clock = ClockOffset()
         """The server's clock relative to this machine's, learned from its answers."""
         self._first_seen = FirstSeen(self.clock)
+        self._observed = ObservedTimes(self.clock, self.writes)
         self.poller = Poller(
             lambda: AsyncClient(
                 api_key,
@@ -350,6 +353,7 @@ class Engine:
             ]
             for store in stores:
                 self.writes.events(store, [event])
+            self._observed.journalled(stores, event, obs.observed_at)  # corrected once the clock is known
             if obs.previous is None:
                 self._journal_prediction(obs.task_id, stores)
         for sub in subs:
@@ -384,6 +388,7 @@ class Engine:
     def _tick(self) -> None:
         subs = self.subscribers()
         self._first_seen.correct()
+        self._observed.correct()
         self._team.tick(subs)
         waiting = self.writes.behind()
         behind = {store_key(s.spec.store): s.spec.store for s in subs if store_key(s.spec.store) in waiting}
@@ -401,6 +406,7 @@ class Engine:
         if self.poller.in_poller_thread:
             return self.writes.write(store, JOURNAL_WAIT, lock_wait=TICK, now=True)
         self._first_seen.correct(only=store)
+        self._observed.correct(only=store, lock_wait=TICK, final=True)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

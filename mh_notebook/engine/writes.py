@@ -19,7 +19,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from ..journal.protocol import JournalBusyError, JournalError, SavedResult, Store, Unwritten, Watched
+from ..journal.protocol import (
+    JournalBusyError,
+    JournalError,
+    ObservedFix,
+    SavedResult,
+    Store,
+    Unwritten,
+    Watched,
+)
 from ..journal.sqlite import write_unwritten
 from ..records import Event, clean_event
 
@@ -130,6 +138,39 @@ class JournalWrites:
                 return
             await asyncio.sleep(0.05)
             self.write(store, JOURNAL_WAIT)
+
+    def correct_observed(
+        self, store: Store, fixes: list[ObservedFix], wait: float, lock_wait: float, *, now: bool = False
+    ) -> bool:
+        """Put these events on the server's clock in ``store``'s journal and in its queue;
+        False (nothing changed) if the writer or the journal is busy.
+
+        Under the writer's lock, so that no batch is on its way: the journal's rows are
+        updated first (a batch written whose acknowledgement was lost included), then the
+        queued events are corrected in place, so a retried batch writes the corrected event,
+        once (the journal ignores an event it holds). A busy journal is tried again after
+        ``_RETRY_EVERY`` (unless ``now``), as writes are."""
+        key = store_key(store)
+        if not fixes:
+            return True
+        if not now and time.monotonic() < self._retry_at.get(key, 0.0):
+            return False
+        if not self._write_lock.acquire(timeout=lock_wait):
+            return False
+        try:
+            if not store.closed:
+                store.correct_observed(fixes, wait=wait)
+            with self._pending_lock:
+                pending = self._pending.get(key)
+                if pending is not None:
+                    _correct_queued(pending.events, fixes)
+        except Exception:
+            log.debug("observation times not corrected yet", exc_info=True)
+            self._retry_at[key] = time.monotonic() + _RETRY_EVERY
+            return False
+        finally:
+            self._write_lock.release()
+        return True
 
     def pending(self, store: Store) -> Unwritten:
         """What waits to be written to ``store``'s journal (copies)."""
@@ -271,6 +312,15 @@ def store_key(store: Store) -> object:
     """One key per journal: its file for SQLite (several watchers may open one file, under
     several spellings of its path)."""
     return store.identity
+
+
+def _correct_queued(events: list[Event], fixes: list[ObservedFix]) -> None:
+    """Correct the queued ``events`` that ``fixes`` name, in place (one pass)."""
+    by_key = {fix.old_key: fix.corrected for fix in fixes}
+    for at, event in enumerate(events):
+        corrected = by_key.get((event.task_id, event.status, event.observed_at, event.polls))
+        if corrected is not None:
+            events[at] = event._replace(observed_at=corrected)
 
 
 def _reason(exc: BaseException) -> str:

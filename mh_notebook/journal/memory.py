@@ -10,6 +10,7 @@ from ..records import ENDED, LEARNED_FROM, Event, TaskStatus
 from .protocol import (
     AccountWatch,
     Capabilities,
+    ObservedFix,
     OwnJournal,
     SavedResult,
     Watched,
@@ -81,6 +82,20 @@ class MemoryStore(OwnJournal):
                 known = self._watched.get(task_id)
                 if known is not None and known.first_seen_at == old:
                     self._watched[task_id] = known._replace(first_seen_at=new)
+
+    def correct_observed(self, items: Iterable[ObservedFix], *, wait: float | None = None) -> None:
+        """Put events journalled before the server's clock was known on it (``wait`` is
+        ignored); events not recorded, or whose corrected identity is, are left alone."""
+        fixes = {fix.old_key: fix for fix in items}
+        with self._lock:
+            cols = self._cols
+            keys = zip(cols["task_id"], cols["status"], cols["observed_at"], cols["polls"], strict=True)
+            for at, key in enumerate(list(keys)):
+                fix = fixes.get(key)
+                if fix is not None and fix.new_key not in self._keys:
+                    cols["observed_at"][at] = fix.corrected
+                    self._keys.discard(key)
+                    self._keys.add(fix.new_key)
 
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event (``wait`` is ignored)."""

@@ -22,6 +22,7 @@ __all__ = [
     "Capabilities",
     "JournalBusyError",
     "JournalError",
+    "ObservedFix",
     "OwnJournal",
     "SavedResult",
     "Store",
@@ -94,6 +95,27 @@ class AccountWatch(NamedTuple):
     def filters(self) -> str:
         """The filters as one key (a journal keeps one row per API and filters)."""
         return "|".join(value or "" for value in (self.provider, self.model, self.status))
+
+
+class ObservedFix(NamedTuple):
+    """An event journalled at ``journalled`` before the server's clock was known, observed
+    at ``corrected`` on it (:meth:`Store.correct_observed`)."""
+
+    task_id: str
+    status: str
+    polls: int
+    journalled: float
+    corrected: float
+
+    @property
+    def old_key(self) -> tuple[str, str, float, int]:
+        """The event's identity as journalled (see :func:`first_time`)."""
+        return (self.task_id, self.status, self.journalled, self.polls)
+
+    @property
+    def new_key(self) -> tuple[str, str, float, int]:
+        """The event's identity once corrected."""
+        return (self.task_id, self.status, self.corrected, self.polls)
 
 
 class Unwritten(NamedTuple):
@@ -195,6 +217,12 @@ class Store(Protocol):
     ) -> None:
         """``(task_id, journalled, corrected)``: a first-seen time journalled before the
         server's clock was known, now on it (rows journalled otherwise are left alone)."""
+
+    def correct_observed(self, items: Iterable[ObservedFix], *, wait: float | None = None) -> None:
+        """Put events journalled before the server's clock was known on it, and what is
+        derived from their times (one transaction; ``wait`` as for :meth:`add_watched`).
+        Events not journalled (yet) are left alone, and so is one whose corrected identity
+        is journalled already: an event is never duplicated nor lost."""
 
     def latest_events(self, task_ids: list[str], *, wait: float | None = None) -> list[Event]:
         """The last informative event of each of these tasks (where a new engine's request

@@ -17,6 +17,7 @@ from .protocol import (
     AccountWatch,
     Capabilities,
     JournalError,
+    ObservedFix,
     OwnJournal,
     SavedResult,
     Watched,
@@ -26,6 +27,7 @@ from .protocol import (
 __all__ = ["SQLJournal"]
 
 _ENDED = sorted(map(str, ENDED))
+_ENDING = sorted(map(str, ENDING))
 _LEARNED = [str(status) for status in LEARNED_FROM]
 
 
@@ -105,6 +107,17 @@ class SQLJournal(OwnJournal):
         server's clock was known, now on it (one transaction; ``wait`` as for
         :meth:`add_many`). Rows journalled otherwise (earlier, elsewhere) are left alone."""
         self._write_rows(_FIRST_SEEN_SQL, [(new, task_id, old) for task_id, old, new in items], wait)
+
+    def correct_observed(self, items: Iterable[ObservedFix], *, wait: float | None = None) -> None:
+        """Put events journalled before the server's clock was known on it, and the times
+        their tasks' summaries take from them (one transaction; ``wait`` as for
+        :meth:`add_many`). Events not journalled, or whose corrected identity is, are left alone."""
+        fixes = [ObservedFix(*item) for item in items]
+        with self._cursor(write=True, wait=wait) as cur:
+            for fix in fixes:
+                cur.execute(self._q(_OBSERVED_SQL), (fix.corrected, *fix.old_key, *fix.new_key))
+            for task_id in sorted({fix.task_id for fix in fixes}):
+                cur.execute(self._q(_RESUMMARY_SQL), (str(TaskStatus.RUNNING), *_ENDING, task_id))
 
     def add(self, event: Event, *, wait: float | None = None) -> None:
         """Record one event, committed before this returns (``wait`` as for :meth:`add_many`)."""
@@ -230,6 +243,19 @@ ON CONFLICT (task_id, idx, host) DO UPDATE SET local_path = excluded.local_path,
 """
 _PREDICT_SQL = "UPDATE watched SET predicted_latency_s = ? WHERE task_id = ? AND predicted_latency_s IS NULL"
 _FIRST_SEEN_SQL = "UPDATE watched SET first_seen_at = ? WHERE task_id = ? AND first_seen_at = ?"
+_OBSERVED_SQL = """
+UPDATE events SET observed_at = ? WHERE task_id = ? AND status = ? AND observed_at = ? AND polls = ?
+AND NOT EXISTS (SELECT 1 FROM events AS o
+                WHERE o.task_id = ? AND o.status = ? AND o.observed_at = ? AND o.polls = ?)
+"""
+_FIRST_OBSERVED = "SELECT MIN(e.observed_at) FROM events AS e WHERE e.task_id = task_summary.task_id"
+_RESUMMARY_SQL = f"""
+UPDATE task_summary SET first_seen_at = ({_FIRST_OBSERVED}),
+    started_at = ({_FIRST_OBSERVED} AND e.status = ?),
+    seen_end = ({_FIRST_OBSERVED} AND e.status IN ({_marks(_ENDING)}))
+WHERE task_id = ?
+"""
+"""A task summary's times taken again from its events (as ``_SUMMARY_SQL`` merges them)."""
 _SCOPE_SQL = "JOIN watched AS w ON w.task_id = e.task_id AND w.base_url = ?"
 _RECENT_ENDS_SQL = f"""
 SELECT {", ".join(f"e.{name}" for name in Event._fields)} FROM events AS e {{scope}}
