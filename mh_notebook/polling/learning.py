@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from .listing import Health, ListFailure, ListState, PageWalk
 from .sightings import Sighting, merge
 
-__all__ = ["WalkOutcome", "after_failure", "after_walk", "walk_outcome"]
+__all__ = ["WalkOutcome", "after_failure", "after_lag", "after_walk", "walk_outcome"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ def walk_outcome(walk: PageWalk, pages: Sequence[Sequence[Sighting]]) -> WalkOut
 def after_walk(
     state: ListState, walk: PageWalk, outcome: WalkOutcome, watched_ids: Iterable[str], now: float
 ) -> ListState:
-    """The state after a successful walk sent at ``now``: the list works; the account's
-    unwatched tasks are remembered (for the next estimates), old ones forgotten."""
+    """The state after a successful walk sent at ``now``: a probe finds the list working
+    again (another walk keeps the health it has: a lag found during the walk stands); the
+    account's unwatched tasks are remembered (for the next estimates), old ones forgotten."""
     mine = set(watched_ids)
     s = state.settings
     others = dict(state.others)
@@ -58,7 +59,7 @@ def after_walk(
     since = (now if known is None else known) if walk.probe else min(known or walk.since, walk.since)
     return replace(
         state,
-        health=Health(),
+        health=Health() if walk.probe else state.health,
         others=others,
         observed_since=max(since, horizon),
         observed_until=now if state.observed_until is None else max(now, state.observed_until),
@@ -79,3 +80,10 @@ def after_failure(state: ListState, failure: ListFailure, now: float) -> ListSta
     wait = min(s.backoff_cap, s.backoff * 2 ** (failures - 1))
     reason = _REASONS[failure]
     return replace(state, health=Health(failures, now + wait, reason))
+
+
+def after_lag(state: ListState, now: float, period: float, worst: float) -> ListState:
+    """Per-task polling for ``period`` seconds from ``now``: the list was seen lagging behind
+    the tasks' own GETs (by up to ``worst`` seconds); then it is tried again by a probe."""
+    reason = f"the list lags behind task GETs (by up to {worst:.0f} s)"
+    return replace(state, health=Health(state.health.failures + 1, now + period, reason))

@@ -44,7 +44,8 @@ from ..errors import (
 )
 from ..models import Task, TaskPage
 from ..records import TaskStatus
-from .learning import after_failure, after_walk, walk_outcome
+from .lagguard import LagGuard
+from .learning import after_failure, after_lag, after_walk, walk_outcome
 from .listing import (
     Health,
     ListFailure,
@@ -84,6 +85,7 @@ class Host(Protocol):
     def states(self) -> list[TaskState]: ...
     def _schedule(self, state: TaskState, delay: float, *, first: bool = False) -> None: ...
     def _record_answer(self, state: TaskState, task: Task, elsewhere: bool = False) -> None: ...
+    async def _poll(self, state: TaskState) -> None: ...
     async def _take_turn(self, *, honour_pause: bool, first: bool = False) -> bool: ...
 
 
@@ -123,6 +125,8 @@ class Lister:
         self._retry = 30.0
         self._sent: collections.deque[tuple[float, bool]] = collections.deque()
         self._failing_walks = 0
+        self.guard = LagGuard(poller, self._lagging)
+        """Stale-page evidence and verification GETs (``guard.enabled = False``: trust the list)."""
 
     # ------------------------------------------------------------ the queue's view
     def horizon(self, now: float) -> float:
@@ -163,6 +167,8 @@ class Lister:
         if not health.available and p.clock.server_now(time.time()) < health.retry_at:
             self._gating, self._next_plan = False, now + self._gap  # per-task GETs until the retry
             return
+        if health.available and self.pages:
+            self.guard.maybe_verify(now)  # one task only pages observed, long past its window
         started = time.perf_counter()
         watched, candidates = self._watched(now)
         server_now = p.clock.server_now(time.time())
@@ -232,6 +238,7 @@ class Lister:
         if states:
             self._interval, self._retry = min(gaps), min(retries)
             self._gap = self._interval / 9.0
+            self.guard.scale(self._interval, self._retry)
         return watched, states
 
     def _start_round(self, chosen: Plan, candidates: dict[str, TaskState], now: float) -> None:
@@ -310,6 +317,7 @@ class Lister:
         server_sent = self._p.clock.server_now(sent_local)
         for task in page.tasks:
             sightings.append(Sighting.from_task(task, server_sent, Source.PAGE))
+            self.guard.page_item(task, sent_local)  # (before the fold: what was known until now)
             if task.id not in observed and self.fold(task, sent_local):
                 observed.add(task.id)
         return sightings
@@ -362,6 +370,15 @@ class Lister:
         if not state.ended:
             p._schedule(state, p._pacer.next_delay(state, task) - (time.time() - sent_local))
         return True
+
+    def _lagging(self, now: float, worst: float) -> None:
+        """The list lags behind the tasks' own GETs (two stale pages): per-task polling for
+        ``list_retry`` (doubling per episode in a row), then the list is tried again."""
+        if not self.state.health.available:
+            return
+        period = self.guard.lag.episode(now, self._retry, 60.0 * self._retry)
+        self.state = after_lag(self.state, now, period, worst)
+        log.info("the task list lags behind task GETs (by up to %.1f s): polling each task", worst)
 
     async def fetch_page(self, **query: Any) -> TaskPage:
         """``client.list_tasks(**query)`` once, in its turn in the budget and counted as a

@@ -15,6 +15,9 @@ Switches (``Simulator.list_mode``, ``Simulator.list_lag``; ``MH_SIM_LIST`` and
 - ``list_lag``: seconds the list runs behind the tasks' own GET (a read replica): items
   show each task as it was ``list_lag`` seconds ago, and tasks younger than that are not
   listed yet.
+- ``list_end_lag`` (``Simulator.list_end_lag``, default 0): seconds after its end during
+  which the list still shows a task as it was just before it (a cache that lags on
+  changes, not on new tasks); the task's own GET tells the end at once.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Account(Protocol):
 
     clock_skew: float
     list_lag: float
+    list_end_lag: float
 
     def ordered(self) -> tuple[list[SimTask], list[float]]:
         """Every task in creation order, and their (real) creation times."""
@@ -89,6 +93,12 @@ def _passes(query: ListQuery, data: dict[str, Any]) -> bool:
     )
 
 
+def _shown_at(sim: Account, task: SimTask, seen_at: float) -> float:
+    """The time a list item shows ``task`` at: just before its end during ``list_end_lag``."""
+    end = task.end if task.cancelled_at is None else min(task.end, task.cancelled_at)
+    return end - 1e-3 if end <= seen_at < end + sim.list_end_lag else seen_at
+
+
 def list_body(sim: Account, query: ListQuery, now: float) -> dict[str, Any]:
     """The answer's body: one page of items, newest first, and ``pagination``."""
     tasks, created = sim.ordered()
@@ -106,7 +116,7 @@ def list_body(sim: Account, query: ListQuery, now: float) -> dict[str, Any]:
         if query.status is None and (index >= start or len(page) == query.limit):
             total, more = total + 1, more + (index < start)  # counted without rendering
             continue
-        data = sim.data(task, seen_at, view="list")
+        data = sim.data(task, _shown_at(sim, task, seen_at), view="list")
         if not _passes(query, data):
             continue
         total += 1

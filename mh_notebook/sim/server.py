@@ -137,7 +137,7 @@ class Simulator:
     counts each key's requests.
 
     For list polling: ``others`` (someone else's tasks at a set rate; :meth:`spawn_others`
-    makes some at once, ``other_ids`` lists them), ``list_mode`` and ``list_lag`` (see
+    makes some at once, ``other_ids`` lists them), ``list_mode``, ``list_lag`` and ``list_end_lag`` (see
     :mod:`.listing`), and the counts by call: ``calls``, ``calls_by_key``,
     :meth:`requests_per_task`, :meth:`reset_counts`.
     """
@@ -162,6 +162,7 @@ class Simulator:
         others: Others | None = None,
         list_mode: str | None = None,
         list_lag: float | None = None,
+        list_end_lag: float = 0.0,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
@@ -228,6 +229,8 @@ class Simulator:
         self._list_mode = check_list_mode(list_mode)
         self.list_lag = float(os.environ.get(LIST_LAG_ENV, "0") if list_lag is None else list_lag)
         """Seconds the list runs behind the tasks' own GET (see :mod:`.listing`)."""
+        self.list_end_lag = float(list_end_lag)
+        """Seconds after its end the list still shows a task as before it (see :mod:`.listing`)."""
         self._order: list[SimTask] = []
         self._created_at: list[float] = []
 

@@ -1,0 +1,163 @@
+"""Whether the task list lags behind the tasks' own GETs, told from evidence already received,
+and which paged-only task is worth a verification GET (the guard that reveals a lag pages hide).
+
+A page that showed a task not ended, sent when the server's clock read at least ``page_at``
+(the local send time through the learned offset, less its error), was **stale** if the task's
+``completed_at`` (from its GET, or a later page) is before ``page_at - margin``: an honest
+list cannot show a task running after its end. Each stale page is one lagging sighting;
+stale pages at two different send times within ``memory`` make the list **lagging** (a
+one-off, one page of a bad replica, does not). The lister then polls each task for a
+while, as after a missing list, and tries the list again.
+
+Pages alone never reveal the lag when every task is only paged: :func:`pick_verification`
+chooses, at most once per ``gap`` (the lister's clock), one task to GET:
+
+- a task of a learned window ``(lo, hi)`` once its age passes ``overdue * hi`` (it has most
+  likely ended), then again at each doubling of its age;
+- of a model with no window, its oldest paged task once its age passes the model's
+  threshold (``base`` at first); the threshold doubles with each verification that found
+  the task running, and stays after one that found an end (the next-oldest is then likely
+  ended too). So a steady honest list costs a few GETs a model per session, whatever the
+  number of tasks.
+
+Pure: no I/O, no clock of its own. Times are server epoch seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["Candidate", "LagWatch", "Verifications", "pick_verification"]
+
+
+def _resolution(stamp: float) -> float:
+    """How coarse a server timestamp may be: a whole second reads up to 1 s early (floored)."""
+    return 1.0 if stamp == math.floor(stamp) else 0.002
+
+
+@dataclass
+class LagWatch:
+    """Stale pages seen lately, and the latest page that showed each task not ended."""
+
+    margin: float = 2.0
+    """Seconds an end must precede a page that showed the task running to make it stale."""
+    memory: float = 300.0
+    """Seconds a stale page is remembered."""
+    running: dict[str, float] = field(default_factory=dict)
+    """Task id -> the latest page (its earliest server time) that showed it not ended."""
+    stale: dict[float, float] = field(default_factory=dict)
+    """Send time of each stale page remembered -> how far it lagged (seconds)."""
+    episodes: int = 0
+    """Lagging episodes in a row (each within ``memory`` of the one before)."""
+    last_episode: float = -math.inf
+
+    def shown_running(self, task_id: str, page_at: float) -> None:
+        """A page sent at ``page_at`` (at the earliest) showed ``task_id`` not ended."""
+        if page_at > self.running.get(task_id, -math.inf):
+            self.running[task_id] = page_at
+
+    def end_known(self, task_id: str, completed_at: float | None, now: float) -> bool:
+        """The task's end is known (``completed_at``); True if that makes the list lagging."""
+        page_at = self.running.pop(task_id, None)
+        if page_at is None or completed_at is None:
+            return False
+        return self.page_after_end(page_at, completed_at, now)
+
+    def page_after_end(self, page_at: float, completed_at: float, now: float) -> bool:
+        """A page sent at ``page_at`` showed not ended a task that ended at ``completed_at``;
+        True if the list is now lagging (two stale pages within ``memory``)."""
+        lag = page_at - completed_at
+        if lag <= self.margin + _resolution(completed_at):
+            return False  # an honest page sent about when the task ended
+        self.stale[page_at] = max(lag, self.stale.get(page_at, 0.0))
+        for at in [at for at in self.stale if at < now - self.memory]:
+            del self.stale[at]
+        return len(self.stale) >= 2
+
+    @property
+    def worst(self) -> float:
+        """The largest lag remembered (seconds; 0 if none)."""
+        return max(self.stale.values(), default=0.0)
+
+    def episode(self, now: float, period: float, cap: float) -> float:
+        """The list is found lagging at ``now``: seconds of per-task polling (``period``,
+        doubling per episode in a row, at most ``cap``). Forgets the evidence: the list is
+        judged afresh when it is tried again."""
+        in_a_row = now - self.last_episode <= self.memory + period * 2**self.episodes
+        self.episodes = self.episodes + 1 if in_a_row else 1
+        self.last_episode = now
+        self.stale.clear()
+        self.running.clear()
+        return float(min(cap, period * 2 ** (self.episodes - 1)))
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop what is remembered of tasks not in ``keep``."""
+        kept = set(keep)
+        self.running = {k: v for k, v in self.running.items() if k in kept}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A task only pages have observed lately, as the guard needs it."""
+
+    id: str
+    age: float
+    """Seconds since its creation (server clock)."""
+    key: tuple[str, str]
+    """Its latency key (provider, model)."""
+    window: tuple[float, float] | None
+    """Its learned latency window, if any."""
+
+
+@dataclass
+class Verifications:
+    """What the guard has verified: per task the age at its last verification, per model
+    with no window the age its oldest task must reach."""
+
+    overdue: float = 1.5
+    """A task of a learned window is verified past ``overdue`` times its end."""
+    base: float = 18.0
+    """First threshold (seconds of age) for a model with no window."""
+    verified: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def threshold(self, c: Candidate) -> float:
+        """The age from which ``c`` may be verified."""
+        last = 2.0 * self.verified.get(c.id, 0.0)
+        if c.window is not None:
+            return max(self.overdue * c.window[1], last)
+        return max(self.thresholds.get(c.key, self.base), last)
+
+    def done(self, c: Candidate, ended: bool) -> None:
+        """``c`` was verified: ``ended`` if its GET showed an end."""
+        self.verified[c.id] = c.age
+        if c.window is None and not ended:
+            self.thresholds[c.key] = max(self.thresholds.get(c.key, self.base), 2.0 * c.age)
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the tasks not in ``keep``."""
+        kept = set(keep)
+        self.verified = {k: v for k, v in self.verified.items() if k in kept}
+
+
+def pick_verification(v: Verifications, candidates: Iterable[Candidate]) -> Candidate | None:
+    """The paged-only task most worth a GET now, or ``None``: a learned one past its
+    threshold first (the furthest past), else of each model with no window only its oldest,
+    if past the model's threshold."""
+    best: tuple[float, Candidate] | None = None
+    oldest: dict[tuple[str, str], Candidate] = {}
+    for c in candidates:
+        if c.window is None:
+            if c.key not in oldest or c.age > oldest[c.key].age:
+                oldest[c.key] = c
+            continue
+        score = c.age / max(v.threshold(c), 1e-9)
+        if score >= 1.0 and (best is None or score > best[0]):
+            best = (score, c)
+    if best is not None:
+        return best[1]
+    due = [(c.age / max(v.threshold(c), 1e-9), c) for c in oldest.values()]
+    due = [d for d in due if d[0] >= 1.0]
+    return max(due, key=lambda d: d[0])[1] if due else None

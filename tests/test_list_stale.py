@@ -1,0 +1,184 @@
+"""A task list that lags behind the tasks' own GETs (issue 19's lagging replica or cache).
+
+Over real HTTP against the simulator, whose ``list_end_lag`` keeps showing each ended task
+as it was before its end for a while (its GET tells the end at once). Delays are compared
+against the same run with detection off, and measured in simulated seconds at a speed that
+leaves a loaded machine seconds of slack; the rest is counted (requests at the simulator,
+verification GETs, modes the panel said). Pure rules of :mod:`mh_notebook.polling.staleness`
+get Hypothesis properties.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mh_notebook.models import Task
+from mh_notebook.polling.policy import PollPolicy
+from mh_notebook.polling.sightings import status_rank
+from mh_notebook.polling.staleness import Candidate, LagWatch, Verifications, pick_verification
+from mh_notebook.sim import Simulator
+from mh_notebook.watcher import TaskWatcher
+
+SPEED = 10.0
+LAG = 100.0
+"""Simulated seconds the list keeps showing an ended task as running."""
+
+
+def _until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+class _Run:
+    """What one watched run against a lagging list showed."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.modes: list[str] = []
+        self.backwards = 0
+        self.retried = False
+        self.verifications = 0
+        self.calls: dict[str, int] = {}
+
+
+def _run(*, detect: bool) -> _Run:
+    """8 images ending at 60-165 simulated seconds, and 5 that run on, watched through a
+    list that shows each end ``LAG`` simulated seconds late."""
+    out, lock = _Run(), threading.Lock()
+    ranks: dict[str, int] = {}
+    with Simulator(seed=11, speed=SPEED, list_end_lag=LAG / SPEED) as sim:
+        ids = [sim.submit(model="seedream-4-5", outcome="succeeded", latency=60 + 15 * i) for i in range(8)]
+        long = [sim.submit(model="seedream-4-5", latency=100_000) for _ in range(5)]  # pages pay
+        policy = PollPolicy(list_retry=30.0)
+        with TaskWatcher(
+            sim.api_key, sim.url, store=None, display="none", time_scale=SPEED, policy=policy
+        ) as w:
+            poller = w.engine.poller
+            poller.lister.guard.enabled = detect
+
+            @w.on_change
+            def _seen(task: Task) -> None:
+                with lock:
+                    rank = status_rank(str(task.status))
+                    out.backwards += rank < ranks.get(task.id, 0)
+                    ranks[task.id] = max(rank, ranks.get(task.id, 0))
+
+            w.watch([*ids, *long])
+
+            def ended() -> bool:
+                mode = poller.polling_mode
+                if not out.modes or out.modes[-1] != mode.split(";")[0]:
+                    out.modes.append(mode.split(";")[0])
+                return all(poller.state(i).ended for i in ids)  # type: ignore[union-attr]
+
+            _until(ended)
+            if detect:  # per-task for list_retry, then the list is tried again
+                flips = sum("lags behind" in m for m in out.modes)
+                assert flips >= 1, out.modes
+                _until(lambda: poller.list_health.available)
+                pages = sim.calls["list"]
+                _until(lambda: sim.calls["list"] >= pages + 3)  # walked again, not just probed
+                out.retried = "list pages/s" in poller.polling_mode
+            history = w.history().set_index("task_id")
+            out.delays = [float(history.loc[i, "detection_delay_s"]) * SPEED for i in ids]
+            out.verifications = poller.lister.guard.sent
+        out.calls = dict(sim.calls)
+    return out
+
+
+def test_a_list_lagging_on_ends_is_caught_said_and_tried_again() -> None:
+    caught, trusted = _run(detect=True), _run(detect=False)
+    # trusting the list, every end waits for it: LAG late (the "break it on purpose" run)
+    assert max(trusted.delays) >= 0.9 * LAG, trusted.delays
+    assert not any("lags behind" in m for m in trusted.modes)
+    # caught: verification GETs find the first ends, two stale pages turn to per-task GETs
+    assert max(caught.delays) < 0.5 * LAG, caught.delays
+    assert sum(caught.delays) < 0.3 * sum(trusted.delays), (caught.delays, trusted.delays)
+    assert any(m.startswith("per-task GETs: the list lags behind task GETs") for m in caught.modes)
+    assert caught.retried
+    assert 1 <= caught.verifications <= 20
+    assert caught.backwards == trusted.backwards == 0  # no lying page undid an end
+
+
+def test_an_honest_list_brings_no_verification_storm() -> None:
+    with Simulator(seed=12, speed=20.0) as sim:
+        images = [sim.submit(model="seedream-4-5", latency=40 + 2 * i) for i in range(30)]
+        videos = [sim.submit(model="viduq3-turbo", latency=100_000) for _ in range(30)]
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=20.0) as w:
+            poller = w.engine.poller
+            w.watch([*images, *videos])
+            _until(lambda: all(poller.state(i).task is not None for i in images + videos))  # type: ignore[union-attr]
+            sim.reset_counts()  # (each task's first GET, watched by id)
+            _until(lambda: all(poller.state(i).ended for i in images))  # type: ignore[union-attr]
+            pages = sim.calls["list"]
+            _until(lambda: sim.calls["list"] >= pages + 200)  # ~10 s more of walks over the videos
+            guard = poller.lister.guard
+            assert poller.list_health.available and "lags" not in poller.polling_mode
+            sent, gets = guard.sent, sim.calls["get"]
+    # the images are learned (windows, none overdue); the videos' model has none: its
+    # oldest task is verified at doubling ages (0.9, 1.8, 3.6, 7.2 s...): a handful
+    assert sent <= 8, sent
+    assert gets <= len(images) + sent + 5, (gets, sent)
+
+
+# ------------------------------------------------------------ the pure rules
+
+_honest = st.lists(
+    st.tuples(
+        st.floats(0.0, 1000.0),  # the task's true end (server clock)
+        st.floats(0.0, 1000.0),  # when a page was sent (true server clock)
+        st.floats(0.0, 1.0),  # where the learned offset's error put the page's lower bound
+        st.booleans(),  # whole-second timestamps
+    ),
+    max_size=40,
+)
+
+
+@given(_honest, st.floats(0.0, 0.5))
+def test_property_an_honest_list_never_counts_as_lagging(
+    pages: list[tuple[float, float, float, bool]], error: float
+) -> None:
+    watch = LagWatch(margin=0.09, memory=300.0)
+    for n, (end, sent, where, whole) in enumerate(pages):
+        if sent >= end:
+            continue  # an honest page sent after the end shows it ended
+        page_at = sent - where * 2 * error  # the earliest the clock allows: never after the truth
+        completed = float(int(end)) if whole else end
+        assert not watch.page_after_end(page_at, completed, sent)
+        watch.shown_running(f"t{n}", page_at)
+        assert not watch.end_known(f"t{n}", completed, end)
+    assert watch.stale == {}
+
+
+@given(st.integers(1, 50), st.floats(3.5, 100.0))  # past margin + a whole second
+def test_property_one_stale_page_is_a_one_off_two_are_a_lag(tasks: int, lag: float) -> None:
+    watch = LagWatch(margin=2.0, memory=300.0)
+    for n in range(tasks):  # one page showed them all running, long after their ends
+        assert not watch.page_after_end(500.0, 500.0 - lag - 0.5 * n / tasks, 500.0)
+    assert watch.page_after_end(501.0, 500.0 - lag, 501.0)  # a second page: lagging
+    assert watch.episode(501.0, 30.0, 1800.0) == 30.0
+    assert watch.stale == {} and watch.running == {}  # judged afresh when tried again
+    assert watch.episode(540.0, 30.0, 1800.0) == 60.0  # the next episode in a row: twice as long
+
+
+@given(st.lists(st.floats(1.0, 400.0), min_size=1, max_size=60), st.floats(5.0, 50.0))
+def test_property_verifications_of_a_model_without_window_double(ages: list[float], base: float) -> None:
+    v = Verifications(base=base)
+    key = ("bytedance", "seedream-4-5")
+    picked: list[float] = []
+    for step in range(60):  # the tasks age together; each verification finds them running
+        grown = [Candidate(f"t{i}", a + step * 10.0, key, None) for i, a in enumerate(ages)]
+        chosen = pick_verification(v, grown)
+        if chosen is not None:
+            assert chosen.age == max(c.age for c in grown)  # only the model's oldest
+            v.done(chosen, ended=False)
+            picked.append(chosen.age)
+    assert all(b >= 2 * a for a, b in itertools.pairwise(picked))  # doubling ages
