@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -265,6 +266,39 @@ def test_the_fast_lane_takes_the_next_token_before_polls_already_waiting() -> No
     asyncio.run(scenario())
     assert sorted(order[:3]) == ["page0", "page1", "page2"], order  # before the GETs waiting
     assert sorted(order[3:]) == ["get0", "get1", "get2"], order
+
+
+def test_a_flood_in_the_fast_lane_slows_polls_and_never_stops_them() -> None:
+    # attack s23: one thread calling balance() in a loop took every token: 0 polls in 12 s
+    import asyncio
+
+    now = [0.0]
+    bucket = TokenBucket(10.0, 1.0, clock=lambda: now[0])
+    taken: list[str] = []
+
+    async def lane(name: str, first: bool) -> None:
+        while True:
+            await bucket.acquire(first)
+            taken.append(name)
+
+    async def scenario() -> None:
+        await bucket.acquire()  # the burst
+        jobs = [asyncio.create_task(lane("poll", False)), asyncio.create_task(lane("user", True))]
+        jobs.append(asyncio.create_task(lane("page", True)))
+        for _ in range(40):  # 40 tokens, one at a time
+            await asyncio.sleep(0.002)
+            now[0] += 0.1
+            bucket.set(10.0, 1.0)
+            await asyncio.sleep(0.002)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert len(taken) >= 36, taken
+    gaps = [b - a for a, b in itertools.pairwise(i for i, name in enumerate(taken) if name == "poll")]
+    assert taken.count("poll") >= 3 and max(gaps) <= 10, taken  # a poll at least every 8 tokens' time + 1
+    assert min(gaps) >= 8, taken  # and no sooner: the fast lane goes first
 
 
 # ---------------------------------------------------------------- properties (Hypothesis)

@@ -4,6 +4,7 @@ nor duplicated (issue 19's "why p95 misses", first bullet)."""
 
 from __future__ import annotations
 
+import email.utils
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -264,3 +265,23 @@ def test_a_busy_journal_is_corrected_later_and_a_leaving_one_with_the_best_known
     assert len(observed) == 0
     assert [e.observed_at for e in busy.events()] == [pytest.approx(100.12)]
     assert [e.observed_at for e in leaving.events()] == [pytest.approx(100.2)]  # forgotten there
+
+
+def test_an_observation_from_before_a_clock_step_stays_as_journalled() -> None:
+    # attack s23: the server's clock stepped +60 s before the offset was pinned; the offset
+    # learned after the step, applied to a local time from before it, moved the end by 60 s
+    clock = ClockOffset()
+    clock.observe_date(99.0, 100.0, "Thu, 01 Jan 1970 00:01:40 GMT")  # offset in [-1, 1]: unsure
+    writes = JournalWrites()
+    observed = ObservedTimes(clock, writes)
+    store = MemoryStore()
+    event = Event("t", TaskStatus.SUCCEEDED, clock.server_now(100.0), 3)
+    writes.events(store, [event])
+    observed.journalled([store], event, 100.0)
+    assert writes.write(store, 0.0, now=True) and len(observed) == 1
+    for local in (200.0, 200.5):  # stepped by +60 s: the evidence contradicts the old interval
+        clock.observe_date(local - 0.001, local, email.utils.formatdate(local + 60.3, usegmt=True))
+    assert clock.steps == 1 and clock.error <= 1.0
+    observed.correct(now=100.0 + CLOCK_SETTLE)  # settled: due with the best offset known
+    assert len(observed) == 0  # forgotten, not corrected with the offset of after the step
+    assert [e.observed_at for e in store.events()] == [event.observed_at]

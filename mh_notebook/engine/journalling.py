@@ -48,10 +48,19 @@ class FirstSeen:
     def __init__(self, clock: ClockOffset) -> None:
         self.clock = clock
         self._unsure: dict[object, tuple[Store, dict[str, tuple[float, float]]]] = {}
+        self._steps = clock.steps
+
+    def _after_a_step(self) -> None:
+        """A clock was stepped since: the times remembered stay as journalled (see
+        :meth:`ObservedTimes._after_a_step`)."""
+        if self.clock.steps != self._steps:
+            self._unsure.clear()
+            self._steps = self.clock.steps
 
     def unsure(self, store: Store, ids: list[str], local: float, journalled: float) -> None:
         """First-seen times of ``ids`` journalled in ``store`` at ``journalled`` (``local`` here),
         maybe before the server's clock was known: corrected once it is."""
+        self._after_a_step()
         unsure = self._unsure.setdefault(store_key(store), (store, {}))[1]
         unsure.update(dict.fromkeys(ids, (local, journalled)))
         self.correct()
@@ -60,6 +69,7 @@ class FirstSeen:
         """Put first-seen times journalled before the server's clock was known on it (issue
         17, item 15), in every journal or ``only`` one; kept for the next tick while the
         clock is unknown or a journal busy."""
+        self._after_a_step()
         if not self._unsure or not self.clock.error <= 1.0:
             return
         for key, (store, unsure) in list(self._unsure.items()):
@@ -89,10 +99,21 @@ class ObservedTimes:
         self.writes = writes
         self._unsure: dict[object, tuple[Store, dict[_Key, float]]] = {}
         self._lock = threading.Lock()  # the poller thread and a stopping watcher's flush
+        self._steps = clock.steps
+
+    def _after_a_step(self) -> None:
+        """A clock was stepped since the remembered observations were journalled: the offset
+        known now would move them by the step; they stay as journalled (attack s23)."""
+        steps = self.clock.steps
+        if steps != self._steps:
+            with self._lock:
+                self._unsure.clear()
+                self._steps = steps
 
     def journalled(self, stores: list[Store], event: Event, local: float) -> None:
         """``event``, observed at local time ``local``, was queued for ``stores``: remembered
         for correction if the clock was unsure."""
+        self._after_a_step()
         if self.clock.error <= CLOCK_SURE or not stores:
             return
         key = (event.task_id, str(event.status), event.observed_at, event.polls)
@@ -115,6 +136,7 @@ class ObservedTimes:
         left by its last watcher), in every journal or ``only`` one; what a busy journal or
         writer refused is tried again on the next call."""
         now = time.time() if now is None else now
+        self._after_a_step()
         for key, store, due in self._due(now, only, final):
             fixes = [ObservedFix(t, s, p, at, self.clock.server_now(local)) for (t, s, at, p), local in due]
             fixes = [fix for fix in fixes if fix.corrected != fix.journalled]

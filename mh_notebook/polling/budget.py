@@ -310,17 +310,24 @@ class TokenBucket:
     rate also wakes whoever waits, so a raised rate applies at once.
 
     A waiter in the fast lane (``acquire(first=True)``: a list page, a user's request) gets
-    the next token before every waiter in the slow lane, even one that waited longer: one
-    page observes up to 100 tasks, so a walk's pages must not alternate with the polls
-    already waiting (issue 19: a 7-page walk took 1.4 s instead of 0.4 s).
+    the next token before the waiters in the slow lane (polls), even one that waited longer:
+    one page observes up to 100 tasks, so a walk's pages must not alternate with the polls
+    already waiting (issue 19: a 7-page walk took 1.4 s instead of 0.4 s). But a poll that
+    has waited ``patience`` tokens' time goes first: a loop of user requests or a long walk
+    slows polling down and never stops it (nothing starves).
     """
+
+    patience = 8.0
+    """Tokens' time a slow-lane waiter waits at most while the fast lane takes them."""
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self._clock = rate, burst, clock
         self._tokens, self._at = burst, clock()
         self._changed: asyncio.Event | None = None
         self._fast = 0
-        """Fast-lane waiters that have no token yet."""
+        """Fast-lane waiters without a token yet."""
+        self._slow: list[float] = []
+        """When each slow-lane waiter without a token began to wait (oldest first)."""
 
     def set(self, rate: float, burst: float) -> None:
         """A new rate and size; the tokens already there stay (at most the new size)."""
@@ -347,17 +354,27 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
+    def _turn(self, first: bool) -> bool:
+        """Whether the next token is this lane's: the fast lane's, unless the oldest
+        slow-lane waiter has waited ``patience`` tokens' time."""
+        impatient = bool(self._slow) and self._clock() - self._slow[0] >= self.patience / self.rate
+        return not impatient if first else not self._fast or impatient
+
     async def acquire(self, first: bool = False) -> bool:
-        """Wait for a token and take it; True if it had to wait. ``first``: in the fast
-        lane (no slow-lane waiter takes a token while a fast-lane one waits)."""
-        waited = False
+        """Wait for a token and take it; True if it had to wait. ``first``: in the fast lane."""
+        waited, since = False, self._clock()
         if first:
             self._fast += 1
+        else:
+            self._slow.append(since)
         try:
             while True:
-                wait = None if not first and self._fast else self.try_take()
-                if wait == 0.0:
-                    return waited
+                if self._turn(first):
+                    wait = self.try_take()
+                    if wait == 0.0:
+                        return waited
+                else:  # the other lane's token: look again once it may have been taken
+                    wait = 1.0 / self.rate
                 waited = True
                 if self._changed is None:
                     self._changed = asyncio.Event()
@@ -366,8 +383,9 @@ class TokenBucket:
         finally:
             if first:
                 self._fast -= 1
-                if not self._fast:
-                    self._wake()  # the slow lane may take tokens again
+            else:
+                self._slow.remove(since)
+            self._wake()  # a token was taken or a waiter left: the other lane looks again
 
 
 def poll_priority(

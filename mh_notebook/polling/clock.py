@@ -40,6 +40,9 @@ class ClockOffset:
     """The offset is at most this."""
     samples: int = 0
     """Pieces of evidence taken into account."""
+    steps: int = 0
+    """Times the evidence contradicted itself (a clock was stepped) and the estimate restarted:
+    an estimate from before a step says nothing of the local times from before it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -91,6 +94,7 @@ class ClockOffset:
             new_lo, new_hi = max(self.lo, lo), min(self.hi, hi)
             if new_lo > new_hi:  # contradiction: a clock was stepped; trust the newest evidence
                 new_lo, new_hi = lo, hi
+                self.steps += 1
             self.lo, self.hi = new_lo, new_hi
             self.samples += 1
 
