@@ -249,9 +249,14 @@ def test_two_processes_share_one_journal(tmp_path: Path) -> None:
             )
             for ids in groups
         ]  # fmt: skip
-        for child in children:
-            _, err = child.communicate(timeout=90)
-            assert child.returncode == 0, err
+        try:
+            for child in children:
+                _, err = child.communicate(timeout=90)
+                assert child.returncode == 0, err
+        finally:  # a failure leaves no process nor pipe behind for the next test
+            for child in children:
+                child.kill()
+                child.communicate()
     frame = read_history(journal)
     assert sorted(frame["task_id"]) == sorted(groups[0] + groups[1])
     assert (frame["status"] == "succeeded").all()

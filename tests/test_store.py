@@ -21,6 +21,7 @@ import pytest
 from mh_notebook import records
 from mh_notebook.history import HISTORY_COLUMNS, read_history, store_history
 from mh_notebook.journal import migrations, sql, sqlite
+from mh_notebook.journal.dialect import SQLiteDialect
 from mh_notebook.journal.factory import open_store
 from mh_notebook.journal.memory import MemoryStore
 from mh_notebook.journal.migrations import SCHEMA_VERSION
@@ -562,3 +563,37 @@ def test_a_memory_journal_writes_an_event_once_as_sqlite_does() -> None:
     store.add(_ev("a", "running", 110.0))
     store.add(_ev("a", "running", 110.0, 2))
     assert len(store.events()) == 2
+
+
+def test_a_journal_another_process_creates_meanwhile_reads_as_one_snapshot(tmp_path: Path) -> None:
+    # CI, s23: two processes opened one new journal at once; one read version 0, the other
+    # committed the migration, then the first read the tables: "not an mh_notebook journal"
+    path = tmp_path / "new.sqlite"
+    reader = sqlite3.connect(path, isolation_level=None)
+
+    class _Rows(list[Any]):
+        def fetchone(self) -> Any:
+            return self[0]
+
+        def fetchall(self) -> list[Any]:
+            return list(self)
+
+    class _Interleaved:
+        """A cursor after whose first statement the other process commits its migration."""
+
+        def __init__(self) -> None:
+            self.cur, self.calls = reader.cursor(), 0
+
+        def execute(self, sql_text: str) -> Any:
+            rows = self.cur.execute(sql_text).fetchall()  # (the statement done: no lock held)
+            self.calls += 1
+            if self.calls == 1:
+                SQLiteStore(path).close()  # the other process: creates and migrates the journal
+            return _Rows(rows)
+
+    version, tables = SQLiteDialect().schema_version(_Interleaved())
+    reader.close()
+    assert (version == 0) == (not tables), (version, tables)  # before the migration, or after it
+    store = SQLiteStore(path)  # and the journal opens
+    assert not store.closed
+    store.close()

@@ -84,12 +84,15 @@ class SQLiteDialect:
         return _fill(text, self.slots)
 
     def schema_version(self, cur: Cursor) -> tuple[int, list[str]]:
-        """``PRAGMA user_version`` and the tables of ``sqlite_master``."""
-        version = int(cur.execute("PRAGMA user_version").fetchone()[0])
-        tables = sorted(
-            r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        )
-        return version, [t for t in tables if not t.startswith("sqlite_")]
+        """``PRAGMA user_version`` and the tables of ``sqlite_master``, in one statement: one
+        snapshot (read in two, another process's migration could commit in between, and a
+        new journal would read as version 0 with tables: "not an mh_notebook journal")."""
+        rows = cur.execute(
+            "SELECT v.user_version, m.name FROM pragma_user_version AS v "
+            "LEFT JOIN sqlite_master AS m ON m.type = 'table'"
+        ).fetchall()
+        tables = sorted(name for _, name in rows if name is not None and not name.startswith("sqlite_"))
+        return int(rows[0][0]), tables
 
     def set_schema_version(self, cur: Cursor, version: int) -> None:
         """``PRAGMA user_version = version``."""
