@@ -285,7 +285,7 @@ def run_budget_arm(arm: BudgetArm, cap: float = 300.0, *, per_task: bool = False
         requests = sim.calls["get"] + sim.calls["list"]  # every request of the watch: GETs and pages
         limited = sum(code == 429 for _, _, code in log) + sim.calls["list limited"]
     ended = [i for i in ids if i in final and final[i].is_terminal]
-    on_time, late, gets = 0, [], {i: 0 for i in ids}
+    on_time, late, gets = 0, [], dict.fromkeys(ids, 0)
     for _, task_id, _ in log:
         gets[task_id] += 1
     seen: dict[str, int] = {}
@@ -313,9 +313,7 @@ def run_budget_arm(arm: BudgetArm, cap: float = 300.0, *, per_task: bool = False
     )
 
 
-def budget_report(
-    results: list[BudgetResult], control_baseline: float | None, *, late: bool = False
-) -> None:
+def budget_report(results: list[BudgetResult], control_baseline: float | None, *, late: bool = False) -> None:
     """Print one row per run (with ``late``, its late tasks) and the targets."""
     head = f"{'arm':<16}{'tasks':>6}{'ended':>6}{'wrong':>6}{'sim s':>8}{'req/task':>9}{'429':>7}{'on time':>9}  belief"
     print(head)
