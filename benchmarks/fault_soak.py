@@ -24,7 +24,9 @@ fresh watcher (defaults: 10 req/s ceiling, ``store=None``) per run:
   arriving at 0.5 task/s against a server that allows 6 requests per simulated second
   (burst 6), at speed 2;
 - ``limit 6/s, told``: the same with the watcher's ``rate_limit=5.9``: what a budget that
-  knew the limit from the start would give (the bound of what learning it can reach).
+  knew the limit from the start would give (the bound of what learning it can reach);
+- ``no limit 0.5/s``: the same workload against a server without a limit (the watcher's
+  own 10 req/s ceiling only).
 
 Printed: the time until every task has ended (simulated seconds), wrong final statuses,
 requests per task (GETs and list pages), the share answered 429, on time (the end in the
@@ -203,6 +205,7 @@ BUDGET_ARMS = [
     BudgetArm(
         "limit 6/s, told", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7, ceiling=5.9
     ),
+    BudgetArm("no limit 0.5/s", Faults(), tasks=60, arrivals=0.5, speed=2.0, seed=7),
 ]
 
 
