@@ -5,6 +5,7 @@ spends a short budget by it. Pure: plain numbers and a fake clock, no thread, no
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import math
 import random
@@ -177,3 +178,36 @@ def test_the_default_worth_is_the_cheapest_first() -> None:
     long_.window = (40.0, 120.0)
     assert cheapest(short, 100.0) == -policy.remaining_polls(100.0, None)
     assert cheapest(long_, 110.0) > cheapest(long_, 50.0)  # near its window's end: cheap
+
+
+def test_an_end_teaches_once_however_often_its_urls_are_refreshed() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.polling.poller import Poller
+
+    poller = Poller(
+        lambda: AsyncClient("river_test_key", "http://127.0.0.1:9"), on_observation=lambda _: None
+    )
+    poller.pause()
+    created = datetime.now(UTC) - timedelta(seconds=30)
+    running = Task(id="t", status="running", type="video", provider="p", model="m", created_at=created)
+    done = Task(
+        id="t", status="succeeded", type="video", provider="p", model="m", created_at=created,
+        completed_at=created + timedelta(seconds=20),
+    )  # fmt: skip
+
+    def answers() -> float:
+        state = TaskState("t")
+        poller._states["t"] = state
+        for task in (running, done, done, done):  # an end, then refreshes of its URLs
+            poller._record_answer(state, task)
+        return sum(cell[1] for cell in poller._pacer.hazard._bins[VIDEO].values())
+
+    done_future: concurrent.futures.Future[float] = concurrent.futures.Future()
+    poller.call_soon(lambda: done_future.set_result(answers()))
+    try:
+        assert done_future.result(timeout=30) == 1.0
+        assert poller._pacer.hazard.last_seen("t") is None
+    finally:
+        poller.stop()

@@ -370,7 +370,8 @@ class Poller:
             if stamp is not None:
                 self.clock.observe_timestamp(stamp.timestamp(), now)
         state.errors, state.not_found, state.last_error = 0, 0, None
-        self._pacer.seen(state, task)  # what the task's age says about its kind's hazard
+        if not state.ended:  # its age or its end, once: refreshes of its URLs teach nothing
+            self._pacer.seen(state, task)
         if self.auth_error is not None:  # the key works again: everyone polls again
             self.auth_error = None
             self._wakeup.set()

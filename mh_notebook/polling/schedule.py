@@ -140,7 +140,9 @@ class Pacer:
         """An answer about ``task``: it lived to its age now, or ended at its latency."""
         keys = (latency_key(task.provider, task.model), _type_key(task))
         if task.is_terminal:
-            if task.latency is not None:
+            if task.latency is None:
+                self.hazard.forget(state.task_id)
+            else:
                 self.hazard.seen(state.task_id, keys, task.latency, True)
             return
         self.hazard.seen(state.task_id, keys, self._age(state, task)[0], False)
