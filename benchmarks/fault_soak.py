@@ -24,7 +24,9 @@ fresh watcher (defaults: 10 req/s ceiling, ``store=None``) per run:
   arriving at 0.5 task/s against a server that allows 6 requests per simulated second
   (burst 6), at speed 2;
 - ``limit 6/s, told``: the same with the watcher's ``rate_limit=5.9``: what a budget that
-  knew the limit from the start would give (the bound of what learning it can reach).
+  knew the limit from the start would give (the bound of what learning it can reach);
+- ``no limit 0.5/s``: the same workload against a server without a limit (the watcher's
+  own 10 req/s ceiling only).
 
 Printed: the time until every task has ended (simulated seconds), wrong final statuses,
 requests per task (GETs and list pages), the share answered 429, on time (the end in the
@@ -35,11 +37,12 @@ time with <= 5% answered 429, and the control's requests per task within 10% of
 ``--control-baseline`` (the figure of the code before the change).
 
     python benchmarks/fault_soak.py --budget [--arms control ...] [--repeat 2]
-        [--control-baseline 3.6] [--per-task]
+        [--control-baseline 3.6] [--per-task] [--late]
 
 ``--per-task`` turns list polling off (issue 19): with it on, these workloads need a page a
 second or so, far under a 6/s limit, so only ``--per-task`` still makes the limit arm learn
-a limit from its 429s.
+a limit from its 429s. ``--late`` lists each run's late tasks (type, model, the how-manieth
+of its model, when it arrived, its latency, how late it was seen, the GETs it cost).
 """
 
 from __future__ import annotations
@@ -202,6 +205,7 @@ BUDGET_ARMS = [
     BudgetArm(
         "limit 6/s, told", Faults(), tasks=60, arrivals=0.5, server_limit=6.0, speed=2.0, seed=7, ceiling=5.9
     ),
+    BudgetArm("no limit 0.5/s", Faults(), tasks=60, arrivals=0.5, speed=2.0, seed=7),
 ]
 
 
@@ -216,6 +220,8 @@ class BudgetResult:
     answered_429: int
     on_time: float
     belief: str
+    late: list[str] = field(default_factory=list)
+    """One line per task seen late (or never): its type, model, order, latency, delay, GETs."""
 
 
 def _budget_workload(arm: BudgetArm) -> tuple[list[float], list[str], list[float | None]]:
@@ -282,11 +288,21 @@ def run_budget_arm(arm: BudgetArm, cap: float = 300.0, *, per_task: bool = False
         requests = sim.calls["get"] + sim.calls["list"]  # every request of the watch: GETs and pages
         limited = sum(code == 429 for _, _, code in log) + sim.calls["list limited"]
     ended = [i for i in ids if i in final and final[i].is_terminal]
-    on_time = 0
+    on_time, late, gets = 0, [], dict.fromkeys(ids, 0)
+    for _, task_id, _ in log:
+        gets[task_id] += 1
+    seen: dict[str, int] = {}
     for i in ids:  # the end in the watcher's hands (on_done) within max(1 s, 5%) of the true end
         latency = (truth[i]["end"] - truth[i]["created"]) * speed
         delay = (ended_at.get(i, math.inf) - truth[i]["end"]) * speed
         on_time += delay <= max(1.0, 0.05 * latency)
+        nth = seen[truth[i]["model"]] = seen.get(truth[i]["model"], 0) + 1
+        if delay > max(1.0, 0.05 * latency):
+            late.append(
+                f"{truth[i]['type']:<6}{truth[i]['model']:<20}#{nth:<3}{truth[i]['outcome']:<10}"
+                f"at {(truth[i]['created'] - start) * speed:6.1f} s, latency {latency:6.1f} s, "
+                f"seen {delay:5.1f} s late (allowed {max(1.0, 0.05 * latency):.1f}), {gets[i]} GETs"
+            )
     return BudgetResult(
         arm=arm,
         seconds=seconds,
@@ -296,11 +312,12 @@ def run_budget_arm(arm: BudgetArm, cap: float = 300.0, *, per_task: bool = False
         answered_429=limited,
         on_time=on_time / len(ids),
         belief=belief,
+        late=late,
     )
 
 
-def budget_report(results: list[BudgetResult], control_baseline: float | None) -> None:
-    """Print one row per run and the targets."""
+def budget_report(results: list[BudgetResult], control_baseline: float | None, *, late: bool = False) -> None:
+    """Print one row per run (with ``late``, its late tasks) and the targets."""
     head = f"{'arm':<16}{'tasks':>6}{'ended':>6}{'wrong':>6}{'sim s':>8}{'req/task':>9}{'429':>7}{'on time':>9}  belief"
     print(head)
     print("-" * (len(head) + 30))
@@ -309,6 +326,8 @@ def budget_report(results: list[BudgetResult], control_baseline: float | None) -
             f"{r.arm.name:<16}{r.arm.tasks:>6}{r.ended:>6}{r.wrong_status:>6}{r.seconds:>8.1f}"
             f"{r.requests / r.arm.tasks:>9.2f}{r.answered_429 / max(1, r.requests):>7.1%}{r.on_time:>9.1%}  {r.belief}"
         )
+        for line in r.late if late else []:
+            print(f"    late: {line}")
     by: dict[str, list[BudgetResult]] = {}
     for r in results:
         by.setdefault(r.arm.name, []).append(r)
@@ -360,6 +379,7 @@ def main() -> int:
     parser.add_argument(
         "--per-task", action="store_true", help="budget arms with list polling off (GETs only)"
     )
+    parser.add_argument("--late", action="store_true", help="budget arms: list the late tasks")
     parser.add_argument("--control-baseline", type=float, help="control req/task of the code before")
     args = parser.parse_args()
     if args.budget:
@@ -399,7 +419,7 @@ def budget_main(args: argparse.Namespace) -> int:
                 flush=True,
             )
     print()
-    budget_report(results, args.control_baseline)
+    budget_report(results, args.control_baseline, late=args.late)
     return 0
 
 

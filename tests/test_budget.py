@@ -187,10 +187,11 @@ def test_a_lower_ceiling_applies_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [  # (remaining polls, overdue, since polled)
-        ((3.0, 0.1, 1.0), (25.0, 2.0, 3.0)),  # a short task (or one near its end) before a long one
-        ((3.0, 0.5, 1.0), (3.0, 0.1, 1.0)),  # the later first, when they cost alike
-        ((40.0, 0.0, 31.0), (1.0, 5.0, 5.0)),  # not asked for max_interval: before anything
+    [  # (worth, overdue, since polled)
+        ((0.3, 0.1, 1.0), (0.01, 2.0, 3.0)),  # likelier to see an end on time first
+        ((-3.0, 0.1, 1.0), (-25.0, 2.0, 3.0)),  # by default, the cheapest (fewest polls left) first
+        ((0.3, 0.5, 1.0), (0.3, 0.1, 1.0)),  # the later first, when they are worth alike
+        ((0.0, 0.0, 31.0), (1.0, 5.0, 5.0)),  # not asked for max_interval: before anything
     ],
 )
 def test_poll_priority_orders_due_polls(

@@ -389,18 +389,18 @@ class TokenBucket:
 
 
 def poll_priority(
-    remaining: float, overdue: float, since_polled: float, max_interval: float
+    worth: float, overdue: float, since_polled: float, max_interval: float
 ) -> tuple[float, ...]:
     """How much a due poll is worth now, when more polls are due than the budget allows
     (the largest goes first).
 
     A task not asked for ``max_interval`` comes before everything: nothing starves. Then
-    the task that needs the fewest more polls until its end is most likely seen
-    (``remaining``, :meth:`~mh_notebook.polling.policy.PollPolicy.remaining_polls`): a short task,
-    or a long one near the end of its window. An on-time end is one task's worth whatever
-    it cost, so when not every task can be served, the cheap ones are served whole rather
-    than every one late. Among equals, the most overdue.
+    the poll ``worth`` most: by default minus the polls its task still needs until its end
+    is most likely seen (:func:`~mh_notebook.polling.schedule.cheapest`), in the poller the
+    chance it sees an end on time (:meth:`~mh_notebook.polling.schedule.Pacer.worth`). An
+    on-time end is one task's worth whatever it cost, so the budget goes where it buys the
+    most of them. Among equals, the most overdue.
     """
     if since_polled >= max_interval:
         return (1.0, since_polled, 0.0)
-    return (0.0, -remaining, max(0.0, overdue))
+    return (0.0, worth, max(0.0, overdue))

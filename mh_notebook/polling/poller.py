@@ -28,6 +28,7 @@ from ..models import Task
 from ..records import TaskStatus, latency_key
 from .clock import ClockOffset
 from .gate import RequestGate, check_rate
+from .hazard import HazardModel
 from .lister import Lister
 from .listing import Health, Settings
 from .loop import LoopThread
@@ -51,9 +52,8 @@ class Poller:
     once, such as a batch of one model ending together, is asked about within a second);
     the rate sent settles under the server's own limit when 429s show one
     (:class:`~mh_notebook.polling.budget.AdaptiveRate`). When more polls are due than the
-    budget allows, the cheapest task goes first
-    (:func:`~mh_notebook.polling.budget.poll_priority`). Server timestamps are compared with
-    local time through ``clock``, the learned offset of the server's clock.
+    budget allows, the poll likeliest to see an end on time goes first (:mod:`~.hazard`).
+    Server timestamps are compared with local time through ``clock``, the server's clock.
     """
 
     def __init__(
@@ -81,15 +81,14 @@ class Poller:
         self.latency = latency or LatencyModel(min_samples=self.policy.min_samples)
         self.prior = LatencyModel(min_samples=self.policy.min_samples, half_life=16.0, keep=400)
         """Latencies per task type (all models of it): the window of a model not learned yet."""
-        self.clock = clock or ClockOffset()
-        self._rng = random.Random(seed)
-        self._pacer = Pacer(self.latency, self.prior, self.clock, self._rng)
-        self._tick_interval = tick_interval
-        self._client_factory, self._on_observation, self._on_tick = client_factory, on_observation, on_tick
-        self._on_close = on_close
+        self.clock, self._rng = clock or ClockOffset(), random.Random(seed)
+        hazard = HazardModel(floor=max(1e-3, self.policy.min_interval / 9))  # ages of about 0.1 s
+        self._pacer = Pacer(self.latency, self.prior, self.clock, self._rng, hazard)
+        self._tick_interval, self._client_factory, self._on_close = tick_interval, client_factory, on_close
+        self._on_observation, self._on_tick = on_observation, on_tick
         self._states: dict[str, TaskState] = {}
         self._states_lock = threading.Lock()
-        self._queue = PollQueue(self.state)
+        self._queue = PollQueue(self.state, self._pacer.worth)  # by the chance of an on-time end
         self._inflight: set[asyncio.Task[None]] = set()
         self._paused = False
         self.auth_error: AuthenticationError | None = None
@@ -137,6 +136,7 @@ class Poller:
         with self._states_lock:
             for task_id in task_ids:
                 self._states.pop(task_id, None)
+                self._pacer.hazard.forget(task_id)
 
     def state(self, task_id: str) -> TaskState | None:
         """The live state of one task (``None`` if not watched)."""
@@ -369,8 +369,9 @@ class Poller:
         for stamp in (task.created_at, task.completed_at):  # both are in the server's past
             if stamp is not None:
                 self.clock.observe_timestamp(stamp.timestamp(), now)
-        state.errors = state.not_found = 0
-        state.last_error = None
+        state.errors, state.not_found, state.last_error = 0, 0, None
+        if not state.ended:  # its age or its end, once: refreshes of its URLs teach nothing
+            self._pacer.seen(state, task)
         if self.auth_error is not None:  # the key works again: everyone polls again
             self.auth_error = None
             self._wakeup.set()

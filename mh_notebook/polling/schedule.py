@@ -3,7 +3,9 @@
 :class:`Pacer` places a task's next poll by its policy, at its age on the server's clock,
 within the latency window learned for its model (or for its type, while its model is not
 learned yet). :class:`PollQueue` holds the queued polls by due time and hands out the due
-one worth most (:func:`poll_rank`). Neither has a thread of its own.
+one worth most (:func:`poll_rank`): by default the cheapest task first; the poller's by
+:meth:`Pacer.worth`, the chance a poll now sees an end on time (:mod:`.hazard`). Neither
+has a thread of its own.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from ..models import Task
 from ..records import TaskStatus, latency_key
 from .budget import poll_priority
 from .clock import ClockOffset
+from .hazard import HazardModel
 from .policy import LatencyModel
 from .state import TaskState
 
-__all__ = ["Pacer", "PollQueue", "poll_rank"]
+__all__ = ["Pacer", "PollQueue", "Worth", "cheapest", "poll_rank"]
+
+Worth = Callable[[TaskState, float], float]
+"""What a due poll of a task is worth at its age now (server seconds): the larger, the sooner."""
+
+
+def cheapest(state: TaskState, age: float) -> float:
+    """The default :data:`Worth`: minus the polls the task still needs until its end is
+    most likely seen (:meth:`~.policy.PollPolicy.remaining_polls`), so the cheapest first."""
+    return -state.policy.remaining_polls(age, state.window)
 
 
 class PollQueue:
@@ -31,10 +43,11 @@ class PollQueue:
     Pure: no clock and no thread of its own (every method takes the loop time), so the
     schedule can be driven with a fake clock. ``lookup`` gives a task's live state; an
     entry stands while its task is watched, leased, not ended and not queued again since.
+    ``worth`` ranks the due polls (:func:`poll_rank`; default :func:`cheapest`).
     """
 
-    def __init__(self, lookup: Callable[[str], TaskState | None]) -> None:
-        self._lookup = lookup
+    def __init__(self, lookup: Callable[[str], TaskState | None], worth: Worth = cheapest) -> None:
+        self._lookup, self._worth = lookup, worth
         self._heap: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()
 
@@ -72,7 +85,7 @@ class PollQueue:
             state = self._stands(entry)
             if state is None or state.in_flight:
                 continue
-            ready.append((poll_rank(state, now - entry[0], now), entry, state))
+            ready.append((poll_rank(state, now - entry[0], now, self._worth), entry, state))
         if not ready:
             return None
         best = max(ready, key=lambda r: r[0])
@@ -82,40 +95,67 @@ class PollQueue:
         return best[2]
 
 
-def poll_rank(state: TaskState, overdue: float, now: float) -> tuple[float, ...]:
+def poll_rank(state: TaskState, overdue: float, now: float, worth: Worth = cheapest) -> tuple[float, ...]:
     """:func:`poll_priority` of a due poll of ``state``, ``overdue`` seconds late at loop
     time ``now``: a task never answered first (its first answer tells its model and age),
-    then the fewest polls still needed at its age now. A task never polled has waited
+    then the one ``worth`` most at its age now. A task never polled has waited
     since its first poll was queued, and is starved no sooner than any other (counted as
     never polled, every new task went before the ones starved past ``max_interval``)."""
     if state.result_wanted:  # a page saw it end: its result GET first, in the order of the ends
         return (2.0, -state.ended_on_page)
-    policy = state.policy
-    age = state.due_age + overdue
-    remaining = 0.0 if state.task is None else policy.remaining_polls(age, state.window)
+    value = math.inf if state.task is None else worth(state, state.due_age + overdue)
     since = state.last_polled if state.last_polled > -math.inf else state.queued_at
     waited = now - since if since is not None else 0.0
-    return poll_priority(remaining, overdue, waited, policy.max_interval)
+    return poll_priority(value, overdue, waited, state.policy.max_interval)
 
 
 class Pacer:
     """How long until a task's next poll, from what ends of its model and type taught.
 
     ``latency`` is learned per model, ``prior`` per task type (all models of it: the window
-    of a model not learned yet); ``clock`` is the server's clock; ``rng`` jitters the gaps.
-    Not thread-safe: the poller's thread uses it.
+    of a model not learned yet); ``hazard`` how likely a task is to end soon at its age (what
+    a due poll is worth when the budget binds: :meth:`worth`); ``clock`` is the server's
+    clock; ``rng`` jitters the gaps. Not thread-safe: the poller's thread uses it.
     """
 
     def __init__(
-        self, latency: LatencyModel, prior: LatencyModel, clock: ClockOffset, rng: random.Random
+        self,
+        latency: LatencyModel,
+        prior: LatencyModel,
+        clock: ClockOffset,
+        rng: random.Random,
+        hazard: HazardModel | None = None,
     ) -> None:
         self.latency, self.prior, self.clock, self.rng = latency, prior, clock, rng
+        self.hazard = hazard or HazardModel()
 
     def learn(self, ends: Iterable[tuple[str, str, str, float, bool]]) -> None:
         """Seed the models with ``(provider, model, type, latency, succeeded)`` ends."""
         for provider, model, kind, latency, ok in ends:
             self.latency.add((provider, model), latency, ok, kind)
             self.prior.add(("*", kind), latency, ok)
+            self.hazard.learn((latency_key(provider, model), ("*", kind)), latency)
+
+    def seen(self, state: TaskState, task: Task) -> None:
+        """An answer about ``task``: it lived to its age now, or ended at its latency."""
+        keys = (latency_key(task.provider, task.model), _type_key(task))
+        if task.is_terminal:
+            if task.latency is None:
+                self.hazard.forget(state.task_id)
+            else:
+                self.hazard.seen(state.task_id, keys, task.latency, True)
+            return
+        self.hazard.seen(state.task_id, keys, self._age(state, task)[0], False)
+
+    def worth(self, state: TaskState, age: float) -> float:
+        """:data:`Worth` by hazard: the chance a poll of ``state`` at ``age`` sees an end on
+        time (within its gap, ``max(min_interval, 5% of age)``) that its last answer did not."""
+        task = state.task
+        if task is None:
+            return math.inf
+        since = self.hazard.last_seen(state.task_id) or 0.0
+        allow = state.policy.interval(None, age)
+        return self.hazard.worth(latency_key(task.provider, task.model), _type_key(task), age, since, allow)
 
     def add_end(self, task: Task, latency: float) -> bool:
         """Add an end to the models; True if it fell outside the window the others of its
