@@ -11,6 +11,7 @@ get Hypothesis properties.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -181,4 +182,51 @@ def test_property_verifications_of_a_model_without_window_double(ages: list[floa
             assert chosen.age == max(c.age for c in grown)  # only the model's oldest
             v.done(chosen, ended=False)
             picked.append(chosen.age)
-    assert all(b >= 2 * a for a, b in itertools.pairwise(picked))  # doubling ages
+    # one GET per doubling of the age at most: never two between base * 2**k and 2**(k+1)
+    rungs = [base * 2.0**k for k in range(12)]
+    assert all(any(a < r <= b for r in rungs) for a, b in itertools.pairwise(picked)), picked
+    assert len(picked) <= 1 + math.ceil(math.log2(max(ages) / base + 60.0 * 10.0 / base))
+
+
+@given(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=30), st.floats(0.5, 50.0), st.booleans())
+def test_property_a_late_verification_never_pushes_the_next_further(
+    lateness: list[float], start: float, windowed: bool
+) -> None:
+    """A loaded loop verifies late (``lateness`` times the threshold, past it): the next
+    threshold is the ladder's next rung above that age, never twice the age (issue: under
+    load the guard's GETs drifted past the ends they were there to find)."""
+    window = (0.1, start / 1.5) if windowed else None
+    v = Verifications(base=start)
+    key = ("bytedance", "seedream-4-5")
+    due = start
+    for late in lateness:
+        c = Candidate("t", due * (1.0 + late), key, window)
+        assert math.isclose(v.threshold(c), due)  # due now: the rung it was given
+        assert pick_verification(v, [c]) == c
+        v.done(c, ended=False)
+        due = v.threshold(c)
+        assert c.age < due <= 2.0 * c.age  # the next rung above the age, never further
+        assert math.isclose(math.log2(due / start), round(math.log2(due / start)))  # on the ladder
+
+
+@given(st.integers(2, 20), st.floats(1.0, 400.0), st.data())
+def test_property_of_one_creation_time_the_first_created_is_verified(
+    tasks: int, age: float, data: st.DataObject
+) -> None:
+    """A batch submitted at once (one ``created_at``, to the ms or the second) is told
+    apart by the list's order, newest first: the task listed last was created first."""
+    watch = LagWatch()
+    listing = data.draw(st.permutations(range(tasks)))  # the server's order, newest first
+    for n in listing:
+        watch.shown_running(f"t{n}", 100.0)
+    for n in listing[: tasks // 2]:  # later pages (in any order) change nothing
+        watch.shown_running(f"t{n}", 101.0)
+    key = ("bytedance", "seedream-4-5")
+    windowed = data.draw(st.booleans())
+    window = (1.0, age / 2.0) if windowed else None
+    batch = [
+        Candidate(f"t{n}", age, key, window, watch.listed[f"t{n}"])
+        for n in data.draw(st.permutations(range(tasks)))
+    ]
+    chosen = pick_verification(Verifications(base=age / 2.0), batch)
+    assert chosen is not None and chosen.id == f"t{listing[-1]}"

@@ -101,7 +101,7 @@ class LagGuard:
         for task_id in list(self.lag.running):
             state = self._p.state(task_id)
             if state is None:
-                del self.lag.running[task_id]
+                self.lag.drop(task_id)
             elif (
                 state.ended
                 and state.task is not None
@@ -130,7 +130,8 @@ class LagGuard:
                 continue
             age = server_now - task.created_at.timestamp()
             key = latency_key(task.provider, task.model)
-            candidates.append(Candidate(task_id, age, key, state.window))
+            listed = self.lag.listed.get(task_id, 0)  # of one age, the first created wins
+            candidates.append(Candidate(task_id, age, key, state.window, listed))
         chosen = pick_verification(self.checks, candidates)
         if chosen is None:
             return

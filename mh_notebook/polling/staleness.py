@@ -13,12 +13,19 @@ Pages alone never reveal the lag when every task is only paged: :func:`pick_veri
 chooses, at most once per ``gap`` (the lister's clock), one task to GET:
 
 - a task of a learned window ``(lo, hi)`` once its age passes ``overdue * hi`` (it has most
-  likely ended), then again at each doubling of its age;
+  likely ended), then again at each doubling of that age;
 - of a model with no window, its oldest paged task once its age passes the model's
   threshold (``base`` at first); the threshold doubles with each verification that found
   the task running, and stays after one that found an end (the next-oldest is then likely
   ended too). So a steady honest list costs a few GETs a model per session, whatever the
   number of tasks.
+
+The thresholds are rungs of a fixed ladder (``start * 2**k``): a verification that went
+late (a loaded loop) moves the next one to the next rung above the age it was made at,
+not to twice that age, so lateness never compounds. Tasks of one creation time (a batch
+submitted at once: equal ``created_at`` to the millisecond, or to the second) are told
+apart by the order pages listed them: newest first, so the one listed last was created
+first (:attr:`Candidate.listed`).
 
 Pure: no I/O, no clock of its own. Times are server epoch seconds.
 """
@@ -30,6 +37,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["Candidate", "LagWatch", "Verifications", "pick_verification"]
+
+
+def _rung(start: float, age: float) -> float:
+    """The first rung of the ladder ``start * 2**k`` (k >= 0) above ``age``."""
+    if start <= 0.0 or age < start:
+        return max(start, 0.0)
+    rung = start * 2.0 ** (math.floor(math.log2(age / start)) + 1)
+    if rung <= age:  # (log2 rounded down at a power of two)
+        rung *= 2.0
+    if rung / 2.0 > age:  # (log2 rounded up just below one)
+        rung /= 2.0
+    return rung
 
 
 def _resolution(stamp: float) -> float:
@@ -47,6 +66,11 @@ class LagWatch:
     """Seconds a stale page is remembered."""
     running: dict[str, float] = field(default_factory=dict)
     """Task id -> the latest page (its earliest server time) that showed it not ended."""
+    listed: dict[str, int] = field(default_factory=dict)
+    """Task id (of ``running``) -> its place in the order pages first listed the tasks:
+    pages list newest first, so of two tasks of one creation time the higher was created
+    first."""
+    _count: int = field(default=0, repr=False)
     stale: dict[float, float] = field(default_factory=dict)
     """Send time of each stale page remembered -> how far it lagged (seconds)."""
     episodes: int = 0
@@ -54,13 +78,18 @@ class LagWatch:
     last_episode: float = -math.inf
 
     def shown_running(self, task_id: str, page_at: float) -> None:
-        """A page sent at ``page_at`` (at the earliest) showed ``task_id`` not ended."""
+        """A page sent at ``page_at`` (at the earliest) showed ``task_id`` not ended (call
+        in the order of the page's items)."""
         if page_at > self.running.get(task_id, -math.inf):
             self.running[task_id] = page_at
+        if task_id not in self.listed:
+            self._count += 1
+            self.listed[task_id] = self._count
 
     def end_known(self, task_id: str, completed_at: float | None, now: float) -> bool:
         """The task's end is known (``completed_at``); True if that makes the list lagging."""
         page_at = self.running.pop(task_id, None)
+        self.listed.pop(task_id, None)
         if page_at is None or completed_at is None:
             return False
         return self.page_after_end(page_at, completed_at, now)
@@ -90,12 +119,19 @@ class LagWatch:
         self.last_episode = now
         self.stale.clear()
         self.running.clear()
+        self.listed.clear()
         return float(min(cap, period * 2 ** (self.episodes - 1)))
+
+    def drop(self, task_id: str) -> None:
+        """Forget ``task_id`` (no longer watched)."""
+        self.running.pop(task_id, None)
+        self.listed.pop(task_id, None)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop what is remembered of tasks not in ``keep``."""
         kept = set(keep)
         self.running = {k: v for k, v in self.running.items() if k in kept}
+        self.listed = {k: v for k, v in self.listed.items() if k in kept}
 
 
 @dataclass(frozen=True)
@@ -109,12 +145,15 @@ class Candidate:
     """Its latency key (provider, model)."""
     window: tuple[float, float] | None
     """Its learned latency window, if any."""
+    listed: int = 0
+    """Its place in the order pages listed tasks (:attr:`LagWatch.listed`): of two of one
+    age, the higher was created first."""
 
 
 @dataclass
 class Verifications:
     """What the guard has verified: per task the age at its last verification, per model
-    with no window the age its oldest task must reach."""
+    with no window the age its oldest task must reach (rungs of ``base * 2**k``)."""
 
     overdue: float = 1.5
     """A task of a learned window is verified past ``overdue`` times its end."""
@@ -124,17 +163,19 @@ class Verifications:
     thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def threshold(self, c: Candidate) -> float:
-        """The age from which ``c`` may be verified."""
-        last = 2.0 * self.verified.get(c.id, 0.0)
-        if c.window is not None:
-            return max(self.overdue * c.window[1], last)
-        return max(self.thresholds.get(c.key, self.base), last)
+        """The age from which ``c`` may be verified: the first rung of its ladder (from
+        ``overdue`` times its window's end, or from ``base``) above the age of its last
+        verification, and for a model with no window the model's threshold at least."""
+        start = self.overdue * c.window[1] if c.window is not None else self.base
+        at = _rung(start, self.verified[c.id]) if c.id in self.verified else start
+        return at if c.window is not None else max(self.thresholds.get(c.key, self.base), at)
 
     def done(self, c: Candidate, ended: bool) -> None:
-        """``c`` was verified: ``ended`` if its GET showed an end."""
+        """``c`` was verified: ``ended`` if its GET showed an end. Found running, its model
+        (with no window) waits for the rung above ``c.age``, however late the GET went."""
         self.verified[c.id] = c.age
         if c.window is None and not ended:
-            self.thresholds[c.key] = max(self.thresholds.get(c.key, self.base), 2.0 * c.age)
+            self.thresholds[c.key] = _rung(self.thresholds.get(c.key, self.base), c.age)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the tasks not in ``keep``."""
@@ -145,19 +186,19 @@ class Verifications:
 def pick_verification(v: Verifications, candidates: Iterable[Candidate]) -> Candidate | None:
     """The paged-only task most worth a GET now, or ``None``: a learned one past its
     threshold first (the furthest past), else of each model with no window only its oldest,
-    if past the model's threshold."""
-    best: tuple[float, Candidate] | None = None
+    if past the model's threshold. Of equal ages, the one created first (listed last)."""
+    best: tuple[tuple[float, int], Candidate] | None = None
     oldest: dict[tuple[str, str], Candidate] = {}
     for c in candidates:
         if c.window is None:
-            if c.key not in oldest or c.age > oldest[c.key].age:
+            if c.key not in oldest or (c.age, c.listed) > (oldest[c.key].age, oldest[c.key].listed):
                 oldest[c.key] = c
             continue
-        score = c.age / max(v.threshold(c), 1e-9)
-        if score >= 1.0 and (best is None or score > best[0]):
+        score = (c.age / max(v.threshold(c), 1e-9), c.listed)
+        if score[0] >= 1.0 and (best is None or score > best[0]):
             best = (score, c)
     if best is not None:
         return best[1]
-    due = [(c.age / max(v.threshold(c), 1e-9), c) for c in oldest.values()]
-    due = [d for d in due if d[0] >= 1.0]
+    due = [((c.age / max(v.threshold(c), 1e-9), c.listed), c) for c in oldest.values()]
+    due = [d for d in due if d[0][0] >= 1.0]
     return max(due, key=lambda d: d[0])[1] if due else None
