@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,10 +42,6 @@ class Host(Protocol):
     async def _poll(self, state: TaskState) -> None: ...
 
 
-def _epoch(task: Task) -> float | None:
-    return None if task.completed_at is None else task.completed_at.timestamp()
-
-
 class LagGuard:
     """Stale-page evidence and verification GETs of one poller (poller thread)."""
 
@@ -70,45 +65,35 @@ class LagGuard:
         self.lag.margin, self.lag.memory = 2.0 * min_interval, 10.0 * list_retry
         self.gap, self.checks.base = 10.0 * min_interval, 20.0 * min_interval
 
-    def _page_at(self, sent_local: float) -> float | None:
-        """The earliest the server's clock read when a request was sent (``None`` while the
-        offset is unbounded: no evidence is taken then)."""
-        clock = self._p.clock
-        return clock.server_at_least(sent_local) if math.isfinite(clock.error) else None
-
     def page_item(self, task: Task, sent_local: float) -> None:
         """One item of a page sent at local ``sent_local``: remember it showed a watched
-        task running; judge the page stale if the task is known to have ended before."""
+        task running, or its end; judge the page stale if this process had seen the task's
+        end before (:meth:`~.staleness.LagWatch.page_after_end`: local times only)."""
         state = self._p.state(task.id) if self.enabled else None
-        page_at = None if state is None else self._page_at(sent_local)
-        if state is None or page_at is None:
+        if state is None:
             return
-        now = self._p.clock.server_now(sent_local)
-        if status_rank(task.status) == 3:  # a later page with the end: were earlier ones stale?
-            if self.lag.end_known(task.id, _epoch(task), now):
-                self._on_lagging(now, self.lag.worst)
+        if status_rank(task.status) == 3:
+            self.lag.end_seen(task.id, sent_local)
             return
-        known = state.task
-        ended_at = None if known is None or not state.ended else _epoch(known)
-        if ended_at is None:
-            self.lag.shown_running(task.id, page_at)
-        elif self.lag.page_after_end(page_at, ended_at, now):  # its GET saw the end first
-            self._on_lagging(now, self.lag.worst)
+        if not state.ended:
+            self.lag.shown_running(task.id, sent_local)
+            return
+        if task.id not in self.lag.ended:  # its end came by a GET (answered at fetched_at or before)
+            self.lag.end_seen(task.id, state.fetched_at or sent_local)
+        if self.lag.page_after_end(task.id, sent_local, time.time()):
+            self._on_lagging(self._p.clock.server_now(time.time()), self.lag.worst)
 
-    def sweep(self, server_now: float) -> None:
-        """Ends that GETs brought since (the planner's, results, refreshes): were the pages
-        that showed those tasks running stale? Forgets tasks no longer watched."""
+    def sweep(self) -> None:
+        """Ends that GETs brought since (the planner's, results, refreshes) are remembered;
+        tasks no longer watched are forgotten."""
         for task_id in list(self.lag.running):
             state = self._p.state(task_id)
             if state is None:
                 self.lag.drop(task_id)
-            elif (
-                state.ended
-                and state.task is not None
-                and self.lag.end_known(task_id, _epoch(state.task), server_now)
-            ):
-                self._on_lagging(server_now, self.lag.worst)
-                return
+            elif state.ended:
+                self.lag.end_seen(task_id, state.fetched_at or time.time())
+        if len(self.lag.ended) > 2 * len(self.lag.running) + 1000:  # ended tasks no longer watched
+            self.lag.ended = {k: at for k, at in self.lag.ended.items() if self._p.state(k) is not None}
         if len(self.checks.verified) > 2 * len(self.lag.running) + 100:
             self.checks.forget(self.lag.running)
 
@@ -119,7 +104,7 @@ class LagGuard:
         if not self.enabled or now < self._next:
             return
         server_now = p.clock.server_now(time.time())
-        self.sweep(server_now)
+        self.sweep()
         candidates = []
         for task_id in self.lag.running:
             state = p.state(task_id)
@@ -156,9 +141,7 @@ class LagGuard:
             self.sent += 1
             await p._poll(state)  # as any poll: counted, errors backed off, queued again
             self.checks.done(chosen, state.ended)
-            if state.ended and state.task is not None:
-                server_now = p.clock.server_now(time.time())
-                if self.lag.end_known(state.task_id, _epoch(state.task), server_now):
-                    self._on_lagging(server_now, self.lag.worst)
+            if state.ended:  # the pages that show it running from now on are stale
+                self.lag.end_seen(state.task_id, state.fetched_at or time.time())
         except Exception:  # the loop must never die
             log.exception("unexpected error while verifying %s", state.task_id)

@@ -1,11 +1,13 @@
 """Whether the task list lags behind the tasks' own GETs, told from evidence already received,
 and which paged-only task is worth a verification GET (the guard that reveals a lag pages hide).
 
-A page that showed a task not ended, sent when the server's clock read at least ``page_at``
-(the local send time through the learned offset, less its error), was **stale** if the task's
-``completed_at`` (from its GET, or a later page) is before ``page_at - margin``: an honest
-list cannot show a task running after its end. Each stale page is one lagging sighting;
-stale pages at two different send times within ``memory`` make the list **lagging** (a
+A page is **stale** if it showed a task not ended although this process had seen the task's
+end (by its GET, or an earlier page) more than ``margin`` before the page was sent: an
+honest list cannot show a task running after its end was served. Both times are this
+machine's (the end's observation and the page's send time): neither the server's clock nor
+what ``completed_at`` means enters (a server may stamp ``completed_at`` before the status
+turns, or stamp bodies on another clock than its ``Date`` header: neither is a lag).
+Stale pages at two different send times within ``memory`` make the list **lagging** (a
 one-off, one page of a bad replica, does not). The lister then polls each task for a
 while, as after a missing list, and tries the list again.
 
@@ -27,7 +29,8 @@ submitted at once: equal ``created_at`` to the millisecond, or to the second) ar
 apart by the order pages listed them: newest first, so the one listed last was created
 first (:attr:`Candidate.listed`).
 
-Pure: no I/O, no clock of its own. Times are server epoch seconds.
+Pure: no I/O, no clock of its own. :class:`LagWatch` takes local times (a page's send
+time, an end's observation); the verification thresholds take ages on the server's clock.
 """
 
 from __future__ import annotations
@@ -51,17 +54,13 @@ def _rung(start: float, age: float) -> float:
     return rung
 
 
-def _resolution(stamp: float) -> float:
-    """How coarse a server timestamp may be: a whole second reads up to 1 s early (floored)."""
-    return 1.0 if stamp == math.floor(stamp) else 0.002
-
-
 @dataclass
 class LagWatch:
     """Stale pages seen lately, and the latest page that showed each task not ended."""
 
     margin: float = 2.0
-    """Seconds an end must precede a page that showed the task running to make it stale."""
+    """Seconds an end must have been seen before a page that showed the task running to
+    make the page stale."""
     memory: float = 300.0
     """Seconds a stale page is remembered."""
     running: dict[str, float] = field(default_factory=dict)
@@ -71,8 +70,10 @@ class LagWatch:
     pages list newest first, so of two tasks of one creation time the higher was created
     first."""
     _count: int = field(default=0, repr=False)
+    ended: dict[str, float] = field(default_factory=dict)
+    """Task id -> local time its end was first seen (by its GET or a page)."""
     stale: dict[float, float] = field(default_factory=dict)
-    """Send time of each stale page remembered -> how far it lagged (seconds)."""
+    """Local send time of each stale page remembered -> how far it lagged (seconds)."""
     episodes: int = 0
     """Lagging episodes in a row (each within ``memory`` of the one before)."""
     last_episode: float = -math.inf
@@ -86,21 +87,23 @@ class LagWatch:
             self._count += 1
             self.listed[task_id] = self._count
 
-    def end_known(self, task_id: str, completed_at: float | None, now: float) -> bool:
-        """The task's end is known (``completed_at``); True if that makes the list lagging."""
-        page_at = self.running.pop(task_id, None)
+    def end_seen(self, task_id: str, at: float) -> None:
+        """``task_id``'s end was seen at local time ``at`` (by its GET or a page; a later
+        time than the first sight only makes the judgement stricter)."""
+        self.ended[task_id] = min(at, self.ended.get(task_id, math.inf))
+        self.running.pop(task_id, None)
         self.listed.pop(task_id, None)
-        if page_at is None or completed_at is None:
-            return False
-        return self.page_after_end(page_at, completed_at, now)
 
-    def page_after_end(self, page_at: float, completed_at: float, now: float) -> bool:
-        """A page sent at ``page_at`` showed not ended a task that ended at ``completed_at``;
-        True if the list is now lagging (two stale pages within ``memory``)."""
-        lag = page_at - completed_at
-        if lag <= self.margin + _resolution(completed_at):
-            return False  # an honest page sent about when the task ended
-        self.stale[page_at] = max(lag, self.stale.get(page_at, 0.0))
+    def page_after_end(self, task_id: str, sent: float, now: float) -> bool:
+        """A page sent at local time ``sent`` showed ``task_id`` not ended; True if that
+        makes the list lagging (two stale pages within ``memory``)."""
+        seen = self.ended.get(task_id)
+        if seen is None:
+            return False
+        lag = sent - seen
+        if lag <= self.margin:
+            return False  # an honest page sent about when the end was served
+        self.stale[sent] = max(lag, self.stale.get(sent, 0.0))
         for at in [at for at in self.stale if at < now - self.memory]:
             del self.stale[at]
         return len(self.stale) >= 2
@@ -126,12 +129,14 @@ class LagWatch:
         """Forget ``task_id`` (no longer watched)."""
         self.running.pop(task_id, None)
         self.listed.pop(task_id, None)
+        self.ended.pop(task_id, None)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop what is remembered of tasks not in ``keep``."""
         kept = set(keep)
         self.running = {k: v for k, v in self.running.items() if k in kept}
         self.listed = {k: v for k, v in self.listed.items() if k in kept}
+        self.ended = {k: v for k, v in self.ended.items() if k in kept}
 
 
 @dataclass(frozen=True)
