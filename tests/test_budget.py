@@ -302,6 +302,36 @@ def test_a_flood_in_the_fast_lane_slows_polls_and_never_stops_them() -> None:
     assert min(gaps) >= 8, taken  # and no sooner: the fast lane goes first
 
 
+def test_tokens_are_not_taken_while_every_slot_is_busy() -> None:
+    # attack s23: slow answers held every slot while waiters kept taking tokens; when the
+    # slots freed, 8 requests went out within 30 ms at rate_limit=2, burst=2
+    import asyncio
+    import time as clock
+
+    from mh_notebook.polling.gate import RequestGate
+
+    sent: list[float] = []
+
+    async def request(gate: RequestGate) -> None:
+        await gate.acquire(first=True)
+        sent.append(clock.monotonic())
+        gate.release()  # answered at once
+
+    async def scenario() -> None:
+        gate = RequestGate(rate_limit=20.0, burst=1.0, max_in_flight=1)
+        gate.open(asyncio.get_running_loop().time)
+        await gate.acquire()  # a slow answer holds the only slot...
+        waiting = [asyncio.create_task(request(gate)) for _ in range(6)]
+        await asyncio.sleep(0.5)  # ...for 10 tokens' time
+        gate.release()
+        await asyncio.wait_for(asyncio.gather(*waiting), 10.0)
+
+    asyncio.run(scenario())
+    # at 20/s with a burst of 1, six requests span at least 5 tokens' time (0.25 s); tokens
+    # taken while the slot was busy would have let all six go at once on its release
+    assert sent[-1] - sent[0] >= 0.2, [round(t - sent[0], 3) for t in sent]
+
+
 # ---------------------------------------------------------------- properties (Hypothesis)
 @settings(max_examples=40)
 @given(

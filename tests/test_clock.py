@@ -65,6 +65,21 @@ def test_a_stepped_clock_restarts_the_estimate() -> None:
     assert abs(clock.offset - 100.0) <= max(clock.error, 1.0)
 
 
+def test_a_clock_stepped_back_settles_despite_the_stamps_of_before() -> None:
+    # attack s23: tasks created before a -30 s step keep their stamps; each contradicted the
+    # new Date headers and restarted the estimate, which flipped forever (error inf)
+    clock = ClockOffset()
+    start = 1_795_000_000.0
+    for sent, received, date in _answers(0.0, 20, start=start):
+        clock.observe_date(sent, received, date)
+    created_before = start + 39.5  # a task stamped on the old clock just before the step
+    for sent, received, date in _answers(-30.0, 25, seed=2, start=start + 40.0):  # stepped back
+        clock.observe_date(sent, received, date)
+        clock.observe_timestamp(created_before, received)  # its stamp comes with every answer
+    assert clock.steps == 1  # the one step, not one per stamp
+    assert abs(clock.offset + 30.0) <= clock.error < 0.1
+
+
 @pytest.mark.parametrize("date", [None, "", "yesterday", "Thu, 99 Foo 2025 10:00:00 GMT"])
 def test_missing_or_garbled_dates_are_ignored(date: str | None) -> None:
     clock = ClockOffset()

@@ -230,3 +230,38 @@ def test_property_of_one_creation_time_the_first_created_is_verified(
     ]
     chosen = pick_verification(Verifications(base=age / 2.0), batch)
     assert chosen is not None and chosen.id == f"t{listing[-1]}"
+
+
+def test_an_end_read_off_a_slow_page_is_seen_when_the_page_came() -> None:
+    # attack s23: an up-to-date replica answering in 3 s and one 1.5 s behind (under the
+    # margin): the end was dated at the slow page's send, so the lagging-but-honest page
+    # that followed looked stale by 3 s and the list was dropped for per-task GETs
+    from mh_notebook.polling.clock import ClockOffset
+    from mh_notebook.polling.lagguard import LagGuard
+    from mh_notebook.polling.state import TaskState
+
+    class _Host:
+        def __init__(self) -> None:
+            self.clock, self.tasks = ClockOffset(), dict[str, TaskState]()
+
+        def state(self, task_id: str) -> TaskState | None:
+            return self.tasks.get(task_id)
+
+    host, lagging = _Host(), []
+    guard = LagGuard(host, lambda now, worst: lagging.append(worst))  # type: ignore[arg-type]
+    guard.lag.margin = 1.8
+    for n, start in enumerate((100.0, 200.0)):
+        task_id = f"t{n}"
+        host.tasks[task_id] = TaskState(task_id)
+        running = Task.model_validate({"id": task_id, "status": "running"})
+        ended = Task.model_validate({"id": task_id, "status": "succeeded"})
+        guard.page_item(running, start - 5.0, start - 4.9)
+        guard.page_item(ended, start, start + 3.0)  # the slow, up-to-date replica
+        host.tasks[task_id].ended = True
+        guard.page_item(running, start + 3.5, start + 3.6)  # the other, 1.5 s behind: honest
+    assert lagging == []
+    assert guard.lag.ended == {"t0": 103.0, "t1": 203.0}
+    host.tasks["t0"].ended = True
+    guard.page_item(Task.model_validate({"id": "t0", "status": "running"}), 110.0, 110.1)
+    guard.page_item(Task.model_validate({"id": "t0", "status": "running"}), 111.0, 111.1)
+    assert len(lagging) == 1  # a page long after the end still lags: caught

@@ -12,8 +12,10 @@ as an interval ``[lo, hi]`` that only narrows:
   ``offset >= ts - t1``. A task first seen right after it was created makes this tight.
 
 ``offset`` is the middle of the interval and ``error`` its half-width: the true offset is
-within ``offset ± error`` as long as neither clock jumps. Bounds that contradict each
-other (a clock was stepped) restart the estimate from the newest evidence. Pure: no I/O,
+within ``offset ± error`` as long as neither clock jumps. A ``Date`` header that contradicts
+the estimate (a clock was stepped) restarts it from that header; a body timestamp that does
+is ignored (a task created before the server's clock was stepped back keeps its stamp: it
+would contradict every header from then on). Pure: no I/O,
 no clock of its own; every method takes the local times it needs.
 """
 
@@ -86,14 +88,18 @@ class ClockOffset:
         self._narrow(server - received_at - _SLACK, server + 1.0 - sent_at + _SLACK)
 
     def observe_timestamp(self, server_ts: float, received_at: float) -> None:
-        """Take a server timestamp from a body received at local ``received_at`` into account."""
-        self._narrow(server_ts - received_at - _SLACK, math.inf)
+        """Take a server timestamp from a body received at local ``received_at`` into account
+        (ignored if it contradicts the estimate: a task's stored stamp from before the
+        server's clock was stepped back says nothing of the clock now)."""
+        self._narrow(server_ts - received_at - _SLACK, math.inf, restart=False)
 
-    def _narrow(self, lo: float, hi: float) -> None:
+    def _narrow(self, lo: float, hi: float, *, restart: bool = True) -> None:
         with self._lock:
             new_lo, new_hi = max(self.lo, lo), min(self.hi, hi)
-            if new_lo > new_hi:  # contradiction: a clock was stepped; trust the newest evidence
-                new_lo, new_hi = lo, hi
+            if new_lo > new_hi:  # contradiction: a clock was stepped
+                if not restart:
+                    return
+                new_lo, new_hi = lo, hi  # a Date header: trust the newest evidence
                 self.steps += 1
             self.lo, self.hi = new_lo, new_hi
             self.samples += 1

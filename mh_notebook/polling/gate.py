@@ -1,8 +1,8 @@
 """Whose turn it is to send: the request budget, the cap on requests in flight, a limit's pause.
 
-Every request of a poller (polls and refreshes alike) takes its turn here: a token from a
-bucket whose rate follows the learned budget (:class:`~mh_notebook.polling.budget.AdaptiveRate`),
-then one of ``max_in_flight`` slots. A 429 that shows a server limit pauses every request
+Every request of a poller (polls and refreshes alike) takes its turn here: one of
+``max_in_flight`` slots, then a token from a bucket whose rate follows the learned budget
+(:class:`~mh_notebook.polling.budget.AdaptiveRate`). A 429 that shows a server limit pauses every request
 until its ``Retry-After``. Runs on the poller's loop; times are the loop's.
 """
 
@@ -49,13 +49,19 @@ class RequestGate:
         self._slots = asyncio.Semaphore(self._max_in_flight)
 
     async def acquire(self, first: bool = False) -> None:
-        """Wait for a token and a free slot (the slot is held until :meth:`release`);
+        """Wait for a free slot, then a token (the slot is held until :meth:`release`);
         ``first`` (a list page, a user's request) takes the next token before every poll,
-        even one already waiting (:class:`~.budget.TokenBucket`'s fast lane)."""
+        even one already waiting (:class:`~.budget.TokenBucket`'s fast lane). The slot
+        first: a token taken while every slot is busy (slow answers) would be spent later,
+        all at once with the others taken meanwhile, above the ceiling (attack s23)."""
         assert self.limiter is not None
-        if await self.limiter.acquire(first):
-            self._held += 1  # the budget held a request back: it binds
         await self._slots.acquire()
+        try:
+            if await self.limiter.acquire(first):
+                self._held += 1  # the budget held a request back: it binds
+        except BaseException:  # cancelled while waiting for the token
+            self._slots.release()
+            raise
 
     def release(self) -> None:
         """Free the slot taken by :meth:`acquire`."""

@@ -65,22 +65,24 @@ class LagGuard:
         self.lag.margin, self.lag.memory = 2.0 * min_interval, 10.0 * list_retry
         self.gap, self.checks.base = 10.0 * min_interval, 20.0 * min_interval
 
-    def page_item(self, task: Task, sent_local: float) -> None:
-        """One item of a page sent at local ``sent_local``: remember it showed a watched
-        task running, or its end; judge the page stale if this process had seen the task's
-        end before (:meth:`~.staleness.LagWatch.page_after_end`: local times only)."""
+    def page_item(self, task: Task, sent_local: float, received_local: float) -> None:
+        """One item of a page sent at local ``sent_local`` and answered at ``received_local``:
+        remember it showed a watched task running, or its end (seen when the answer came:
+        a slow page's end is not dated back to its send); judge the page stale if this
+        process had seen the task's end before it was sent
+        (:meth:`~.staleness.LagWatch.page_after_end`: local times only)."""
         state = self._p.state(task.id) if self.enabled else None
         if state is None:
             return
         if status_rank(task.status) == 3:
-            self.lag.end_seen(task.id, sent_local)
+            self.lag.end_seen(task.id, received_local)
             return
         if not state.ended:
             self.lag.shown_running(task.id, sent_local)
             return
         if task.id not in self.lag.ended:  # its end came by a GET (answered at fetched_at or before)
             self.lag.end_seen(task.id, state.fetched_at or sent_local)
-        if self.lag.page_after_end(task.id, sent_local, time.time()):
+        if self.lag.page_after_end(task.id, sent_local, received_local):
             self._on_lagging(self._p.clock.server_now(time.time()), self.lag.worst)
 
     def sweep(self) -> None:

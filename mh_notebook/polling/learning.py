@@ -85,5 +85,5 @@ def after_failure(state: ListState, failure: ListFailure, now: float) -> ListSta
 def after_lag(state: ListState, now: float, period: float, worst: float) -> ListState:
     """Per-task polling for ``period`` seconds from ``now``: the list was seen lagging behind
     the tasks' own GETs (by up to ``worst`` seconds); then it is tried again by a probe."""
-    reason = f"the list lags behind task GETs (by up to {worst:.0f} s)"
+    reason = f"the list lags behind task GETs (by up to {worst:.1f} s)"
     return replace(state, health=Health(state.health.failures + 1, now + period, reason))

@@ -313,11 +313,11 @@ class Lister:
         self.state = after_walk(self.state, walk, outcome, mine, first_sent)
 
     def _take_page(self, page: TaskPage, sent_local: float, observed: set[str]) -> list[Sighting]:
-        sightings = []
+        sightings, received = [], time.time()  # (called as the page's answer came)
         server_sent = self._p.clock.server_now(sent_local)
         for task in page.tasks:
             sightings.append(Sighting.from_task(task, server_sent, Source.PAGE))
-            self.guard.page_item(task, sent_local)  # (before the fold: what was known until now)
+            self.guard.page_item(task, sent_local, received)  # (before the fold: what was known until now)
             if task.id not in observed and self.fold(task, sent_local):
                 observed.add(task.id)
         return sightings
