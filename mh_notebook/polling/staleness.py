@@ -64,7 +64,7 @@ class LagWatch:
     memory: float = 300.0
     """Seconds a stale page is remembered."""
     running: dict[str, float] = field(default_factory=dict)
-    """Task id -> the latest page (its earliest server time) that showed it not ended."""
+    """Task id -> the local send time of the latest page that showed it not ended."""
     listed: dict[str, int] = field(default_factory=dict)
     """Task id (of ``running``) -> its place in the order pages first listed the tasks:
     pages list newest first, so of two tasks of one creation time the higher was created
@@ -79,7 +79,7 @@ class LagWatch:
     last_episode: float = -math.inf
 
     def shown_running(self, task_id: str, page_at: float) -> None:
-        """A page sent at ``page_at`` (at the earliest) showed ``task_id`` not ended (call
+        """A page sent at local time ``page_at`` showed ``task_id`` not ended (call
         in the order of the page's items)."""
         if page_at > self.running.get(task_id, -math.inf):
             self.running[task_id] = page_at
