@@ -20,9 +20,16 @@ At one steady rate the two look alike. When many 429s come while the budget is w
 requests back and nothing was sent well below that rate lately, the budget probes: it
 sends at the rate a limit would allow (the share answered without 429), at most
 ``probe_depth`` of the rate, for ``probe_seconds`` (no pause), at most once every
-``probe_every`` seconds, and goes back up unless the 429s fell with the rate. Noise alone
-so never lowers the rate below a demand that fits under the ceiling: a demand that fits
-never waits for a token.
+``probe_every`` seconds, and goes back up unless the 429s fell with the rate (the probe's
+answers against those just before it: a controlled experiment, so it does not depend on
+the sending rate measured while the rate changes). Noise alone so never lowers the rate
+below a demand that fits under the ceiling: a demand that fits never waits for a token.
+
+A limit once learned is placed at about what the server let through while it answered
+429 (the rate sent overstates it), and 429s from about there on are its own. While it is
+known, at most ``limit_burst`` requests go back to back: a server's limit has a burst of
+its own, and a watcher's second's worth sent at once would be refused at a mean rate
+under the limit (:meth:`AdaptiveRate.bucket`).
 
 Which request to spend the budget on is :func:`poll_priority`'s business. All of it is
 pure: no clock of its own, every method takes the time.
@@ -85,9 +92,7 @@ class RateLedger:
         n_at, k_at = self.counts(now, rate / near, rate * near)
         if n_lo < self.min_answers or n_at < self.min_answers or k_at < self.min_limited:
             return 0.0, n_lo  # too few to tell (a z of two or three 429s is no evidence)
-        p = (k_lo + k_at) / (n_lo + n_at)
-        se = math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n_lo + 1.0 / n_at))
-        return (k_at / n_at - k_lo / n_lo) / se, n_lo
+        return rise(n_lo, k_lo, n_at, k_at), n_lo
 
     def trend(self, now: float) -> float:
         """How clearly 429s rise with the rate over the whole ledger: the z of a trend test
@@ -119,6 +124,14 @@ class RateLedger:
             if cell[0] < 0.01:
                 cell[0] = cell[1] = 0.0
         return cell
+
+
+def rise(n_lo: float, k_lo: float, n_hi: float, k_hi: float) -> float:
+    """One-sided two-proportion z: how clearly the share of 429s among ``n_hi`` answers
+    (``k_hi`` of them 429) is above the share among ``n_lo`` (``k_lo``)."""
+    p = (k_lo + k_hi) / (n_lo + n_hi)
+    se = math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n_lo + 1.0 / n_hi))
+    return (k_hi / n_hi - k_lo / n_lo) / se
 
 
 def _bin(rate: float) -> int:
@@ -164,6 +177,8 @@ class AdaptiveRate:
     lately (over about ``accept_meter`` seconds): about the server's limit."""
     accept_meter: float = 3.0
     """Time constant (seconds) of the measured rate of answers other than 429."""
+    limit_burst: float = 2.0
+    """Requests sent back to back at most while a server limit is known (:meth:`burst`)."""
 
     def __post_init__(self) -> None:
         self.rate = self.ceiling
@@ -180,6 +195,10 @@ class AdaptiveRate:
         self._bound = False
         self._probe_from: float | None = None
         self._probe_until = self._last_probe = -math.inf
+        self._probe_before = (0.0, 0.0)
+        """(answers, 429s) at about the rate the probe came down from."""
+        self._probe_seen = [0.0, 0.0]
+        """(answers, 429s) to requests sent during the probe, well under that rate."""
 
     @property
     def lowest(self) -> float:
@@ -204,6 +223,7 @@ class AdaptiveRate:
     def on_answer(self, now: float, sent_rate: float) -> None:
         """An answer other than 429 to a request sent at ``sent_rate``."""
         self.ledger.add(now, sent_rate, False)
+        self._count_probe(sent_rate, False)
         self._accepted = self.accepted(now) + 1.0 / self.accept_meter
         self._accepted_at = now
 
@@ -226,8 +246,9 @@ class AdaptiveRate:
         )
         known = self._limit_rate is not None and now - self._limit_seen < self.memory
         self.ledger.add(now, rate, True)
+        self._count_probe(rate, True)
         if shown:  # where the limit showed itself: 429s from near there on are its own
-            self._limit_rate = rate
+            self._limit_rate = min(rate, self._limit_rate) if known and self._limit_rate else rate
         elif not (known and self._limit_rate is not None and rate >= self.near * self._limit_rate):
             self._maybe_probe(now, n_lo)
             return False  # noise, or well under the rate where the limit showed
@@ -236,10 +257,29 @@ class AdaptiveRate:
         if now < self._hold_until:
             return True
         self.limited_at = base = min(self.rate, rate)
-        target = max(base * self.decrease, self.settle * self.accepted(now))  # not lower than it lets through
+        accepted = self.accepted(now)
+        # 429s count as the limit's from about what the server lets through while it
+        # answers 429 on: the rate sent overstates the limit (a start's or a burst's
+        # sending rate is far above it), and 429s between the two would be taken for noise
+        self._limit_rate = min(base, max(accepted, base * self.decrease))
+        target = max(base * self.decrease, self.settle * accepted)  # not lower than it lets through
         self.rate = max(self.lowest, min(target, base, self.ceiling))
         self._hold_until = now + max(1.0, retry_after or 0.0)
         return True
+
+    def limit_known(self, now: float) -> bool:
+        """Whether a server limit showed itself within ``memory`` seconds."""
+        return self.limited_at is not None and now - self._limit_seen < self.memory
+
+    def bucket(self, now: float, burst: float | None = None) -> float:
+        """The token bucket's size: a second's worth of the rate, at most the user's
+        ``burst``, and at most ``limit_burst`` while a server limit is known. A server's
+        limit has a burst of its own, unknown and maybe far under a second's worth: a
+        watcher that sends its rate's worth at once (after a pause, or a lull) gets 429s
+        at a mean rate under the limit, and learns a limit too low (a server allowing
+        12/s in bursts of 6 was learned as 8/s)."""
+        caps = [b for b in (burst, self.limit_burst if self.limit_known(now) else None) if b is not None]
+        return min([max(1.0, self.rate), *caps])
 
     def sending(self, now: float) -> float:
         """The rate requests were sent at lately (requests per second)."""
@@ -259,6 +299,7 @@ class AdaptiveRate:
             return
         self._probe_from, self._last_probe = self.rate, now
         self._probe_until = now + self.probe_seconds
+        self._probe_before, self._probe_seen = (n_at, k_at), [0.0, 0.0]
         # as low as a limit would be (the rate answered without 429), at most probe_depth
         self.rate = max(self.lowest, self.rate * min(self.probe_depth, 1.0 - k_at / n_at))
 
@@ -286,16 +327,34 @@ class AdaptiveRate:
         self.rate = min(self.ceiling, self.rate * (1.0 + growth * span))
         return True
 
+    def _count_probe(self, sent_rate: float, limited: bool) -> None:
+        """An answer to a request sent during a probe (at a rate well under the probe's
+        start: the sending rate is measured over ``meter`` seconds, it lags)."""
+        if self._probe_from is not None and sent_rate < self._probe_from / 1.25:
+            self._probe_seen[0] += 1.0
+            self._probe_seen[1] += 1.0 if limited else 0.0
+
     def _end_probe(self, now: float) -> bool:
+        """At a probe's end: a limit if the 429s fell with the rate (clearly, and to at most
+        half their share), learned at about what the server let through before (the rate
+        sent less its 429s); else back up to the rate before."""
         if self._probe_from is None or now < self._probe_until:
             return False
-        self.rate, self._probe_from = min(self._probe_from, self.ceiling), None
+        (n_hi, k_hi), (n_lo, k_lo) = self._probe_before, self._probe_seen
+        fell = n_lo >= self.ledger.min_answers and k_lo / n_lo <= k_hi / n_hi / 2
+        if fell and rise(n_lo, k_lo, n_hi, k_hi) >= self.trend_evidence:
+            self.limited_at = self._limit_rate = self._probe_from * (1.0 - k_hi / n_hi)
+            self._limit_seen = now  # no pause: the probe's rate is already under the limit
+            self.rate = min(self.ceiling, max(self.rate, self.settle * self._limit_rate))
+        else:
+            self.rate = min(self._probe_from, self.ceiling)
+        self._probe_from = None
         return True
 
     def belief(self, now: float) -> str | None:
         """What the 429s seen lately say, for the panel (``None``: no 429 lately)."""
-        if self.limited_at is not None and now - self._limit_seen < self.memory:
-            return f"server limit ≈ {self.limited_at:.2g} req/s learned from 429s"
+        if self.limit_known(now) and self._limit_rate is not None:
+            return f"server limit ≈ {self._limit_rate:.2g} req/s learned from 429s"
         n, share = self.ledger.share(now)
         if n < 1.0 or share * n < 0.5:
             return None

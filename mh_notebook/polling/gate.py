@@ -41,6 +41,8 @@ class RequestGate:
         """What the 429s seen lately say: a server limit, or random (for the panel)."""
         self._burst, self._max_in_flight = burst, max_in_flight
         self._sent = self._held = 0
+        self._size = 0.0
+        """The token bucket's size when it was last set (:meth:`AdaptiveRate.bucket`)."""
 
     def open(self, time: Callable[[], float]) -> None:
         """Make the token bucket and the slots (on the loop); ``time`` is the loop's clock."""
@@ -108,15 +110,15 @@ class RequestGate:
         requests waited for a token), end a probe, and say what the 429s look like."""
         (used, self._sent), (held, self._held) = (self._sent, 0), (self._held, 0)
         now = self._time()
-        if self.budget.on_tick(now, seconds, used, held):
+        changed = self.budget.on_tick(now, seconds, used, held)
+        if changed or self._size != self.budget.bucket(now, self._burst):  # or a limit forgotten
             self._new_limiter()
         self.belief = self.budget.belief(now)
 
     def _new_limiter(self) -> None:
-        """The token bucket follows the budget's rate (its tokens are kept)."""
-        rate = self.budget.rate
-        burst = min(self._burst, max(1.0, rate)) if self._burst is not None else max(1.0, rate)
+        """The token bucket follows the budget's rate and burst cap (its tokens are kept)."""
+        rate, self._size = self.budget.rate, self.budget.bucket(self._time(), self._burst)
         if self.limiter is None:
-            self.limiter = TokenBucket(rate, burst)
+            self.limiter = TokenBucket(rate, self._size)
         else:
-            self.limiter.set(rate, burst)
+            self.limiter.set(rate, self._size)
