@@ -178,7 +178,7 @@ class AdaptiveRate:
     accept_meter: float = 3.0
     """Time constant (seconds) of the measured rate of answers other than 429."""
     limit_burst: float = 2.0
-    """Requests sent back to back at most while a server limit is known (:meth:`burst`)."""
+    """Requests sent back to back at most while a server limit is known (:meth:`bucket`)."""
 
     def __post_init__(self) -> None:
         self.rate = self.ceiling
