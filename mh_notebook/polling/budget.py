@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .probe import Probe, rise
+
 __all__ = ["AdaptiveRate", "RateLedger", "TokenBucket", "poll_priority"]
 
 _BIN = math.log(2.0) / 8
@@ -86,12 +88,12 @@ class RateLedger:
         """How clearly 429s rise with the rate at ``rate``: a one-sided z of the share of
         429s among requests sent within ``near`` times ``rate`` against the share among
         those sent well below (under ``rate / near``), and how many answers that lower
-        group holds. z is 0 while either group has fewer than ``min_answers``, or the group
-        near ``rate`` fewer than ``min_limited`` 429s."""
+        group holds. z is NaN (no verdict) while either group has fewer than
+        ``min_answers``, or the group near ``rate`` fewer than ``min_limited`` 429s."""
         n_lo, k_lo = self.counts(now, 0.0, rate / near)
         n_at, k_at = self.counts(now, rate / near, rate * near)
         if n_lo < self.min_answers or n_at < self.min_answers or k_at < self.min_limited:
-            return 0.0, n_lo  # too few to tell (a z of two or three 429s is no evidence)
+            return math.nan, n_lo  # too few to tell (a z of two or three 429s is no evidence)
         return rise(n_lo, k_lo, n_at, k_at), n_lo
 
     def trend(self, now: float) -> float:
@@ -124,14 +126,6 @@ class RateLedger:
             if cell[0] < 0.01:
                 cell[0] = cell[1] = 0.0
         return cell
-
-
-def rise(n_lo: float, k_lo: float, n_hi: float, k_hi: float) -> float:
-    """One-sided two-proportion z: how clearly the share of 429s among ``n_hi`` answers
-    (``k_hi`` of them 429) is above the share among ``n_lo`` (``k_lo``)."""
-    p = (k_lo + k_hi) / (n_lo + n_hi)
-    se = math.sqrt(max(p * (1.0 - p), 1e-12) * (1.0 / n_lo + 1.0 / n_hi))
-    return (k_hi / n_hi - k_lo / n_lo) / se
 
 
 def _bin(rate: float) -> int:
@@ -193,12 +187,8 @@ class AdaptiveRate:
         self._accepted, self._accepted_at = 0.0, -math.inf
         self._acc_seconds = self._acc_used = self._acc_held = 0.0
         self._bound = False
-        self._probe_from: float | None = None
-        self._probe_until = self._last_probe = -math.inf
-        self._probe_before = (0.0, 0.0)
-        """(answers, 429s) at about the rate the probe came down from."""
-        self._probe_seen = [0.0, 0.0]
-        """(answers, 429s) to requests sent during the probe, well under that rate."""
+        self._probe: Probe | None = None
+        self._last_probe = -math.inf
 
     @property
     def lowest(self) -> float:
@@ -208,7 +198,7 @@ class AdaptiveRate:
     def set_ceiling(self, ceiling: float) -> None:
         """A new ceiling (a watcher with a lower ``rate_limit`` attached, or one left)."""
         self.ceiling = ceiling
-        self._probe_from = None
+        self._probe = None
         self.rate = min(self.rate if self.limited_at is not None else ceiling, ceiling)
         self.rate = max(self.rate, self.lowest)
 
@@ -223,7 +213,8 @@ class AdaptiveRate:
     def on_answer(self, now: float, sent_rate: float) -> None:
         """An answer other than 429 to a request sent at ``sent_rate``."""
         self.ledger.add(now, sent_rate, False)
-        self._count_probe(sent_rate, False)
+        if self._probe is not None:
+            self._probe.count(now, sent_rate, False)
         self._accepted = self.accepted(now) + 1.0 / self.accept_meter
         self._accepted_at = now
 
@@ -246,22 +237,27 @@ class AdaptiveRate:
         )
         known = self._limit_rate is not None and now - self._limit_seen < self.memory
         self.ledger.add(now, rate, True)
-        self._count_probe(rate, True)
+        if self._probe is not None:
+            self._probe.count(now, rate, True)
         if shown:  # where the limit showed itself: 429s from near there on are its own
             self._limit_rate = min(rate, self._limit_rate) if known and self._limit_rate else rate
         elif not (known and self._limit_rate is not None and rate >= self.near * self._limit_rate):
             self._maybe_probe(now, n_lo)
             return False  # noise, or well under the rate where the limit showed
         self._limit_seen = now
-        self._probe_from = None  # a probe that showed the limit: the AIMD carries on from it
+        self._probe = None  # a probe that showed the limit: the AIMD carries on from it
         if now < self._hold_until:
             return True
         self.limited_at = base = min(self.rate, rate)
         accepted = self.accepted(now)
-        # 429s count as the limit's from about what the server lets through while it
-        # answers 429 on: the rate sent overstates the limit (a start's or a burst's
-        # sending rate is far above it), and 429s between the two would be taken for noise
-        self._limit_rate = min(base, max(accepted, base * self.decrease))
+        if shown or self._limit_rate is None:
+            # 429s count as the limit's from about what the server lets through while it
+            # answers 429 on: the rate sent overstates the limit (a start's or a burst's
+            # sending rate is far above it), and 429s between the two would be taken for
+            # noise. Only where a 429 showed the limit: one counted as its own because it
+            # came near it moves nothing (random 429s on top of a limit would ratchet it
+            # down to the floor, attack s24)
+            self._limit_rate = min(base, max(accepted, base * self.decrease))
         target = max(base * self.decrease, self.settle * accepted)  # not lower than it lets through
         self.rate = max(self.lowest, min(target, base, self.ceiling))
         self._hold_until = now + max(1.0, retry_after or 0.0)
@@ -288,20 +284,25 @@ class AdaptiveRate:
         return self._sending * math.exp(-max(0.0, now - self._sent_at) / self.meter)
 
     def _maybe_probe(self, now: float, n_lo: float) -> None:
-        """Many 429s at one rate, the budget binding, nothing sent well below lately:
-        send lower for a while to see whether the 429s fall with the rate."""
-        if not self._bound or n_lo >= 20.0 or self._probe_from is not None:
+        """Many 429s at one rate, the budget binding, nothing sent well below lately (or a
+        limit known, which they may have been taken for): send lower for a while to see
+        whether the 429s fall with the rate."""
+        if not self._bound or self._probe is not None:
             return
+        if n_lo >= self.ledger.min_answers and not self.limit_known(now):
+            return  # the ledger can tell (:meth:`RateLedger.evidence`)
         if now - self._last_probe < self.probe_every or now < self._hold_until:
             return
         n_at, k_at = self.ledger.counts(now, self.rate / 1.25, math.inf)
         if k_at < 3.0:
             return
-        self._probe_from, self._last_probe = self.rate, now
-        self._probe_until = now + self.probe_seconds
-        self._probe_before, self._probe_seen = (n_at, k_at), [0.0, 0.0]
-        # as low as a limit would be (the rate answered without 429), at most probe_depth
-        self.rate = max(self.lowest, self.rate * min(self.probe_depth, 1.0 - k_at / n_at))
+        # as low as a limit would be (the rate answered without 429), at most probe_depth,
+        # long enough for the answers it needs
+        low = max(self.lowest, self.rate * min(self.probe_depth, 1.0 - k_at / n_at))
+        seconds = max(self.probe_seconds, 1.5 * self.ledger.min_answers / low)
+        self._last_probe, low_until = now, now + seconds
+        self._probe = Probe(self.rate, low, low_until, low_until + seconds, (n_at, k_at))
+        self.rate = low
 
     def on_tick(self, now: float, seconds: float, used: float, held: float | None = None) -> bool:
         """``seconds`` passed in which ``used`` requests were sent, ``held`` of them after
@@ -318,38 +319,40 @@ class AdaptiveRate:
         span, used, held = self._acc_seconds, self._acc_used, self._acc_held
         self._acc_seconds = self._acc_used = self._acc_held = 0.0
         self._bound = used >= 0.8 * self.rate * span and held >= 0.5 * used
-        if now < self._hold_until or self._probe_from is not None or self.rate >= self.ceiling:
+        if now < self._hold_until or self._probe is not None or self.rate >= self.ceiling:
             return changed
         if not self._bound:  # demand was lower: nothing learned about the server
             return changed
         near = self.limited_at is not None and self.rate >= self.near * self.limited_at
+        near = near and self.limit_known(now)  # a limit forgotten is probed for quickly
         growth = self.slow_growth if near else self.fast_growth
         self.rate = min(self.ceiling, self.rate * (1.0 + growth * span))
         return True
 
-    def _count_probe(self, sent_rate: float, limited: bool) -> None:
-        """An answer to a request sent during a probe (at a rate well under the probe's
-        start: the sending rate is measured over ``meter`` seconds, it lags)."""
-        if self._probe_from is not None and sent_rate < self._probe_from / 1.25:
-            self._probe_seen[0] += 1.0
-            self._probe_seen[1] += 1.0 if limited else 0.0
-
     def _end_probe(self, now: float) -> bool:
-        """At a probe's end: a limit if the 429s fell with the rate (clearly, and to at most
-        half their share), learned at about what the server let through before (the rate
-        sent less its 429s); else back up to the rate before."""
-        if self._probe_from is None or now < self._probe_until:
+        """The probe's next phase: back up to the rate before after the low phase; at the
+        end of the back phase, its verdict (:meth:`Probe.verdict`). A limit is learned at
+        about what the server let through in the back phase (the rate less its 429s), and
+        the rate settles under it (no pause: nothing is refused yet). Noise forgets a limit
+        learned before (random 429s that came near it were taken for its own, attack s24)."""
+        probe = self._probe
+        if probe is None or now < probe.low_until:
             return False
-        (n_hi, k_hi), (n_lo, k_lo) = self._probe_before, self._probe_seen
-        fell = n_lo >= self.ledger.min_answers and k_lo / n_lo <= k_hi / n_hi / 2
-        if fell and rise(n_lo, k_lo, n_hi, k_hi) >= self.trend_evidence:
-            self.limited_at = self._limit_rate = self._probe_from * (1.0 - k_hi / n_hi)
-            self._limit_seen = now  # no pause: the probe's rate is already under the limit
-            self.rate = min(self.ceiling, max(self.rate, self.settle * self._limit_rate))
-        else:
-            self.rate = min(self._probe_from, self.ceiling)
-        self._probe_from = None
-        return True
+        if now < probe.back_until:
+            if probe.back:
+                return False
+            probe.back, self.rate = True, min(probe.high, self.ceiling)
+            return True
+        self._probe = None
+        verdict = probe.verdict(self.ledger.min_answers, self.trend_evidence)
+        if verdict == "limit":
+            self.limited_at = self._limit_rate = probe.high * (1.0 - probe.share_back())
+            self._limit_seen = now
+            self.rate = max(self.lowest, min(self.ceiling, self.settle * self._limit_rate))
+        elif verdict == "noise" and self.limited_at is not None:
+            self.limited_at = self._limit_rate = None
+            self._limit_seen = -math.inf
+        return verdict == "limit"
 
     def belief(self, now: float) -> str | None:
         """What the 429s seen lately say, for the panel (``None``: no 429 lately)."""

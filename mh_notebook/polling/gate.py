@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ..errors import APIError, RateLimitedError
 from .budget import AdaptiveRate, TokenBucket
 
 __all__ = ["RequestGate", "check_rate"]
@@ -85,6 +86,17 @@ class RequestGate:
     def on_answer(self, sent_rate: float) -> None:
         """A request sent at ``sent_rate`` was answered (not 429)."""
         self.budget.on_answer(self._time(), sent_rate)
+
+    def answered(self, sent_rate: float, error: BaseException | None, fallback: float) -> bool:
+        """What the outcome of a request sent at ``sent_rate`` tells the budget: an answer
+        (``error`` ``None`` or an :class:`APIError` other than 429) that the rate was fine, a
+        429 what :meth:`limited` makes of it (True: a limit's, everyone waits), a network
+        error nothing."""
+        if isinstance(error, RateLimitedError):
+            return self.limited(error.retry_after, fallback, sent_rate)
+        if error is None or isinstance(error, APIError):
+            self.on_answer(sent_rate)
+        return False
 
     def limited(self, retry_after: float | None, fallback: float, sent_rate: float | None = None) -> bool:
         """A 429 for a request sent at ``sent_rate``. If the budget sees a server limit in

@@ -49,11 +49,10 @@ class Poller:
     All durations are real seconds: each task carries the (possibly scaled) policy it was
     watched with. ``rate_limit`` is the most requests per second for the whole poller,
     bursts of ``burst`` (default: one second's worth, at least 1: a group of tasks due at
-    once, such as a batch of one model ending together, is asked about within a second);
-    the rate sent settles under the server's own limit when 429s show one
-    (:class:`~mh_notebook.polling.budget.AdaptiveRate`). When more polls are due than the
-    budget allows, the poll likeliest to see an end on time goes first (:mod:`~.hazard`).
-    Server timestamps are compared with local time through ``clock``, the server's clock.
+    once, such as a batch of one model ending together, is asked about within a second;
+    2 while 429s show a server limit, under which the rate settles: :mod:`~.budget`).
+    When more polls are due than the budget allows, the poll likeliest to see an end on
+    time goes first (:mod:`~.hazard`). ``clock`` is the server's clock.
     """
 
     def __init__(
@@ -440,28 +439,29 @@ class Poller:
         self._schedule(state, 0.0)
 
     async def _refresh(self, task_id: str, attempts: int = 8) -> Task:
-        """Fetch now, riding out transient errors; every request is counted on the task."""
-        state = self.state(task_id)
+        """Fetch now, riding out transient errors; every request counts on the task and in the budget."""
+        state, sent = self.state(task_id), [0.0]
         for attempt in range(1, attempts + 1):
             try:
-                task = await self._fetch_in_turn(task_id, state)
+                task = await self._fetch_in_turn(task_id, state, sent)
             except ModelHunterError as exc:
+                limit = self._gate.answered(sent[0], exc, self.policy.error_backoff)
                 if not (is_transient(exc) or isinstance(exc, ServerError)) or attempt == attempts:
                     raise  # like polling, any 5xx is worth another try here
                 if isinstance(exc, RateLimitedError):  # a limit's pause holds the next turn
-                    if not self._gate.limited(exc.retry_after, self.policy.error_backoff):
-                        await asyncio.sleep(exc.retry_after or self.policy.error_backoff)
+                    await asyncio.sleep(0.0 if limit else exc.retry_after or self.policy.error_backoff)
                 else:
                     await asyncio.sleep(self.policy.error_delay(attempt, self._rng))
                 continue
+            self._gate.on_answer(sent[0])
             if state is not None:
                 self._record_answer(state, task)
             if task.status != TaskStatus.EXPIRED or attempt == attempts:
                 return task  # "expired" re-issues the URL: the next answer carries it
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch_in_turn(self, task_id: str, state: TaskState | None) -> Task:
-        """One request for a refresh, sent when the budget and a 429 pause allow."""
+    async def _fetch_in_turn(self, task_id: str, state: TaskState | None, sent: list[float]) -> Task:
+        """One request for a refresh, in the budget's turn (``sent[0]``: the rate it was sent at)."""
         while True:
             if await self._take_turn(honour_pause=False):
                 break
@@ -470,7 +470,7 @@ class Poller:
             if state is not None:
                 state.polls += 1
             self.lister.count(page=False)
-            self._gate.count_send()
+            sent[0] = self._gate.count_send()
             return await self._client.get_task(task_id, retry=False)
         finally:
             self._gate.release()

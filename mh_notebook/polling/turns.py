@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from ..client import AsyncClient, _Secret
-from ..errors import APIError, RateLimitedError
+from ..errors import RateLimitedError
 from .gate import RequestGate
 
 __all__ = ["ActionTurns", "UserRequests"]
@@ -72,10 +72,7 @@ class ActionTurns:
     def done(self, taken: float, error: BaseException | None) -> None:
         """Free the slot; an answer tells the budget the rate was fine, a 429 what it shows."""
         try:
-            if isinstance(error, RateLimitedError):
-                self._gate.limited(error.retry_after, self._fallback, taken)
-            elif error is None or isinstance(error, APIError):  # answered, not 429
-                self._gate.on_answer(taken)
+            self._gate.answered(taken, error, self._fallback)
         finally:
             self._gate.release()
 

@@ -1,0 +1,194 @@
+"""Attack s24: the request budget under 429s. Each test is a break an attacker found
+against 87b6974 (each failed there), fixed since.
+
+The pure tests drive AdaptiveRate + TokenBucket as RequestGate does (bucket size
+``AdaptiveRate.bucket``, a limit's 429 pauses every request for its Retry-After, ticks of
+0.5 s), on a fake clock. Scripts and figures: attack/ on branch s24-attack.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mh_notebook.polling.budget import AdaptiveRate, TokenBucket
+
+Server = Callable[[float, random.Random], "tuple[bool, float | None]"]
+
+
+class _Log:
+    def __init__(self, rate: AdaptiveRate) -> None:
+        self.rate = rate
+        self.answers: list[tuple[float, bool]] = []
+        self.budgets: list[tuple[float, float]] = []
+        self.paused = 0.0
+
+    def share(self, a: float, b: float) -> float:
+        xs = [r for t, r in self.answers if a <= t < b]
+        return sum(xs) / max(1, len(xs))
+
+    def accepted(self, a: float, b: float) -> float:
+        return sum(1 for t, r in self.answers if a <= t < b and not r) / (b - a)
+
+
+def _drive(
+    ceiling: float, demand: Callable[[float], float], server: Server, seconds: float, seed: int = 0
+) -> _Log:
+    rng = random.Random(seed)
+    rate = AdaptiveRate(ceiling)
+    log = _Log(rate)
+    now = [0.0]
+    size = rate.bucket(0.0)
+    bucket = TokenBucket(rate.rate, size, clock=lambda: now[0])
+    paused_until, next_send, t, tick = 0.0, 0.0, 0.0, 0.5
+    while t < seconds:
+        used = held = 0
+        while max(next_send, paused_until) < t + tick:
+            now[0] = max(next_send, now[0], paused_until)
+            wait, was_held = bucket.try_take(), False
+            while wait > 0:
+                was_held = True
+                now[0] += wait
+                wait = bucket.try_take()
+            if now[0] < paused_until:
+                continue
+            held += was_held
+            used += 1
+            sent = rate.on_send(now[0])
+            refused, retry_after = server(now[0], rng)
+            log.answers.append((now[0], refused))
+            if refused:
+                wait_s = retry_after if retry_after is not None else 1.0
+                if rate.on_limited(now[0], wait_s, sent):
+                    end = now[0] + wait_s
+                    log.paused += max(0.0, end - max(now[0], paused_until))
+                    paused_until = max(paused_until, end)
+                size = rate.bucket(now[0])
+                bucket.set(rate.rate, size)
+            else:
+                rate.on_answer(now[0], sent)
+            next_send = now[0] + 1.0 / demand(now[0])
+        t += tick
+        now[0] = max(now[0], t)
+        if rate.on_tick(t, tick, used, held) or size != rate.bucket(t):
+            size = rate.bucket(t)
+            bucket.set(rate.rate, size)
+        log.budgets.append((t, rate.rate))
+    return log
+
+
+class _Bucket:
+    """A server's token bucket of ``limit`` req/s (burst ``limit``), Retry-After >= 1 s."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.tokens, self.at = limit, limit, 0.0
+
+    def __call__(self, t: float, rng: random.Random) -> tuple[bool, float | None]:
+        self.tokens = min(self.limit, self.tokens + max(0.0, t - self.at) * self.limit)
+        self.at = max(self.at, t)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return False, None
+        return True, float(max(1, math.ceil((1.0 - self.tokens) / self.limit)))
+
+
+def test_a_limit_with_random_429s_on_top_settles_near_the_limit() -> None:
+    """Attack s24, break 1: with a known limit every random 429 sent at >= 0.85 x the
+    learned limit counts as the limit's (cut 30% + everyone paused), and the learned
+    limit follows each cut down: a 6/s limit + 10% random 429s ends at ~0.3 req/s"""
+    limit = _Bucket(6.0)
+
+    def server(t: float, rng: random.Random) -> tuple[bool, float | None]:
+        refused, ra = limit(t, rng)
+        return (refused, ra) if refused else (rng.random() < 0.10, 1.0)
+
+    log = _drive(10.0, lambda t: 20.0, server, 600.0)
+    # at best 5.4/s get through (6/s less the proxy's 10%); "just under, not far under"
+    assert log.accepted(300.0, 600.0) > 0.7 * 5.4, log.accepted(300.0, 600.0)
+
+
+def test_random_429s_after_a_limit_is_lifted_never_hold_a_demand_that_fits() -> None:
+    """Attack s24, break 1b: after a limit was learned, random 429s alone (the limit
+    lifted) keep the rate near the floor and pause every request, under a demand that
+    fits"""
+    limit = _Bucket(6.0)
+
+    def server(t: float, rng: random.Random) -> tuple[bool, float | None]:
+        if t < 90.0:
+            refused, ra = limit(t, rng)
+            if refused:
+                return refused, ra
+        return rng.random() < 0.10, 1.0
+
+    log = _drive(10.0, lambda t: 20.0 if t < 90.0 else 8.0, server, 600.0)
+    late = [r for t, r in log.budgets if t >= 300.0]  # 210 s after the limit went
+    assert min(late) >= 8.0, min(late)
+
+
+def test_a_refreshs_answers_count_in_the_budget_as_its_429s_do() -> None:
+    """Attack s24, break 2: Poller._refresh feeds the budget its 429s (at the sending
+    rate when the 429 came) but never its other answers: the ledger sees refreshes as
+    all-429, the panel's share is inflated and noise is taken for a limit"""
+    from mh_notebook.client import AsyncClient
+    from mh_notebook.polling.poller import Poller
+    from mh_notebook.sim import Faults, Simulator
+
+    with Simulator(seed=5, speed=1, faults=Faults(rate_429=0.2, retry_after=0.05)) as sim:
+        task_id = sim.submit(model="veo-3.1", latency=100_000)
+        poller = Poller(
+            lambda: AsyncClient(sim.api_key, sim.url, allow_insecure_http=True),
+            on_observation=lambda _: None,
+            rate_limit=50.0,
+        )
+        try:
+            for _ in range(40):
+                poller.refresh(task_id).result(30)
+            time.sleep(0.2)
+            answers, share = poller.budget.ledger.share(poller._loop.time())
+        finally:
+            poller.stop()
+        sent = len(sim.request_log)
+        refused = sum(code == 429 for _, _, code in sim.request_log)
+    # every request answered is in the ledger, and its share of 429s is the server's
+    assert answers == pytest.approx(sent, abs=2), (answers, sent)
+    assert share == pytest.approx(refused / sent, abs=0.05), (share, refused / sent)
+
+
+def test_noise_that_comes_and_goes_is_never_taken_for_a_limit() -> None:
+    """Attack s24, break 3: noise whose share comes and goes (70% for 20 s in every 70
+    s, the same at every rate at any moment) passes the probe when a burst ends during
+    it: 'server limit ≈ 15 req/s' from noise alone, then (break 1) a demand of 14/s that
+    fits the ceiling of 20 is held near 0.2-0.5 req/s and every request is paused"""
+
+    def server(t: float, rng: random.Random) -> tuple[bool, float | None]:
+        return ((t % 70.0) < 20.0 and rng.random() < 0.7), 1.0
+
+    log = _drive(20.0, lambda t: 30.0 if t < 330.0 else 14.0, server, 600.0)
+    assert log.paused == 0.0, log.paused
+    assert min(r for t, r in log.budgets if t >= 330.0) >= 14.0
+
+
+@pytest.mark.parametrize(
+    ("before", "low", "back", "verdict"),
+    [  # (answers, 429s) before the probe, in its low phase, in its back phase
+        ((100, 40), (40, 0), (40, 16), "limit"),  # fell, and came back: a limit
+        ((100, 70), (40, 0), (40, 0), "unclear"),  # fell, but did not come back: noise that ended
+        ((100, 10), (40, 4), (40, 4), "noise"),  # the same share at both rates
+        ((100, 40), (10, 0), (40, 16), "unclear"),  # too few answers in the low phase
+        ((100, 40), (40, 0), (5, 2), "unclear"),  # too few in the back phase
+        ((100, 8), (40, 0), (40, 3), "unclear"),  # a fall, but not a clear one
+    ],
+)
+def test_a_probes_verdict_needs_the_429s_to_fall_and_come_back(
+    before: tuple[float, float], low: tuple[float, float], back: tuple[float, float], verdict: str
+) -> None:
+    """Break 3's fix: an A-B-A experiment. Noise whose share comes and goes can fall in
+    the low phase by chance (it ended just then), but does not come back right after."""
+    from mh_notebook.polling.probe import Probe
+
+    probe = Probe(12.0, 6.0, 4.0, 8.0, before, seen_low=list(low), seen_back=list(back))
+    assert probe.verdict(20.0, 3.0) == verdict
