@@ -215,7 +215,7 @@ def test_a_known_limit_caps_the_bucket() -> None:
     rate = AdaptiveRate(20.0)
     assert rate.bucket(0.0) == 20.0 and rate.bucket(0.0, 5.0) == 5.0  # a second's worth, or the user's
     _show_a_limit(rate, 12.0, now=10.0)
-    assert rate.bucket(10.0) == rate.limit_burst == 2.0  # a server limit known: short bursts
+    assert rate.bucket(10.0) == rate.limit_burst == 1.0  # a server limit known: evenly spaced
     assert rate.bucket(10.0 + 2 * rate.memory) == max(1.0, rate.rate)  # forgotten
 
 
@@ -410,7 +410,7 @@ def test_the_gate_sends_short_bursts_while_a_server_limit_is_known() -> None:
     assert gate.limiter is not None and gate.limiter.burst == 20.0
     _show_a_limit(gate.budget, 12.0, now=clock.monotonic())
     gate.on_tick(0.1)
-    assert gate.limiter.burst == gate.budget.limit_burst == 2.0
+    assert gate.limiter.burst == gate.budget.limit_burst == 1.0
 
 
 # ---------------------------------------------------------------- properties (Hypothesis)

@@ -27,9 +27,9 @@ below a demand that fits under the ceiling: a demand that fits never waits for a
 
 A limit once learned is placed at about what the server let through while it answered
 429 (the rate sent overstates it), and 429s from about there on are its own. While it is
-known, at most ``limit_burst`` requests go back to back: a server's limit has a burst of
-its own, and a watcher's second's worth sent at once would be refused at a mean rate
-under the limit (:meth:`AdaptiveRate.bucket`).
+known, requests go evenly spaced (``limit_burst`` 1): a server's limit has a burst of
+its own, maybe 1, and a watcher's second's worth sent at once (or even a pair, attack
+s24) would be refused at a mean rate under the limit (:meth:`AdaptiveRate.bucket`).
 
 Which request to spend the budget on is :func:`poll_priority`'s business. All of it is
 pure: no clock of its own, every method takes the time.
@@ -171,7 +171,7 @@ class AdaptiveRate:
     lately (over about ``accept_meter`` seconds): about the server's limit."""
     accept_meter: float = 3.0
     """Time constant (seconds) of the measured rate of answers other than 429."""
-    limit_burst: float = 2.0
+    limit_burst: float = 1.0
     """Requests sent back to back at most while a server limit is known (:meth:`bucket`)."""
 
     def __post_init__(self) -> None:
@@ -198,7 +198,8 @@ class AdaptiveRate:
     def set_ceiling(self, ceiling: float) -> None:
         """A new ceiling (a watcher with a lower ``rate_limit`` attached, or one left)."""
         self.ceiling = ceiling
-        self._probe = None
+        if self._probe is not None:  # dropped, the rate back where it was before it
+            self.rate, self._probe = self._probe.high, None
         self.rate = min(self.rate if self.limited_at is not None else ceiling, ceiling)
         self.rate = max(self.rate, self.lowest)
 

@@ -50,7 +50,7 @@ class Poller:
     watched with. ``rate_limit`` is the most requests per second for the whole poller,
     bursts of ``burst`` (default: one second's worth, at least 1: a group of tasks due at
     once, such as a batch of one model ending together, is asked about within a second;
-    2 while 429s show a server limit, under which the rate settles: :mod:`~.budget`).
+    1 while 429s show a server limit, under which the rate settles: :mod:`~.budget`).
     When more polls are due than the budget allows, the poll likeliest to see an end on
     time goes first (:mod:`~.hazard`). ``clock`` is the server's clock.
     """
