@@ -62,12 +62,12 @@ class Probe:
     def verdict(self, min_answers: float, evidence: float) -> Literal["limit", "noise", "unclear"]:
         """After the back phase. ``"limit"``: the 429s fell in the low phase to at most half
         their share both before and after it, each fall clearly (z >= ``evidence``).
-        ``"noise"``: they did not fall by half (at least 3 429s in the low phase).
+        ``"noise"``: they did not fall by half (at least 2 429s in the low phase).
         ``"unclear"``: too few answers, or a fall that is not clear."""
         (n_hi, k_hi), (n_lo, k_lo), (n_bk, k_bk) = self.before, self.seen_low, self.seen_back
         if n_lo < min_answers or n_hi <= 0:
             return "unclear"
-        if k_lo >= 3.0 and k_lo / n_lo > k_hi / n_hi / 2:
+        if k_lo >= 2.0 and k_lo / n_lo > k_hi / n_hi / 2:
             return "noise"
         if n_bk < min_answers or k_lo / n_lo > k_bk / n_bk / 2:
             return "unclear"
