@@ -20,9 +20,11 @@ At one steady rate the two look alike. When many 429s come while the budget is w
 requests back and nothing was sent well below that rate lately, the budget probes: it
 sends at the rate a limit would allow (the share answered without 429), at most
 ``probe_depth`` of the rate, for ``probe_seconds`` (no pause), at most once every
-``probe_every`` seconds, and goes back up unless the 429s fell with the rate (the probe's
-answers against those just before it: a controlled experiment, so it does not depend on
-the sending rate measured while the rate changes). Noise alone so never lowers the rate
+``probe_every`` seconds, then as long at the rate before; a limit only if the 429s fell
+in the low phase and came back after it (:mod:`~.probe`: a controlled experiment on its
+own answers, so neither a sending rate measured while the rate changes nor noise that
+ended during the low phase fools it). While a limit is known, a probe that finds the 429s
+did not fall forgets it (random 429s near it had been taken for its own). Noise alone so never lowers the rate
 below a demand that fits under the ceiling: a demand that fits never waits for a token.
 
 A limit once learned is placed at about what the server let through while it answered
@@ -161,7 +163,7 @@ class AdaptiveRate:
     probe_depth: float = 0.6
     """A probe sends at most this share of the rate (see the module's docstring)."""
     probe_seconds: float = 4.0
-    """How long a probe lasts."""
+    """How long each phase of a probe lasts, at least (long enough for ``min_answers``)."""
     probe_every: float = 60.0
     """Seconds between probes, at least."""
     memory: float = 120.0
