@@ -24,8 +24,9 @@ sends at the rate a limit would allow (the share answered without 429), at most
 in the low phase and came back after it (:mod:`~.probe`: a controlled experiment on its
 own answers, so neither a sending rate measured while the rate changes nor noise that
 ended during the low phase fools it). While a limit is known, a probe that finds the 429s
-did not fall forgets it (random 429s near it had been taken for its own). Noise alone so never lowers the rate
-below a demand that fits under the ceiling: a demand that fits never waits for a token.
+did not fall forgets it (random 429s near it had been taken for its own). Noise alone so
+never lowers the rate below a demand that fits under the ceiling: a demand that fits
+never waits for a token.
 
 A limit once learned is placed at about what the server let through while it answered
 429 (the rate sent overstates it), and 429s from about there on are its own. While it is
