@@ -110,10 +110,12 @@ def test_a_list_lagging_on_ends_is_caught_said_and_tried_again() -> None:
 
 
 def test_an_honest_list_brings_no_verification_storm() -> None:
-    with Simulator(seed=12, speed=20.0) as sim:
+    # speed 10: at 20, at load 8-9 (three CI runs at once), pages came late enough for
+    # the schedule's own GETs (tasks past max_interval, 1.5 s there) to pass the bound
+    with Simulator(seed=12, speed=10.0) as sim:
         images = [sim.submit(model="seedream-4-5", latency=40 + 2 * i) for i in range(30)]
         videos = [sim.submit(model="viduq3-turbo", latency=100_000) for _ in range(30)]
-        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=20.0) as w:
+        with TaskWatcher(sim.api_key, sim.url, store=None, display="none", time_scale=10.0) as w:
             poller = w.engine.poller
             w.watch([*images, *videos])
             _until(lambda: all(poller.state(i).task is not None for i in images + videos))  # type: ignore[union-attr]
@@ -127,7 +129,10 @@ def test_an_honest_list_brings_no_verification_storm() -> None:
     # the images are learned (windows, none overdue); the videos' model has none: its
     # oldest task is verified at doubling ages (0.9, 1.8, 3.6, 7.2 s...): a handful
     assert sent <= 8, sent
-    assert gets <= len(images) + sent + 5, (gets, sent)
+    # each image's result GET, the verifications, and a few of the schedule's own GETs (a
+    # loaded machine answers some pages past max_interval); the storm this guards against
+    # was 701 GETs for 61
+    assert gets <= len(images) + sent + 15, (gets, sent)
 
 
 # ------------------------------------------------------------ the pure rules
