@@ -327,8 +327,8 @@ class AdaptiveRate:
             return changed
         if not self._bound:  # demand was lower: nothing learned about the server
             return changed
-        near = self.limited_at is not None and self.rate >= self.near * self.limited_at
-        near = near and self.limit_known(now)  # a limit forgotten is probed for quickly
+        # slowly near a known limit; a limit forgotten is probed for quickly
+        near = self.limit_known(now) and self.rate >= self.near * (self.limited_at or 0.0)
         growth = self.slow_growth if near else self.fast_growth
         self.rate = min(self.ceiling, self.rate * (1.0 + growth * span))
         return True

@@ -42,8 +42,6 @@ class RequestGate:
         """What the 429s seen lately say: a server limit, or random (for the panel)."""
         self._burst, self._max_in_flight = burst, max_in_flight
         self._sent = self._held = 0
-        self._size = 0.0
-        """The token bucket's size when it was last set (:meth:`AdaptiveRate.bucket`)."""
 
     def open(self, time: Callable[[], float]) -> None:
         """Make the token bucket and the slots (on the loop); ``time`` is the loop's clock."""
@@ -123,14 +121,15 @@ class RequestGate:
         (used, self._sent), (held, self._held) = (self._sent, 0), (self._held, 0)
         now = self._time()
         changed = self.budget.on_tick(now, seconds, used, held)
-        if changed or self._size != self.budget.bucket(now, self._burst):  # or a limit forgotten
+        assert self.limiter is not None
+        if changed or self.limiter.burst != self.budget.bucket(now, self._burst):  # a limit forgotten
             self._new_limiter()
         self.belief = self.budget.belief(now)
 
     def _new_limiter(self) -> None:
         """The token bucket follows the budget's rate and burst cap (its tokens are kept)."""
-        rate, self._size = self.budget.rate, self.budget.bucket(self._time(), self._burst)
+        rate, size = self.budget.rate, self.budget.bucket(self._time(), self._burst)
         if self.limiter is None:
-            self.limiter = TokenBucket(rate, self._size)
+            self.limiter = TokenBucket(rate, size)
         else:
-            self.limiter.set(rate, self._size)
+            self.limiter.set(rate, size)
