@@ -26,7 +26,8 @@ fresh watcher (defaults: 10 req/s ceiling, ``store=None``) per run:
 - ``limit 6/s, told``: the same with the watcher's ``rate_limit=5.9``: what a budget that
   knew the limit from the start would give (the bound of what learning it can reach);
 - ``no limit 0.5/s``: the same workload against a server without a limit (the watcher's
-  own 10 req/s ceiling only).
+  own 10 req/s ceiling only): what the schedule gives when nothing rations its polls
+  (per task: 98.3% on time at 21.5 requests per task, against 14.7-15.4 under the limit).
 
 Printed: the time until every task has ended (simulated seconds), wrong final statuses,
 requests per task (GETs and list pages), the share answered 429, on time (the end in the
@@ -350,6 +351,11 @@ def budget_report(results: list[BudgetResult], control_baseline: float | None, *
         print(
             f"  ref. the same with the watcher told the limit (rate_limit=5.9, no 429 to learn from): "
             f"{r.on_time:.1%} on time, {r.answered_429 / max(1, r.requests):.1%} answered 429"
+        )
+    for r in by.get("no limit 0.5/s", []):
+        print(
+            f"  ref. the same without a server limit (what the schedule gives unrationed): "
+            f"{r.on_time:.1%} on time, {r.requests / r.arm.tasks:.2f} requests per task"
         )
     for r in by.get("control", []):
         per_task = r.requests / r.arm.tasks
