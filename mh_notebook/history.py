@@ -28,6 +28,7 @@ from .records import (
     SERVER_FIELDS,
     Event,
     TaskStatus,
+    clean_text,
 )
 
 __all__ = [
@@ -269,7 +270,19 @@ def _json_objects(texts: list[str]) -> list[dict[str, Any]]:
             raise ValueError("one text per value")
     except ValueError:
         values = [_json_value(text) for text in texts]
-    return [value if isinstance(value, dict) else {} for value in values]
+    return [_clean_json(value) if isinstance(value, dict) else {} for value in values]
+
+
+def _clean_json(value: Any) -> Any:
+    """``value`` with every text in it, keys too, as :func:`clean_text` leaves it: JSON's
+    ``"\\ud800"`` is a lone surrogate, which no DataFrame column of text (Arrow: UTF-8) holds."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
 
 
 def _json_value(text: str) -> Any:

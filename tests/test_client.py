@@ -26,7 +26,7 @@ from mh_notebook import (
     Task,
 )
 from mh_notebook.client import parse_retry_after, resolve_settings
-from mh_notebook.sim import Simulator
+from mh_notebook.sim import Faults, Simulator
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_time=10)
 Getter = Callable[..., Task]
@@ -116,6 +116,18 @@ def test_retry_after_is_honoured(sim: Simulator, get: Getter) -> None:
     statuses = [s for _, tid, s in sim.request_log if tid == task_id]
     assert statuses == [429, 200]
     assert times[1] - times[0] >= 0.6  # the client waited what the server asked
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_a_retry_after_date_from_a_skewed_server_asks_what_it_says(skew: float) -> None:
+    """Attack s25, B2, over HTTP: a server an hour off asks for 2 s as an HTTP date; the
+    error carries about 2 s (whole-second dates: 1 to 3), not the 60 s cap nor 0."""
+    faults = Faults(rate_429=1.0, retry_after=2.0, retry_after_date=True)
+    with Simulator(clock_skew=skew, faults=faults) as sim, Client(sim.api_key, sim.url) as client:
+        task_id = sim.submit(latency=100.0)
+        with pytest.raises(RateLimitedError) as info:
+            client.get_task(task_id, retry=False)
+    assert info.value.retry_after is not None and 1.0 <= info.value.retry_after <= 3.0
 
 
 @pytest.mark.parametrize(
@@ -310,9 +322,29 @@ def test_error_echoing_the_key_is_scrubbed() -> None:
         ("-4", 0.0),
         ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
         ("garbage", None),
+        ("nan", None),
         (None, None),
     ],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     now = 1445412480.0  # 2015-10-21 07:28:00 UTC
     assert parse_retry_after(header, cap=60.0, now=now) == expected
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "date", "expected"),
+    [
+        ("Wed, 21 Oct 2015 08:28:02 GMT", "Wed, 21 Oct 2015 08:28:00 GMT", 2.0),  # server 1 h ahead
+        ("Wed, 21 Oct 2015 06:28:02 GMT", "Wed, 21 Oct 2015 06:28:00 GMT", 2.0),  # 1 h behind
+        ("Wed, 21 Oct 2015 07:28:02 GMT", "not a date", 2.0),  # no usable Date: this machine's clock
+        ("5", "Wed, 21 Oct 2015 08:28:00 GMT", 5.0),
+    ],
+)
+def test_a_retry_after_date_is_read_on_the_servers_clock(
+    retry_after: str, date: str, expected: float
+) -> None:
+    """Attack s25, B2: an HTTP-date ``Retry-After`` is a time on the server's clock; read on
+    this machine's, a server 1 h ahead that asked for 2 s was waited 60 s (the cap) and
+    one behind was hammered (0 s)."""
+    now = 1445412480.0  # 2015-10-21 07:28:00 UTC on this machine
+    assert parse_retry_after(retry_after, cap=60.0, now=now, date=date) == expected

@@ -560,6 +560,29 @@ def test_odd_server_text_never_blocks_the_journal(sim: Simulator, tmp_path: Path
     assert w.unwritten is None and w.engine.quarantined == []
 
 
+@pytest.mark.parametrize("journal", ["memory", "sqlite"])
+def test_odd_text_in_metadata_leaves_every_frame_readable(
+    sim: Simulator, tmp_path: Path, journal: str
+) -> None:
+    """Promise: "loses nothing" (attack s25, B3). A lone surrogate in a task's metadata is
+    valid JSON (``"\\ud800"``); it made ``history()``, ``latency_summary()`` and
+    ``read_history()`` raise ``UnicodeEncodeError`` for every task (a DataFrame's text is
+    UTF-8). Keys and values come out cleaned, the other tasks' tags untouched."""
+    store = None if journal == "memory" else tmp_path / "j.sqlite"
+    tags = [{"k": "fine"}, {"k": ODD}, {ODD: 1}]
+    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=20, metadata=t) for t in tags]
+    clean = ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
+    with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
+        w.watch(ids)
+        w.wait(timeout=30)
+        frames = [w.history(), *([read_history(store)] if store is not None else [])]
+        assert len(w.latency_summary()) == 1
+    for frame in frames:
+        frame = frame.set_index("task_id")
+        assert list(frame.loc[ids, "metadata.k"].fillna("-")) == ["fine", clean, "-"]
+        assert frame.loc[ids[2], f"metadata.{clean}"] == 1
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     from pg_server import postgres_server

@@ -62,7 +62,8 @@ def api_error(
     code, message, details = error_fields(response)
     if details is not None:
         details = json.loads(redact(json.dumps(details), secret))
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), max_retry_after)
+    headers = response.headers
+    retry_after = parse_retry_after(headers.get("Retry-After"), max_retry_after, date=headers.get("Date"))
     answer = _Answer(what, response.status_code, code, redact(message, secret), details, task_id, retry_after)
     cls = error_class(answer.status)
     error = cls(

@@ -50,20 +50,34 @@ class UnsentError(NetworkError):
     """The connection failed before the request was sent: resending is safe."""
 
 
-def parse_retry_after(value: str | None, cap: float, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
+def parse_retry_after(
+    value: str | None, cap: float, now: float | None = None, date: str | None = None
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped.
+
+    An HTTP date is a time on the server's clock: it is read against the same answer's
+    ``Date`` header (``date``) when there is one, else against ``now`` (this machine's
+    clock), which is off by however far the two clocks are apart."""
     if not value:
         return None
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = _http_date(value)
+        if when is None:
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, min(seconds, cap))
+        reference = _http_date(date) if date else None
+        seconds = when - (reference if reference is not None else time.time() if now is None else now)
+    return max(0.0, min(seconds, cap)) if seconds == seconds else None  # NaN: no wait said
+
+
+def _http_date(value: str) -> float | None:
+    """An HTTP date as epoch seconds (``None``: not one)."""
+    try:
+        return email.utils.parsedate_to_datetime(value.strip()).timestamp()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -300,10 +300,12 @@ class AdaptiveRate:
         n_at, k_at = self.ledger.counts(now, self.rate / 1.25, math.inf)
         if k_at < 3.0:
             return
-        # as low as a limit would be (the rate answered without 429), at most probe_depth,
-        # long enough for the answers it needs
-        low = max(self.lowest, self.rate * min(self.probe_depth, 1.0 - k_at / n_at))
-        seconds = max(self.probe_seconds, 1.5 * self.ledger.min_answers / low)
+        # as low as a limit would be (the rate answered without 429), at most probe_depth and
+        # at least a tenth of the rate, long enough for the answers it needs but at most
+        # 4 phases' worth: 429s at ~100% (a few seconds of a refusing proxy) made it 300 s
+        # at the floor, every task starved (attack s25)
+        low = max(self.lowest, self.rate * min(self.probe_depth, max(0.1, 1.0 - k_at / n_at)))
+        seconds = min(max(self.probe_seconds, 1.5 * self.ledger.min_answers / low), 4 * self.probe_seconds)
         self._last_probe, low_until = now, now + seconds
         self._probe = Probe(self.rate, low, low_until, low_until + seconds, (n_at, k_at))
         self.rate = low

@@ -28,6 +28,8 @@ class Faults:
     rate_429: float = 0.0
     """429 with the error envelope and ``Retry-After: retry_after``."""
     retry_after: float = 1.0
+    retry_after_date: bool = False
+    """Send that ``Retry-After`` as an HTTP date on the server's clock (skew included)."""
     rate_5xx: float = 0.0
     """500/502/503/504, half with the JSON envelope and half with an HTML page."""
     rate_html: float = 0.0

@@ -642,9 +642,11 @@ class Simulator:
     async def _fault(self, request: web.Request, task_id: str, fault: str) -> web.StreamResponse:
         if fault == "429":
             self._log(task_id, 429)
-            return envelope_error(
-                429, "RATE_LIMITED", "Too many requests", **{"Retry-After": f"{self.faults.retry_after:g}"}
-            )
+            wait = self.faults.retry_after
+            header = f"{wait:g}"
+            if self.faults.retry_after_date:
+                header = email.utils.formatdate(self.server_time() + wait, usegmt=True)
+            return envelope_error(429, "RATE_LIMITED", "Too many requests", **{"Retry-After": header})
         if fault in ("5xx", "500", "502", "503", "504"):
             status = self._fault_rng.choice((500, 502, 503, 504)) if fault == "5xx" else int(fault)
             self._log(task_id, status)
@@ -926,7 +928,7 @@ class Simulator:
         with self._lock:
             self._errors.append(SimError(status, code, message, details))
 
-    def with_faults(self, **rates: float) -> Faults:
+    def with_faults(self, **rates: Any) -> Faults:
         """Set new fault rates (keyword arguments of :class:`Faults`); returns them."""
         self.faults = replace(Faults(), **rates)
         return self.faults
