@@ -27,7 +27,7 @@ from mh_notebook.journal.memory import MemoryStore
 from mh_notebook.journal.postgres import PostgresStore
 from mh_notebook.journal.protocol import JournalError, Store, Unwritten, Watched
 from mh_notebook.journal.sqlite import SQLiteStore
-from mh_notebook.records import Event
+from mh_notebook.records import ENDING, Event
 from mh_notebook.sim import Simulator
 from mh_notebook.watcher import TaskWatcher
 
@@ -210,7 +210,10 @@ _CHILD = textwrap.dedent(
 def test_killed_watcher_is_resumed_by_a_new_one(tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite"
     with Simulator(seed=4, speed=SPEED) as sim:
-        ids = [sim.submit(model="eleven-v3", latency=lat) for lat in (2, 3, 400, 500, 600)]
+        # the long ones end 15-24 s after their creation: a loaded machine may start the
+        # child late (at 4-6 s, ci19 saw one end before the kill), so what is resumed is
+        # what the journal had not seen end when the child was killed
+        ids = [sim.submit(model="eleven-v3", latency=lat) for lat in (2, 3, 1500, 1800, 2400)]
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD.format(speed=SPEED), sim.url, sim.api_key, str(journal), *ids],
             stdout=subprocess.PIPE, text=True,
@@ -224,9 +227,11 @@ def test_killed_watcher_is_resumed_by_a_new_one(tmp_path: Path) -> None:
         before = read_history(journal).set_index("task_id")
         assert (before.loc[ids[:2], "status"] == "succeeded").all()
         assert set(before.index) == set(ids)  # watched tasks are journalled before any poll
+        open_ids = sorted(before.index[~before["status"].isin([str(s) for s in ENDING])])
+        assert open_ids and set(open_ids) <= set(ids[2:])
         with TaskWatcher(sim.api_key, sim.url, store=journal, display="none", time_scale=SPEED) as w:
             resumed = w.resume()
-            assert sorted(resumed) == sorted(ids[2:])
+            assert sorted(resumed) == open_ids
             final = w.wait(timeout=60)
             assert {str(t.status) for t in final.values()} == {"succeeded"}
         history = read_history(journal).set_index("task_id")

@@ -120,19 +120,23 @@ def test_an_honest_list_brings_no_verification_storm() -> None:
             w.watch([*images, *videos])
             _until(lambda: all(poller.state(i).task is not None for i in images + videos))  # type: ignore[union-attr]
             sim.reset_counts()  # (each task's first GET, watched by id)
+            start = time.monotonic()
             _until(lambda: all(poller.state(i).ended for i in images))  # type: ignore[union-attr]
             pages = sim.calls["list"]
             _until(lambda: sim.calls["list"] >= pages + 200)  # ~10 s more of walks over the videos
             guard = poller.lister.guard
             assert poller.list_health.available and "lags" not in poller.polling_mode
-            sent, gets = guard.sent, sim.calls["get"]
+            sent, gets, elapsed = guard.sent, sim.calls["get"], time.monotonic() - start
     # the images are learned (windows, none overdue); the videos' model has none: its
     # oldest task is verified at doubling ages (0.9, 1.8, 3.6, 7.2 s...): a handful
     assert sent <= 8, sent
-    # each image's result GET, the verifications, and a few of the schedule's own GETs (a
-    # loaded machine answers some pages past max_interval); the storm this guards against
-    # was 701 GETs for 61
-    assert gets <= len(images) + sent + 15, (gets, sent)
+    # each image's result GET, the verifications, and some of the schedule's own GETs: a
+    # loaded machine answers pages late, and a video not seen for max_interval (3 s real)
+    # is asked by GET. Allowed: half of one per video per max_interval, over the time it
+    # took (about 28 s: ~175). Quiet: 35-43 GETs; at load 8+ (ci19) 55. The storm this
+    # guards against was 701 GETs for 61; pages that covered no video would be ~280.
+    allowed = len(images) + sent + len(videos) * elapsed / (2 * 3.0)
+    assert gets <= allowed, (gets, sent, elapsed)
 
 
 # ------------------------------------------------------------ the pure rules
