@@ -211,3 +211,33 @@ def test_a_few_seconds_of_429s_at_the_start_starve_nothing_for_minutes() -> None
     assert log.accepted(6.0, 20.0) >= 0.5, log.accepted(6.0, 20.0)  # the probe's low phase polls
     assert log.accepted(20.0, 60.0) >= 5.0, log.accepted(20.0, 60.0)
     assert min(r for t, r in log.budgets if t >= 30.0) >= 9.0  # back at the ceiling by 30 s
+
+
+class _Window:
+    """A server's limit of ``n`` requests per sliding ``window`` seconds (refused ones not
+    counted), ``Retry-After`` until the oldest leaves the window."""
+
+    def __init__(self, n: int, window: float) -> None:
+        self.n, self.window, self.sent = n, window, list[float]()
+
+    def __call__(self, t: float, rng: random.Random) -> tuple[bool, float | None]:
+        self.sent = [s for s in self.sent if s > t - self.window]
+        if len(self.sent) >= self.n:
+            return True, float(max(1, math.ceil(self.sent[0] + self.window - t)))
+        self.sent.append(t)
+        return False, None
+
+
+@pytest.mark.parametrize(("n", "window"), [(40, 10.0), (60, 10.0), (240, 60.0)])
+def test_a_limit_over_a_sliding_window_is_learned(n: int, window: float) -> None:
+    """Attack s25, B4: 40 requests per sliding 10 s, demand above the ceiling. A probe's
+    4 s were inside the window's memory of the rate before: its low phase saw the 429s of
+    that rate, 'noise'; those answers, filed under the low rate, then kept the ledger from
+    asking for another probe for minutes. 40-60% answered 429 for good, the panel saying
+    'random'. Now the low phase counts (and the ledger files) answers only after the
+    longest Retry-After seen (the window's memory). 429s: 1.5%, 3.3%, 11% from 100 s on."""
+    log = _drive(10.0, lambda t: 20.0, _Window(n, window), 300.0)
+    limit = n / window
+    assert log.rate.limit_known(300.0)
+    assert log.share(100.0, 300.0) < 0.15, log.share(100.0, 300.0)
+    assert log.accepted(100.0, 300.0) > 0.85 * limit, log.accepted(100.0, 300.0)

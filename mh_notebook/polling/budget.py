@@ -192,6 +192,7 @@ class AdaptiveRate:
         self._bound = False
         self._probe: Probe | None = None
         self._last_probe = -math.inf
+        self._wait, self._wait_at = 0.0, -math.inf
 
     @property
     def lowest(self) -> float:
@@ -216,11 +217,17 @@ class AdaptiveRate:
 
     def on_answer(self, now: float, sent_rate: float) -> None:
         """An answer other than 429 to a request sent at ``sent_rate``."""
-        self.ledger.add(now, sent_rate, False)
+        self._record(now, sent_rate, False)
         if self._probe is not None:
             self._probe.count(now, sent_rate, False)
         self._accepted = self.accepted(now) + 1.0 / self.accept_meter
         self._accepted_at = now
+
+    def _record(self, now: float, rate: float, limited: bool) -> None:
+        """An answer in the ledger, unless it came while a probe lets a window forget the
+        rate before (its 429s there are that rate's, not the low one's: they hid a limit)."""
+        if self._probe is None or now >= self._probe.counted_from:
+            self.ledger.add(now, rate, limited)
 
     def accepted(self, now: float) -> float:
         """The rate of answers other than 429 lately (requests per second)."""
@@ -235,12 +242,13 @@ class AdaptiveRate:
         ``retry_after``. False: noise, or not shown yet; only its own request waits.
         """
         rate = sent_rate if sent_rate is not None else self.sending(now)
+        self._wait, self._wait_at = max(retry_after or 0.0, self.longest_wait(now)), now
         z, n_lo = self.ledger.evidence(now, rate)
         shown = z >= self.evidence or (
             z >= self.evidence_near and self.ledger.trend(now) >= self.trend_evidence
         )
         known = self._limit_rate is not None and now - self._limit_seen < self.memory
-        self.ledger.add(now, rate, True)
+        self._record(now, rate, True)
         if self._probe is not None:
             self._probe.count(now, rate, True)
         if shown:  # where the limit showed itself: 429s from near there on are its own
@@ -281,6 +289,11 @@ class AdaptiveRate:
         caps = [b for b in (burst, self.limit_burst if self.limit_known(now) else None) if b is not None]
         return min([max(1.0, self.rate), *caps])
 
+    def longest_wait(self, now: float) -> float:
+        """The longest ``Retry-After`` of the 429s lately (fading over ``memory``): how long
+        the server remembers what was sent (1 s for a token bucket, 60 s for a minute's window)."""
+        return self._wait * math.exp(-max(0.0, now - self._wait_at) / self.memory)
+
     def sending(self, now: float) -> float:
         """The rate requests were sent at lately (requests per second)."""
         if self._sent_at == -math.inf:
@@ -306,8 +319,11 @@ class AdaptiveRate:
         # at the floor, every task starved (attack s25)
         low = max(self.lowest, self.rate * min(self.probe_depth, max(0.1, 1.0 - k_at / n_at)))
         seconds = min(max(self.probe_seconds, 1.5 * self.ledger.min_answers / low), 4 * self.probe_seconds)
-        self._last_probe, low_until = now, now + seconds
-        self._probe = Probe(self.rate, low, low_until, low_until + seconds, (n_at, k_at))
+        # a window's limit refuses on while it remembers the rate before: counted after that
+        settle = min(self.longest_wait(now), 60.0)
+        self._last_probe, low_until = now, now + settle + seconds
+        back_until = low_until + seconds
+        self._probe = Probe(self.rate, low, low_until, back_until, (n_at, k_at), counted_from=now + settle)
         self.rate = low
 
     def on_tick(self, now: float, seconds: float, used: float, held: float | None = None) -> bool:

@@ -47,10 +47,13 @@ class Probe:
     seen_back: list[float] = field(default_factory=lambda: [0.0, 0.0])
     back: bool = False
     """In the back phase."""
+    counted_from: float = -math.inf
+    """The low phase's answers count from then on: a limit over a window (40 per 10 s)
+    refuses on for as long as the window remembers the rate before (its ``Retry-After``)."""
 
     def count(self, now: float, sent_rate: float, limited: bool) -> None:
         """An answer (``limited``: a 429) to a request sent at ``sent_rate``."""
-        if now < self.low_until + 1.0 and sent_rate < self.high / _APART:
+        if self.counted_from <= now < self.low_until + 1.0 and sent_rate < self.high / _APART:
             seen = self.seen_low  # (answers coming in up to a second after the low phase)
         elif now >= self.low_until and sent_rate >= self.low * _APART:
             seen = self.seen_back
