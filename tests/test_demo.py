@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -19,9 +20,13 @@ def test_demo_command_serves_the_quickstart() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # its own process group, SIGINT as a terminal has it (a CI that runs the suite in the
+    # background inherits SIGINT ignored: the Ctrl-C below then did nothing, and killing
+    # the command after 20 s left its JupyterLab running, one server per run)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mh_notebook.cli", "demo", "--no-browser", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -47,8 +52,24 @@ def test_demo_command_serves_the_quickstart() -> None:
         ).json()
         assert model["type"] == "notebook"
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, proc.returncode  # Ctrl-C stops it (README)
+    deadline = time.monotonic() + 20  # and JupyterLab with it
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("Ctrl-C stopped the command but left JupyterLab running")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
