@@ -1,4 +1,4 @@
-"""Result formats, URLs and file names: pure helpers every layer may use (no I/O).
+"""Result formats, URLs, file names and HTTP dates: pure helpers every layer may use (no I/O).
 
 Everything here takes untrusted input from the API: a ``format`` becomes a MIME type
 through the stdlib's :mod:`mimetypes` (no hand-written table), only plain ``http(s)`` URLs
@@ -7,11 +7,21 @@ pass :func:`safe_url`, and :func:`safe_filename` cannot leave its directory.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import mimetypes
 import re
+from datetime import UTC
 
-__all__ = ["media_kind", "mime_subtype", "mime_type", "safe_filename", "safe_url", "snippet"]
+__all__ = [
+    "http_date",
+    "media_kind",
+    "mime_subtype",
+    "mime_type",
+    "safe_filename",
+    "safe_url",
+    "snippet",
+]
 
 _KINDS = ("video", "image", "audio")
 _CLEAN_ID_CHARS = 80
@@ -66,3 +76,21 @@ def snippet(text: str, limit: int = 200) -> str:
     """Untrusted text for a message: whitespace runs made one space, cut at ``limit`` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (``Date``, ``Retry-After``) as epoch seconds; ``None`` if it is not one.
+
+    All three forms RFC 9110 asks recipients to accept are UTC, the asctime one too
+    (``Sun Nov  6 08:49:37 1994``), which the stdlib returns without a zone: read as this
+    machine's local time, a server's clock was learned 5 h off in New York (attack s25)."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    try:
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from .records import (
     SERVER_FIELDS,
     Event,
     TaskStatus,
-    clean_text,
 )
 
 __all__ = [
@@ -37,6 +37,9 @@ __all__ = [
     "history_frame",
     "read_history",
 ]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: JSON may hold one (``\\ud800``), UTF-8 text (Arrow, a DataFrame) may not."""
 
 _CATEGORIES = ("type", "provider", "model", "status", "format", "error_code")
 _TIMES = ("created_at", "first_seen_at", "started_at", "completed_at")
@@ -243,23 +246,68 @@ def history_frame(
 
 
 def _with_metadata(frame: pd.DataFrame, metadata: Any) -> pd.DataFrame:
-    """One ``metadata.<key>`` column per key of the tasks' metadata (JSON text or missing).
+    """One ``metadata.<key>`` column per key of the tasks' metadata (JSON text or missing);
+    nested objects give dotted keys, as ``pandas.json_normalize`` names them.
 
     Each distinct text is parsed once (a batch's tasks mostly share their tags)."""
     present = np.flatnonzero([isinstance(text, str) for text in metadata])
     if len(present) == 0:
         return frame
     codes, texts = pd.factorize(np.asarray(metadata, dtype=object)[present])
-    objects = _json_objects(list(texts))
-    if any("{" in text[1:] for text in texts):  # nested objects (maybe): pandas' own flattening
-        keys = pd.json_normalize(objects, sep=".")
-    else:  # flat: a column per key, gathered directly (several times faster)
-        names = dict.fromkeys(name for obj in objects for name in obj)
-        keys = pd.DataFrame({name: [obj.get(name) for obj in objects] for name in names})
-    if len(keys.columns) == 0:
+    flats = [_flatten(obj) for obj in _json_objects(list(texts))]
+    names = dict.fromkeys(name for flat in flats for name in flat)
+    if not names:
         return frame
+    keys = pd.DataFrame({name: [flat.get(name) for flat in flats] for name in names})
     keys = keys.take(codes).add_prefix("metadata.").set_axis(frame.index[present])
     return pd.concat([frame, keys.reindex(frame.index)], axis=1)
+
+
+def _flatten(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj``'s leaves by dotted key, every text in keys and values :func:`_text`-cleaned.
+    A loop, not recursion: metadata nested 500 deep (valid JSON) broke ``history()`` for
+    every task (attack s25)."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [(_text(k), v) for k, v in reversed(obj.items())]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict) and value:
+            stack.extend((f"{key}.{_text(k)}", v) for k, v in reversed(value.items()))
+        else:
+            flat[key] = _clean(value)
+    return flat
+
+
+def _clean(value: Any) -> Any:
+    """A leaf with every text in it :func:`_text`-cleaned (lists and objects in lists too)."""
+    if isinstance(value, str):
+        return _text(value)
+    if not isinstance(value, list | dict):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]  # (container, key, value): a loop
+    while stack:
+        container, key, item = stack.pop()
+        if isinstance(item, str):
+            container[key] = _text(item)
+        elif isinstance(item, list):
+            copy = list(item)
+            container[key] = copy
+            stack.extend((copy, i, v) for i, v in enumerate(copy))
+        elif isinstance(item, dict):
+            fresh: dict[str, Any] = {}
+            container[key] = fresh
+            for k, v in item.items():
+                fresh[_text(k)] = v
+                stack.append((fresh, _text(k), v))
+    return root[0]
+
+
+def _text(text: str) -> str:
+    """Metadata text a DataFrame holds: a lone surrogate (valid JSON: ``"\\ud800"``, but no
+    UTF-8 text) written as its escape. Unlike U+FFFD the escape keeps keys apart: ``run`` plus
+    two different lone surrogates were one column, two values lost (attack s25)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(text) else text
 
 
 def _json_objects(texts: list[str]) -> list[dict[str, Any]]:
@@ -268,27 +316,15 @@ def _json_objects(texts: list[str]) -> list[dict[str, Any]]:
         values = json.loads("[" + ",".join(texts) + "]")
         if len(values) != len(texts):  # a text holding "1, 2" parses as two values
             raise ValueError("one text per value")
-    except ValueError:
+    except (ValueError, RecursionError):
         values = [_json_value(text) for text in texts]
-    return [_clean_json(value) if isinstance(value, dict) else {} for value in values]
-
-
-def _clean_json(value: Any) -> Any:
-    """``value`` with every text in it, keys too, as :func:`clean_text` leaves it: JSON's
-    ``"\\ud800"`` is a lone surrogate, which no DataFrame column of text (Arrow: UTF-8) holds."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean_json(v) for v in value]
-    return value
+    return [value if isinstance(value, dict) else {} for value in values]
 
 
 def _json_value(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: no columns
         return None
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,19 @@ def pg() -> Iterator[PostgresServer]:
 def url(pg: PostgresServer) -> str:
     """A fresh database of that server, for one test."""
     return pg.new_database()
+
+
+@pytest.fixture
+def new_york() -> Iterator[None]:
+    """This process's local time zone is New York's (POSIX form: no tzdata needed)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "EST5"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()

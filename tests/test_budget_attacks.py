@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 
@@ -241,3 +242,32 @@ def test_a_limit_over_a_sliding_window_is_learned(n: int, window: float) -> None
     assert log.rate.limit_known(300.0)
     assert log.share(100.0, 300.0) < 0.15, log.share(100.0, 300.0)
     assert log.accepted(100.0, 300.0) > 0.85 * limit, log.accepted(100.0, 300.0)
+
+
+def _hiccup(retry_after: float) -> Server:
+    def server(t: float, rng: random.Random) -> tuple[bool, float | None]:
+        return (t < 5.0, retry_after)
+
+    return server
+
+
+def test_a_hiccup_that_asks_for_a_minute_starves_nothing() -> None:
+    """Attack s25 (second attacker): the hiccup above with ``Retry-After: 60``. The probe's
+    settle waited the whole minute at a tenth of the rate (1 req/s from 5 s to ~80 s, no
+    429 meanwhile, a task 78 s without a poll end to end). A settle ends once the 429s
+    stopped for 2 s."""
+    log = _drive(10.0, lambda t: 20.0, _hiccup(60.0), 100.0)
+    assert log.share(5.5, 100.0) == 0.0
+    assert log.accepted(20.0, 60.0) >= 5.0, log.accepted(20.0, 60.0)
+
+
+def test_the_panel_tells_the_share_of_429s_that_came() -> None:
+    """Attack s25 (second attacker): answers in a probe's settle stay out of the ledger, and
+    the panel, reading the ledger, told the share among the others: under a limit of 240 a
+    minute, at 60 s, '429s look random (2% of requests)' where 48% had come. It tells the
+    share among every answer."""
+    log = _drive(10.0, lambda t: 20.0, _Window(240, 60.0), 60.0)
+    belief = log.rate.belief(60.0) or ""
+    said = re.search(r"(\d+)% of requests", belief)
+    true = log.share(0.0, 60.0)  # every answer so far (half-life 120 s: little faded)
+    assert said is not None and abs(int(said.group(1)) / 100 - true) <= 0.1, (belief, true)

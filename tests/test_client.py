@@ -338,8 +338,10 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
         ("Wed, 21 Oct 2015 06:28:02 GMT", "Wed, 21 Oct 2015 06:28:00 GMT", 2.0),  # 1 h behind
         ("Wed, 21 Oct 2015 07:28:02 GMT", "not a date", 2.0),  # no usable Date: this machine's clock
         ("5", "Wed, 21 Oct 2015 08:28:00 GMT", 5.0),
+        ("Wed Oct 21 08:28:02 2015", "Wed, 21 Oct 2015 08:28:00 GMT", 2.0),  # asctime: UTC too
     ],
 )
+@pytest.mark.usefixtures("new_york")  # local time is not UTC: the asctime form once read 60 s
 def test_a_retry_after_date_is_read_on_the_servers_clock(
     retry_after: str, date: str, expected: float
 ) -> None:

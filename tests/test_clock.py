@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import time
 
 import pytest
 
@@ -39,6 +40,20 @@ def test_one_date_header_is_within_a_second() -> None:
     ((sent, received, date),) = _answers(42.0, 1)
     clock.observe_date(sent, received, date)
     assert abs(clock.offset - 42.0) <= clock.error <= 0.55
+
+
+@pytest.mark.usefixtures("new_york")
+def test_an_asctime_date_is_utc_whatever_the_local_zone() -> None:
+    """Attack s25: RFC 9110 asks recipients to accept the asctime form, which is UTC; the
+    stdlib returns it without a zone, and read as local time the offset was learned 5 h
+    off in New York, its interval (about a second) far from the truth."""
+    now = time.time()
+    clock = ClockOffset()
+    clock.observe_date(now - 0.01, now, time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(now)))
+    assert clock.offset - clock.error - 1e-3 <= 0.0 <= clock.offset + clock.error + 1e-3, (
+        clock.offset,
+        clock.error,
+    )
 
 
 def test_a_fresh_task_bounds_a_server_ahead() -> None:

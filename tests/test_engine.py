@@ -564,14 +564,25 @@ def test_odd_server_text_never_blocks_the_journal(sim: Simulator, tmp_path: Path
 def test_odd_text_in_metadata_leaves_every_frame_readable(
     sim: Simulator, tmp_path: Path, journal: str
 ) -> None:
-    """Promise: "loses nothing" (attack s25, B3). A lone surrogate in a task's metadata is
-    valid JSON (``"\\ud800"``); it made ``history()``, ``latency_summary()`` and
-    ``read_history()`` raise ``UnicodeEncodeError`` for every task (a DataFrame's text is
-    UTF-8). Keys and values come out cleaned, the other tasks' tags untouched."""
+    """Promise: "loses nothing" (attack s25). A lone surrogate in a task's metadata is valid
+    JSON (``"\\ud800"``): it made ``history()``, ``latency_summary()`` and ``read_history()``
+    raise ``UnicodeEncodeError`` for every task (a DataFrame's text is UTF-8). Then, cleaned
+    to U+FFFD, keys that differ only there became one column (values lost), and metadata
+    nested 600 deep raised ``RecursionError``. Now a lone surrogate is written as its
+    escape: every key its own column, every value kept."""
     store = None if journal == "memory" else tmp_path / "j.sqlite"
-    tags = [{"k": "fine"}, {"k": ODD}, {ODD: 1}]
+    deep: dict[str, object] = {"leaf": "x"}
+    for _ in range(600):
+        deep = {"d": deep}
+    tags = [
+        {"k": "fine"},
+        {"k": ODD},
+        {ODD: 1},
+        dict(zip(["run\ud800", "run\udc00", "run\ufffd"], "ABC", strict=True)),
+        deep,
+    ]
     ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=20, metadata=t) for t in tags]
-    clean = ODD.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
+    escaped = ODD.replace("\ud800", "\\ud800")
     with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
         w.watch(ids)
         w.wait(timeout=30)
@@ -579,8 +590,11 @@ def test_odd_text_in_metadata_leaves_every_frame_readable(
         assert len(w.latency_summary()) == 1
     for frame in frames:
         frame = frame.set_index("task_id")
-        assert list(frame.loc[ids, "metadata.k"].fillna("-")) == ["fine", clean, "-"]
-        assert frame.loc[ids[2], f"metadata.{clean}"] == 1
+        assert list(frame.loc[ids[:3], "metadata.k"].fillna("-")) == ["fine", escaped, "-"]
+        assert frame.loc[ids[2], f"metadata.{escaped}"] == 1
+        runs = ["metadata.run\\ud800", "metadata.run\\udc00", "metadata.run\ufffd"]
+        assert list(frame.loc[ids[3], runs]) == ["A", "B", "C"]
+        assert frame.loc[ids[4], "metadata." + "d." * 600 + "leaf"] == "x"
 
 
 @pytest.fixture(scope="module")

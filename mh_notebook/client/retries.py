@@ -4,7 +4,6 @@ that changes something is resent only when the server certainly did nothing."""
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from tenacity import (
 )
 
 from ..errors import APIError, MalformedResponseError, NetworkError, RateLimitedError
+from ..formats import http_date
 
 __all__ = ["RetryPlan", "RetryPolicy", "UnsentError", "is_transient", "parse_retry_after"]
 
@@ -64,20 +64,12 @@ def parse_retry_after(
     try:
         seconds = float(value)
     except ValueError:
-        when = _http_date(value)
+        when = http_date(value)
         if when is None:
             return None
-        reference = _http_date(date) if date else None
+        reference = http_date(date)
         seconds = when - (reference if reference is not None else time.time() if now is None else now)
     return max(0.0, min(seconds, cap)) if seconds == seconds else None  # NaN: no wait said
-
-
-def _http_date(value: str) -> float | None:
-    """An HTTP date as epoch seconds (``None``: not one)."""
-    try:
-        return email.utils.parsedate_to_datetime(value.strip()).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def is_transient(exc: BaseException) -> bool:

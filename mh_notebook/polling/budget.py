@@ -174,6 +174,8 @@ class AdaptiveRate:
     lately (over about ``accept_meter`` seconds): about the server's limit."""
     accept_meter: float = 3.0
     """Time constant (seconds) of the measured rate of answers other than 429."""
+    quiet: float = 2.0
+    """Seconds without a 429 that end a probe's settle (the window forgot sooner)."""
     limit_burst: float = 1.0
     """Requests sent back to back at most while a server limit is known (:meth:`bucket`)."""
 
@@ -193,6 +195,8 @@ class AdaptiveRate:
         self._probe: Probe | None = None
         self._last_probe = -math.inf
         self._wait, self._wait_at = 0.0, -math.inf
+        self._last_429 = -math.inf
+        self._told = RateLedger(self.memory)  # every answer (settles too): the panel's share
 
     @property
     def lowest(self) -> float:
@@ -225,8 +229,16 @@ class AdaptiveRate:
 
     def _record(self, now: float, rate: float, limited: bool) -> None:
         """An answer in the ledger, unless it came while a probe lets a window forget the
-        rate before (its 429s there are that rate's, not the low one's: they hid a limit)."""
-        if self._probe is None or now >= self._probe.counted_from:
+        rate before (its 429s there are that rate's, not the low one's: they hid a limit).
+        A settle ends once 429s stopped for ``quiet`` seconds (a hiccup that asked for a
+        minute then slowed every task to a tenth for 76 s, attack s25)."""
+        self._told.add(now, rate, limited)
+        probe = self._probe
+        if limited:
+            self._last_429 = now
+        elif probe is not None and now < probe.counted_from and now - self._last_429 >= self.quiet:
+            probe.settled(now)
+        if probe is None or now >= probe.counted_from:
             self.ledger.add(now, rate, limited)
 
     def accepted(self, now: float) -> float:
@@ -314,16 +326,14 @@ class AdaptiveRate:
         if k_at < 3.0:
             return
         # as low as a limit would be (the rate answered without 429), at most probe_depth and
-        # at least a tenth of the rate, long enough for the answers it needs but at most
-        # 4 phases' worth: 429s at ~100% (a few seconds of a refusing proxy) made it 300 s
-        # at the floor, every task starved (attack s25)
+        # at least a tenth of the rate, as long as its answers need but 16 s at most: 429s at
+        # ~100% (a refusing proxy) made it 300 s at the floor, every task starved (attack s25)
         low = max(self.lowest, self.rate * min(self.probe_depth, max(0.1, 1.0 - k_at / n_at)))
         seconds = min(max(self.probe_seconds, 1.5 * self.ledger.min_answers / low), 4 * self.probe_seconds)
         # a window's limit refuses on while it remembers the rate before: counted after that
         settle = min(self.longest_wait(now), 60.0)
         self._last_probe, low_until = now, now + settle + seconds
-        back_until = low_until + seconds
-        self._probe = Probe(self.rate, low, low_until, back_until, (n_at, k_at), counted_from=now + settle)
+        self._probe = Probe(self.rate, low, low_until, low_until + seconds, (n_at, k_at), now + settle)
         self.rate = low
 
     def on_tick(self, now: float, seconds: float, used: float, held: float | None = None) -> bool:
@@ -380,7 +390,7 @@ class AdaptiveRate:
         """What the 429s seen lately say, for the panel (``None``: no 429 lately)."""
         if self.limit_known(now) and self._limit_rate is not None:
             return f"server limit ≈ {self._limit_rate:.2g} req/s learned from 429s"
-        n, share = self.ledger.share(now)
+        n, share = self._told.share(now)
         if n < 1.0 or share * n < 0.5:
             return None
         return f"429s look random ({share:.0%} of requests): not a limit"

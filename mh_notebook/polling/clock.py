@@ -21,10 +21,11 @@ no clock of its own; every method takes the local times it needs.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import threading
 from dataclasses import dataclass, field
+
+from ..formats import http_date
 
 __all__ = ["ClockOffset"]
 
@@ -79,11 +80,8 @@ class ClockOffset:
 
     def observe_date(self, sent_at: float, received_at: float, date: str | None) -> None:
         """Take a response's ``Date`` header into account (ignored if absent or unparsable)."""
-        if not date:
-            return
-        try:
-            server = email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError):
+        server = http_date(date)
+        if server is None:
             return
         self._narrow(server - received_at - _SLACK, server + 1.0 - sent_at + _SLACK)
 

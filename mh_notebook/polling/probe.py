@@ -43,13 +43,22 @@ class Probe:
     low_until: float
     back_until: float
     before: tuple[float, float]
+    counted_from: float = -math.inf
+    """The low phase's answers count from then on: a limit over a window (40 per 10 s)
+    refuses on for as long as the window remembers the rate before (its ``Retry-After``)."""
     seen_low: list[float] = field(default_factory=lambda: [0.0, 0.0])
     seen_back: list[float] = field(default_factory=lambda: [0.0, 0.0])
     back: bool = False
     """In the back phase."""
-    counted_from: float = -math.inf
-    """The low phase's answers count from then on: a limit over a window (40 per 10 s)
-    refuses on for as long as the window remembers the rate before (its ``Retry-After``)."""
+
+    def settled(self, now: float) -> None:
+        """The window forgot sooner (no 429 lately): count from ``now``, the phases as long."""
+        early = max(0.0, self.counted_from - now)
+        self.counted_from, self.low_until, self.back_until = (
+            now,
+            self.low_until - early,
+            self.back_until - early,
+        )
 
     def count(self, now: float, sent_rate: float, limited: bool) -> None:
         """An answer (``limited``: a 429) to a request sent at ``sent_rate``."""
