@@ -151,8 +151,11 @@ def test_a_limits_429_to_an_action_pauses_every_request(lsim: LoggingSim) -> Non
     arrivals = lsim.log()
     during = [a for a in arrivals if refused[0] < a[0] < refused[0] + 2 - 0.01]
     assert during == [], "requests reached the server during the limit's pause"
-    after = [a for a in arrivals if a[0] > refused[0]]
-    assert after[0][1:] == ("balance", 200)  # the action first, once the pause ended
+    after = [a[1:] for a in arrivals if a[0] > refused[0]]
+    # the action before any poll once the pause ended (a list page shares its lane: under
+    # load one came first, ci22)
+    assert ("balance", 200) in after, after
+    assert all(call != "get" for call, _ in after[: after.index(("balance", 200))]), after
 
 
 def test_a_pause_longer_than_the_timeout_fails_at_once_sending_nothing(lsim: LoggingSim) -> None:

@@ -581,10 +581,13 @@ def test_odd_text_in_metadata_leaves_every_frame_readable(
         dict(zip(["run\ud800", "run\udc00", "run\ufffd"], "ABC", strict=True)),
         deep,
     ]
-    ids = [sim.submit(model="seedream-4.0", outcome="succeeded", latency=20, metadata=t) for t in tags]
     escaped = ODD.replace("\ud800", "\\ud800")
     with TaskWatcher(sim.api_key, sim.url, store=store, display="none", time_scale=SPEED) as w:
-        w.watch(ids)
+        # submitted here: the creation's metadata is known whether or not a GET repeats it
+        image = {"prompt": "a pier"}
+        ids = [
+            w.submit("seedream/text-to-image", model="seedream-4-5", input=image, metadata=t) for t in tags
+        ]
         w.wait(timeout=30)
         frames = [w.history(), *([read_history(store)] if store is not None else [])]
         assert len(w.latency_summary()) == 1

@@ -115,9 +115,7 @@ class AsyncClient(_Awaiting):
         sent_at, sent = datetime.now(UTC), time.time()
         try:
             async with asyncio.timeout(self._deadline):  # httpx bounds each read, not the whole answer
-                response = await self._http.request(
-                    call.method, call.url, params=call.params, json=call.body, headers=self._core.headers()
-                )
+                response = await self._http.request(call.method, call.url, **self._core.request(call))
         except TimeoutError:
             slow = httpx.ReadTimeout(f"no whole answer within {self._deadline:g} s (a body that trickles in)")
             raise self._core.transport_error(call, slow, sent_at) from None

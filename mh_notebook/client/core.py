@@ -129,6 +129,16 @@ class _Core:
         """The request headers, the key among them."""
         return {"Authorization": f"Bearer {self.key.value}", "Accept": "application/json"}
 
+    def request(self, call: _Call[Any]) -> dict[str, Any]:
+        """httpx's arguments for ``call``: its query, the headers, and its body as ASCII JSON
+        (a lone surrogate in a user's metadata goes escaped, as JSON allows; UTF-8 refused it
+        with a ``UnicodeEncodeError`` from the engine's thread)."""
+        args: dict[str, Any] = {"params": call.params, "headers": self.headers()}
+        if call.body is not None:
+            args["content"] = json.dumps(call.body).encode("ascii")
+            args["headers"]["Content-Type"] = "application/json"
+        return args
+
     def url(self, task_id: str) -> str:
         """A task's URL (the id checked first)."""
         return f"{self.base_url}/api/v1/tasks/{check_task_id(task_id)}"

@@ -81,9 +81,7 @@ class Client(_Blocking):
     def _once(self, call: _Call[T]) -> T:
         sent_at = datetime.now(UTC)
         try:
-            response = self._http.request(
-                call.method, call.url, params=call.params, json=call.body, headers=self._core.headers()
-            )
+            response = self._http.request(call.method, call.url, **self._core.request(call))
         except httpx.TransportError as exc:
             raise self._core.transport_error(call, exc, sent_at) from None
         return self._core.read(call, response, sent_at)
